@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { ConfigError } from './config/schema.js';
+import { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalone.js';
+import { DEMO_MODEL, startDemoFleet } from './sim/demo-fleet.js';
+
+const USAGE = `freesh — energy- and carbon-aware router for OpenAI-compatible LLM backends
+
+Usage:
+  freesh serve --config FILE     run the proxy for the fleet in FILE (JSON)
+  freesh demo [--port N] [--time-scale X]
+                                 run the proxy in front of a simulated 3-site fleet
+  freesh help`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command = 'help', ...rest] = argv;
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      config: { type: 'string', short: 'c' },
+      port: { type: 'string', short: 'p' },
+      host: { type: 'string' },
+      'time-scale': { type: 'string' },
+    },
+    strict: true,
+  });
+
+  if (command === 'serve') {
+    if (!values.config) throw new UsageError('serve needs --config FILE');
+    const config = await loadConfigFile(values.config);
+    if (values.port !== undefined) config.server.port = portOf(values.port);
+    if (values.host !== undefined) config.server.host = values.host;
+    const proxy = await startProxy(config);
+    console.log(`freesh listening on ${proxy.url} (${proxy.router.backends.length} backends, policy ${proxy.router.policy.name})`);
+    return untilSignal(proxy);
+  }
+
+  if (command === 'demo') {
+    const timeScale = values['time-scale'] === undefined ? 1 : Number(values['time-scale']);
+    if (!(timeScale > 0)) throw new UsageError(`--time-scale must be a positive number, got ${values['time-scale']}`);
+    const port = values.port === undefined ? Number(process.env.PORT ?? 8080) : portOf(values.port);
+    const fleet = await startDemoFleet({ port, host: values.host ?? '127.0.0.1', timeScale });
+    let proxy: RunningProxy;
+    try {
+      proxy = await startProxy(fleet.config);
+    } catch (err) {
+      await fleet.close();
+      throw err;
+    }
+    console.log(`freesh demo: ${fleet.backends.length} simulated instances at 3 sites (loc1 CAISO, loc2 DE, loc3 FR)`);
+    console.log(`listening on ${proxy.url}  (metrics: ${proxy.url}/metrics)\n`);
+    console.log('Try:');
+    console.log(
+      `  curl -i ${proxy.url}/v1/chat/completions -H 'content-type: application/json' \\\n` +
+        `    -d '{"model":"${DEMO_MODEL}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":40,"stream":true}'\n`,
+    );
+    console.log('Ctrl-C stops it.');
+    const code = await untilSignal(proxy);
+    await fleet.close();
+    return code;
+  }
+
+  if (command === 'help' || command === '--help' || command === '-h') {
+    console.log(USAGE);
+    return 0;
+  }
+  throw new UsageError(`unknown command \`${command}\``);
+}
+
+/** Runs until SIGINT or SIGTERM, then stops accepting, drains in-flight requests and resolves 0. */
+function untilSignal(proxy: RunningProxy): Promise<number> {
+  return new Promise((resolve) => {
+    const stop = (signal: string): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      console.log(`\n${signal}: draining ${proxy.router.inFlight} in-flight request(s)…`);
+      proxy.shutdown().then(
+        () => resolve(0),
+        (err: unknown) => {
+          console.error(err);
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}
+
+function portOf(text: string): number {
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) throw new UsageError(`--port must be an integer 0-65535, got ${text}`);
+  return port;
+}
+
+class UsageError extends Error {}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof ConfigError || err instanceof UsageError) console.error(`freesh: ${err.message}${err instanceof UsageError ? `\n\n${USAGE}` : ''}`);
+    else if (err instanceof Error && (err as { code?: string }).code === 'EADDRINUSE') console.error(`freesh: ${err.message} (choose another with --port)`);
+    else console.error(err);
+    process.exit(2);
+  },
+);

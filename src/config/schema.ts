@@ -1,0 +1,140 @@
+import { z } from 'zod';
+import { BUILTIN_PROFILES } from '../cost/profiles.js';
+
+/**
+ * The configuration schema: the single source of both the config file's types and its validation.
+ * Every field's default is stated here.
+ */
+const label = z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._:-]');
+
+export const siteSchema = z.strictObject({
+  id: label,
+  /** Grid region, free text (e.g. `DE`, `US-CAL-CISO`). Default ''. */
+  region: z.string().default(''),
+  /** Carbon intensity used for estimates. Default a constant 400 gCO2e/kWh (roughly a world-average grid). */
+  carbon: z.strictObject({ gramsPerKWh: z.number().nonnegative() }).prefault({ gramsPerKWh: 400 }),
+  /** Power usage effectiveness of the facility. Default 1.2. */
+  pue: z.number().min(1).max(3).default(1.2),
+});
+
+export const backendSchema = z.strictObject({
+  id: label,
+  /** Id of the site this backend runs in. */
+  site: label,
+  /** OpenAI-compatible base URL including its path prefix, e.g. `http://10.0.0.5:8000/v1`. */
+  baseURL: z.url({ protocol: /^https?$/ }),
+  /** Model names this backend serves. */
+  models: z.array(z.string().min(1)).min(1),
+  /** Requests run at once; more wait in the router's queue. Default 64. */
+  maxConcurrency: z.int().positive().max(100_000).default(64),
+  /** Parallelism mode naming a built-in instance profile (`2xA100`, `4xA100`, `8xA100`, `2xH100`, `4xH100`). Default `2xA100`. */
+  mode: z.enum(Object.keys(BUILTIN_PROFILES) as [string, ...string[]]).default('2xA100'),
+  /** Bearer token sent to this backend instead of the caller's Authorization header. */
+  apiKey: z.string().min(1).optional(),
+});
+
+export const limitsSchema = z.strictObject({
+  /** Requests waiting per backend before 429. Default 1,000. */
+  maxQueueLength: z.int().nonnegative().default(1_000),
+  /** Longest wait in an admission queue before 504 (ms). Default 30,000. */
+  maxQueueMs: z.int().positive().default(30_000),
+  /** Largest accepted request body (bytes). Default 8 MiB. */
+  bodyLimitBytes: z.int().positive().default(8 * 1024 * 1024),
+  /** Other backends tried when one refuses the connection or answers 503 before any byte. Default 1. */
+  retries: z.int().min(0).max(5).default(1),
+  /** How long a backend that refused a connection stays out of rotation (ms). Default 10,000. */
+  unhealthyMs: z.int().positive().default(10_000),
+  /** In-flight leases older than this are presumed leaked by a crashed router (ms). Default 15 minutes. */
+  leaseTtlMs: z.int().positive().default(15 * 60_000),
+  /** Time to connect to a backend (ms). Default 5,000. */
+  connectTimeoutMs: z.int().positive().default(5_000),
+  /** Time to a backend's response headers, i.e. the whole of a non-streamed generation (ms). Default 600,000. */
+  headersTimeoutMs: z.int().positive().default(600_000),
+  /** Longest silence between streamed chunks (ms). Default 300,000. */
+  bodyTimeoutMs: z.int().positive().default(300_000),
+});
+
+const routerShape = {
+  sites: z.array(siteSchema).min(1),
+  backends: z.array(backendSchema).min(1),
+  /** Policy name: `least-loaded` (default), `round-robin`, `random`, or one registered with the router. */
+  policy: z.string().min(1).default('least-loaded'),
+  limits: limitsSchema.prefault({}),
+  defaults: z
+    .strictObject({
+      /** Tenant of requests without an `x-freesh-tenant` header. Default `default`. */
+      tenant: label.default('default'),
+      /** SLO class of requests without an `x-freesh-slo` header. Default `standard`. */
+      sloClass: label.default('standard'),
+    })
+    .prefault({}),
+  /** Record a decision trace for every request (costs time; for debugging). Default false. */
+  trace: z.boolean().default(false),
+};
+
+type FleetConfig = { sites: readonly { id: string }[]; backends: readonly { id: string; site: string }[] };
+
+/** Ids are unique and every backend names a configured site. */
+function checkReferences(config: FleetConfig, ctx: z.RefinementCtx): void {
+  const siteIds = new Set<string>();
+  config.sites.forEach((site, i) => {
+    if (siteIds.has(site.id)) ctx.addIssue({ code: 'custom', path: ['sites', i, 'id'], message: 'duplicate site id', input: site.id });
+    siteIds.add(site.id);
+  });
+  const backendIds = new Set<string>();
+  config.backends.forEach((backend, i) => {
+    if (backendIds.has(backend.id)) ctx.addIssue({ code: 'custom', path: ['backends', i, 'id'], message: 'duplicate backend id', input: backend.id });
+    backendIds.add(backend.id);
+    if (!siteIds.has(backend.site)) {
+      ctx.addIssue({ code: 'custom', path: ['backends', i, 'site'], message: `must name one of the sites (${[...siteIds].join(', ')})`, input: backend.site });
+    }
+  });
+}
+
+export const routerConfigSchema = z.strictObject(routerShape).superRefine(checkReferences);
+
+export const serverSchema = z
+  .strictObject({
+    /** Interface to listen on. Default 127.0.0.1. */
+    host: z.string().min(1).default('127.0.0.1'),
+    /** Port to listen on; 0 picks a free one. Default 8080. */
+    port: z.int().min(0).max(65_535).default(8080),
+  })
+  .prefault({});
+
+/** The standalone proxy's config file: the router's config plus where to listen. */
+export const fileConfigSchema = z.strictObject({ ...routerShape, server: serverSchema }).superRefine(checkReferences);
+
+export type RouterConfigInput = z.input<typeof routerConfigSchema>;
+export type RouterConfig = z.output<typeof routerConfigSchema>;
+export type FileConfigInput = z.input<typeof fileConfigSchema>;
+export type FileConfig = z.output<typeof fileConfigSchema>;
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Validates and defaults a config, or throws a ConfigError naming every bad field and its value. */
+export function parseConfig<S extends z.ZodType>(schema: S, input: unknown, source = 'config'): z.output<S> {
+  const result = schema.safeParse(input, { reportInput: true });
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const where = issue.path.length === 0 ? source : `\`${formatPath(issue.path)}\``;
+    const got = issue.code === 'unrecognized_keys' ? '' : `, got \`${preview((issue as { input?: unknown }).input)}\``;
+    return `- ${where}: ${issue.message}${got}`;
+  });
+  throw new ConfigError(`Invalid ${source}:\n${lines.join('\n')}`);
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((out, key) => (typeof key === 'number' ? `${out}[${key}]` : out ? `${out}.${String(key)}` : String(key)), '');
+}
+
+function preview(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 60)}…` : text;
+}

@@ -1,0 +1,134 @@
+/**
+ * One error base for everything the router answers with. Each error carries a stable `code`, the
+ * HTTP `status` it maps to and an OpenAI-shaped `type`, and renders itself as the body OpenAI
+ * clients already know how to read: `{"error":{"message","type","param","code"}}`.
+ */
+export type ErrorType =
+  | 'invalid_request_error'
+  | 'not_found_error'
+  | 'rate_limit_error'
+  | 'server_error'
+  | 'upstream_error'
+  | 'timeout_error';
+
+export interface FreeshErrorOptions {
+  readonly code: string;
+  readonly status: number;
+  readonly type: ErrorType;
+  readonly param?: string | undefined;
+  readonly cause?: unknown;
+}
+
+export class FreeshError extends Error {
+  readonly code: string;
+  readonly status: number;
+  readonly type: ErrorType;
+  readonly param: string | undefined;
+
+  constructor(message: string, options: FreeshErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'FreeshError';
+    this.code = options.code;
+    this.status = options.status;
+    this.type = options.type;
+    this.param = options.param;
+  }
+
+  toJSON(): { error: { message: string; type: ErrorType; param: string | null; code: string } } {
+    return { error: { message: this.message, type: this.type, param: this.param ?? null, code: this.code } };
+  }
+
+  toBody(): string {
+    return JSON.stringify(this.toJSON());
+  }
+}
+
+export const invalidRequest = (message: string, param?: string, code = 'invalid_request'): FreeshError =>
+  new FreeshError(message, { code, status: 400, type: 'invalid_request_error', param });
+
+export const bodyTooLarge = (limitBytes: number): FreeshError =>
+  new FreeshError(`Request body exceeds the limit of ${limitBytes} bytes`, {
+    code: 'body_too_large',
+    status: 413,
+    type: 'invalid_request_error',
+  });
+
+export const modelNotFound = (model: string): FreeshError =>
+  new FreeshError(`The model \`${model}\` is not served by any backend`, {
+    code: 'model_not_found',
+    status: 404,
+    type: 'not_found_error',
+    param: 'model',
+  });
+
+export const routeNotFound = (method: string, path: string): FreeshError =>
+  new FreeshError(`Unknown route: ${method} ${path}`, { code: 'route_not_found', status: 404, type: 'not_found_error' });
+
+export const methodNotAllowed = (method: string, path: string, allowed: string): FreeshError =>
+  new FreeshError(`Method ${method} is not allowed on ${path}; use ${allowed}`, {
+    code: 'method_not_allowed',
+    status: 405,
+    type: 'invalid_request_error',
+  });
+
+export const queueFull = (backendId: string, limit: number): FreeshError =>
+  new FreeshError(`Admission queue of backend ${backendId} is full (${limit} waiting); retry later`, {
+    code: 'queue_full',
+    status: 429,
+    type: 'rate_limit_error',
+  });
+
+export const queueTimeout = (waitedMs: number): FreeshError =>
+  new FreeshError(`Request waited ${Math.round(waitedMs)} ms in the admission queue without being admitted`, {
+    code: 'queue_timeout',
+    status: 504,
+    type: 'timeout_error',
+  });
+
+export const noBackend = (model: string, reason: string): FreeshError =>
+  new FreeshError(`No backend can serve model \`${model}\` now: ${reason}`, {
+    code: 'no_backend_available',
+    status: 503,
+    type: 'server_error',
+  });
+
+export const upstreamFailed = (backendId: string, cause: unknown): FreeshError =>
+  new FreeshError(`Backend ${backendId} failed: ${describe(cause)}`, {
+    code: 'upstream_unreachable',
+    status: 502,
+    type: 'upstream_error',
+    cause,
+  });
+
+export const upstreamStatus = (backendId: string, status: number, detail: string): FreeshError =>
+  new FreeshError(`Backend ${backendId} answered ${status}${detail ? `: ${detail}` : ''}`, {
+    code: 'upstream_error',
+    status: 502,
+    type: 'upstream_error',
+  });
+
+export const upstreamDropped = (backendId: string, cause: unknown): FreeshError =>
+  new FreeshError(`Backend ${backendId} dropped the response mid-stream: ${describe(cause)}`, {
+    code: 'upstream_dropped',
+    status: 502,
+    type: 'upstream_error',
+    cause,
+  });
+
+export const clientAborted = (): FreeshError =>
+  new FreeshError('The client closed the request', { code: 'client_closed', status: 499, type: 'invalid_request_error' });
+
+export const internalError = (cause: unknown): FreeshError =>
+  new FreeshError(`Internal router error: ${describe(cause)}`, { code: 'internal_error', status: 500, type: 'server_error', cause });
+
+export function toFreeshError(err: unknown): FreeshError {
+  return err instanceof FreeshError ? err : internalError(err);
+}
+
+function describe(cause: unknown): string {
+  if (cause instanceof Error) {
+    const code = (cause as { code?: unknown }).code;
+    return typeof code === 'string' ? `${code} ${cause.message}` : cause.message;
+  }
+  return String(cause);
+}

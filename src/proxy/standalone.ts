@@ -1,0 +1,63 @@
+import { readFile } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { type FileConfig, type FileConfigInput, fileConfigSchema, parseConfig } from '../config/schema.js';
+import { type Router, type RouterOptions, createRouter } from '../router.js';
+import { createProxyServer } from './server.js';
+
+export interface RunningProxy {
+  readonly router: Router;
+  readonly server: Server;
+  /** e.g. `http://127.0.0.1:8080` */
+  readonly url: string;
+  /** Stops accepting, lets in-flight requests finish (up to `graceMs`), then closes everything. */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+/** Reads and validates a JSON config file; errors name the file, the field and the bad value. */
+export async function loadConfigFile(path: string): Promise<FileConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new Error(`Cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`Config file ${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return parseConfig(fileConfigSchema, value, `config file ${path}`);
+}
+
+/** Starts the OpenAI-compatible proxy for a config (plus any injected router options). */
+export async function startProxy(input: FileConfigInput, inject: Partial<RouterOptions> = {}): Promise<RunningProxy> {
+  const { server: listen, ...routerConfig } = parseConfig(fileConfigSchema, input, 'config');
+  const router = createRouter({ ...routerConfig, ...inject });
+  const server = createProxyServer(router);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listen.port, listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  return {
+    router,
+    server,
+    url: `http://${host}:${port}`,
+    async shutdown(graceMs = 30_000) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([router.whenIdle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+      server.closeAllConnections();
+      await closed;
+      await router.close();
+    },
+  };
+}

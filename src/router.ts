@@ -1,0 +1,517 @@
+import { channel } from 'node:diagnostics_channel';
+import { pipeline, Readable, Transform } from 'node:stream';
+import { type Clock, type Rng, systemClock } from './clock.js';
+import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
+import { type CostModel, profileCostModel } from './cost/cost-model.js';
+import { BUILTIN_PROFILES } from './cost/profiles.js';
+import {
+  clientAborted,
+  FreeshError,
+  modelNotFound,
+  noBackend,
+  toFreeshError,
+  upstreamDropped,
+  upstreamFailed,
+  bodyTooLarge,
+  routeNotFound,
+  upstreamStatus,
+} from './errors.js';
+import { type Outcome, RouterMetrics } from './metrics/metrics.js';
+import { heuristicPredictor, type Predictor } from './predict/predictor.js';
+import { isConnectError, type Transport, UndiciTransport, type UpstreamResponse } from './proxy/transport.js';
+import { AdmissionQueue } from './queue/admission-queue.js';
+import { parseRequest } from './request/parse.js';
+import { BUILTIN_POLICIES, type PolicyFactory } from './schedule/builtin.js';
+import { type DecisionTrace, decide } from './schedule/orchestrator.js';
+import type { Policy } from './schedule/policy.js';
+import { MemoryStateStore } from './state/memory-store.js';
+import type { StateStore } from './state/store.js';
+import type { Backend, Candidate, CostEstimate, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
+
+/** Everything `createRouter` accepts: the config (see config/schema.ts) plus injected side effects. */
+export interface RouterOptions extends Omit<RouterConfigInput, 'policy'> {
+  /** A policy name (built-in or from `policies`), or a policy object. Default `least-loaded`. */
+  readonly policy?: string | Policy;
+  /** Extra named policies, looked up by `policy`. */
+  readonly policies?: Readonly<Record<string, PolicyFactory>>;
+  /** Default: monotonic wall clock. */
+  readonly clock?: Clock;
+  /** Default: Math.random. */
+  readonly rng?: Rng;
+  /** Default: undici keep-alive pools with the configured timeouts. */
+  readonly transport?: Transport;
+  /** Default: in-memory (one process). */
+  readonly store?: StateStore;
+  /** Default: the heuristic predictor. */
+  readonly predictor?: Predictor;
+  /** Default: the profile-based cost model. */
+  readonly costModel?: CostModel;
+}
+
+/** One request as the router receives it from an HTTP layer. */
+export interface RouterCall {
+  readonly endpoint: Endpoint;
+  readonly body: Uint8Array;
+  /** Reads a request header by lower-case name. */
+  readonly header: (name: string) => string | undefined;
+  /** Aborted when the client goes away: removes the request from queues and aborts the upstream. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** Where a request goes, and what the router expected it to cost there. */
+export interface Placement {
+  readonly backend: Backend;
+  readonly prediction: Prediction;
+  readonly cost: CostEstimate;
+  readonly trace: DecisionTrace | undefined;
+}
+
+export interface RoutedResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | string[]>>;
+  /** The backend's body, relayed as it arrives. Destroy it to abort the upstream request. */
+  readonly body: Readable;
+  /** True when the body is a server-sent event stream (so a failure mid-way gets an SSE error event). */
+  readonly eventStream: boolean;
+  readonly placement: Placement;
+}
+
+/** Published on `freesh:decision` when someone subscribes (node:diagnostics_channel): costs nothing otherwise. */
+export const decisionChannel = channel('freesh:decision');
+/** Published on `freesh:complete` when a routed request ends. */
+export const completionChannel = channel('freesh:complete');
+
+export interface CompletionEvent {
+  readonly request: RoutingRequest;
+  readonly placement: Placement | undefined;
+  readonly outcome: Outcome;
+  readonly outputTokens: number | undefined;
+  readonly durationMs: number;
+  readonly error: FreeshError | undefined;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade']);
+const UPSTREAM_PATH: Record<Endpoint, string> = { 'chat.completions': '/chat/completions', completions: '/completions' };
+
+export class Router {
+  readonly config: RouterConfig;
+  readonly backends: readonly Backend[];
+  readonly sites: readonly Site[];
+  readonly policy: Policy;
+  readonly metrics = new RouterMetrics();
+  readonly #clock: Clock;
+  readonly #rng: Rng;
+  readonly #transport: Transport;
+  readonly #store: StateStore;
+  readonly #predictor: Predictor;
+  readonly #costModel: CostModel;
+  readonly #byModel = new Map<string, Backend[]>();
+  readonly #queues = new Map<string, AdmissionQueue>();
+  readonly #backendIds: readonly string[];
+  readonly #idPrefix = Math.random().toString(36).slice(2, 8);
+  #nextId = 0;
+  #inFlight = 0;
+  #closed = false;
+  readonly #idleWaiters: (() => void)[] = [];
+
+  constructor(options: RouterOptions) {
+    const { policy, policies, clock, rng, transport, store, predictor, costModel, ...data } = options;
+    this.config = parseConfig(routerConfigSchema, { ...data, policy: typeof policy === 'string' ? policy : undefined }, 'router options');
+    this.#clock = clock ?? systemClock;
+    this.#rng = rng ?? Math.random;
+    const limits = this.config.limits;
+    this.#transport =
+      transport ??
+      new UndiciTransport({
+        connectTimeoutMs: limits.connectTimeoutMs,
+        headersTimeoutMs: limits.headersTimeoutMs,
+        bodyTimeoutMs: limits.bodyTimeoutMs,
+      });
+    this.#store = store ?? new MemoryStateStore();
+    this.#predictor = predictor ?? heuristicPredictor();
+    this.#costModel = costModel ?? profileCostModel;
+
+    if (typeof policy === 'object') this.policy = policy;
+    else {
+      const factory = policies?.[this.config.policy] ?? BUILTIN_POLICIES[this.config.policy];
+      if (!factory) {
+        const known = [...Object.keys(BUILTIN_POLICIES), ...Object.keys(policies ?? {})].join(', ');
+        throw new ConfigError(`Invalid router options:\n- \`policy\`: must be one of ${known}, got \`${JSON.stringify(this.config.policy)}\``);
+      }
+      this.policy = factory();
+    }
+
+    const sites = new Map<string, Site>();
+    for (const s of this.config.sites) {
+      sites.set(s.id, Object.freeze({ id: s.id, region: s.region, gramsPerKWh: s.carbon.gramsPerKWh, pue: s.pue }));
+    }
+    this.sites = Object.freeze([...sites.values()]);
+    this.backends = Object.freeze(
+      this.config.backends.map((b) =>
+        Object.freeze({
+          id: b.id,
+          site: sites.get(b.site)!,
+          baseURL: b.baseURL,
+          models: new Set(b.models),
+          maxConcurrency: b.maxConcurrency,
+          profile: BUILTIN_PROFILES[b.mode]!,
+          apiKey: b.apiKey,
+        }),
+      ),
+    );
+    this.#backendIds = this.backends.map((b) => b.id);
+    for (const backend of this.backends) {
+      for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
+      this.#queues.set(
+        backend.id,
+        new AdmissionQueue({
+          backendId: backend.id,
+          concurrency: backend.maxConcurrency,
+          maxLength: limits.maxQueueLength,
+          maxWaitMs: limits.maxQueueMs,
+          clock: this.#clock,
+        }),
+      );
+    }
+  }
+
+  /** Model names served by at least one backend, sorted. */
+  models(): string[] {
+    return [...this.#byModel.keys()].sort();
+  }
+
+  /** Requests admitted or waiting, not yet finished. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Parses a raw OpenAI body into a RoutingRequest, or throws a 400 FreeshError. */
+  parse(call: RouterCall): RoutingRequest {
+    return parseRequest(call.endpoint, call.body, {
+      id: call.header('x-request-id') ?? `req-${this.#idPrefix}-${(this.#nextId++).toString(36)}`,
+      arrivalMs: this.#clock.now(),
+      defaultTenant: this.config.defaults.tenant,
+      defaultSloClass: this.config.defaults.sloClass,
+      header: call.header,
+    });
+  }
+
+  /** Predicts, costs every backend serving the model and runs the policy. Throws 404 or 503. */
+  async route(request: RoutingRequest, exclude?: ReadonlySet<string>): Promise<Placement> {
+    const pool = this.#byModel.get(request.model);
+    if (!pool) throw modelNotFound(request.model);
+    const prediction = await this.#predictor.predict(request);
+    return this.#place(request, prediction, pool, exclude);
+  }
+
+  /** The whole path: parse, place, admit, forward. Resolves when the backend's headers arrive. */
+  async dispatch(call: RouterCall): Promise<RoutedResponse> {
+    if (this.#closed) throw noBackend('*', 'the router is shutting down');
+    let request: RoutingRequest;
+    try {
+      request = this.parse(call);
+    } catch (err) {
+      throw this.#count('rejected-invalid', undefined, toFreeshError(err));
+    }
+    this.#inFlight++;
+    try {
+      return await this.#dispatch(request, call.signal);
+    } catch (err) {
+      this.#settled();
+      throw err;
+    }
+  }
+
+  /** Fetch-API entry point (Hono, Workers-style servers, tests): always resolves with a Response. */
+  async handle(request: Request): Promise<Response> {
+    const path = new URL(request.url).pathname;
+    const endpoint = path.endsWith('/chat/completions') ? 'chat.completions' : path.endsWith('/completions') ? 'completions' : undefined;
+    try {
+      if (path.endsWith('/models') && request.method === 'GET') return Response.json(this.modelList());
+      if (!endpoint) throw routeNotFound(request.method, path);
+      const body = new Uint8Array(await request.arrayBuffer());
+      if (body.byteLength > this.config.limits.bodyLimitBytes) throw bodyTooLarge(this.config.limits.bodyLimitBytes);
+      const routed = await this.dispatch({
+        endpoint,
+        body,
+        header: (name) => request.headers.get(name) ?? undefined,
+        signal: request.signal,
+      });
+      const headers = new Headers();
+      for (const [name, value] of Object.entries(routed.headers)) {
+        if (Array.isArray(value)) for (const v of value) headers.append(name, v);
+        else headers.set(name, value);
+      }
+      return new Response(Readable.toWeb(routed.body) as ReadableStream<Uint8Array>, { status: routed.status, headers });
+    } catch (err) {
+      const error = toFreeshError(err);
+      return new Response(error.toBody(), { status: error.status, headers: { 'content-type': 'application/json' } });
+    }
+  }
+
+  /** The `GET /v1/models` body: the union of the fleet's models. */
+  modelList(): { object: 'list'; data: { id: string; object: 'model'; created: number; owned_by: string }[] } {
+    return { object: 'list', data: this.models().map((id) => ({ id, object: 'model', created: 0, owned_by: 'freesh' })) };
+  }
+
+  /** Resolves once nothing is in flight (used to drain on shutdown). */
+  whenIdle(): Promise<void> {
+    return this.#inFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Refuses queued requests, closes connections and the store. In-flight responses are cut. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const err = noBackend('*', 'the router is shutting down');
+    for (const queue of this.#queues.values()) queue.rejectAll(err);
+    await Promise.all([this.#transport.close(), this.#store.close(), this.#predictor.close?.()]);
+  }
+
+  async #dispatch(request: RoutingRequest, signal: AbortSignal | undefined): Promise<RoutedResponse> {
+    const pool = this.#byModel.get(request.model);
+    if (!pool) throw this.#count('rejected-invalid', undefined, modelNotFound(request.model), request);
+    const decisionStarted = performance.now();
+    const prediction = await this.#predictor.predict(request);
+    const limits = this.config.limits;
+    let excluded: Set<string> | undefined;
+    for (let attempt = 0; ; attempt++) {
+      let placement: Placement;
+      try {
+        placement = await this.#place(request, prediction, pool, excluded);
+      } catch (err) {
+        throw this.#count('rejected-no-backend', undefined, toFreeshError(err), request);
+      }
+      if (attempt === 0) this.metrics.decisionSeconds.observe((performance.now() - decisionStarted) / 1000);
+      const { backend } = placement;
+      const queue = this.#queues.get(backend.id)!;
+      if (!queue.tryAcquire()) {
+        this.metrics.queued.labels(backend.id).inc();
+        try {
+          // Arrival order for now; the FREESH policy supplies latest start times.
+          await queue.wait({ priority: request.arrivalMs, signal });
+        } catch (err) {
+          const error = toFreeshError(err);
+          throw this.#count(outcomeOf(error), backend.id, error, request, placement);
+        } finally {
+          this.metrics.queued.labels(backend.id).dec();
+        }
+      }
+      const leaseId = `${request.id}#${attempt}`;
+      const sentAtMs = this.#clock.now();
+      await this.#store.acquire({ id: leaseId, backendId: backend.id, expiresAtMs: sentAtMs + limits.leaseTtlMs });
+      this.metrics.inFlight.labels(backend.id).inc();
+      const free = (): void => {
+        queue.release();
+        this.metrics.inFlight.labels(backend.id).dec();
+        this.#store.release(leaseId).catch(() => {
+          // The lease expires by itself; a store outage must not fail the request.
+        });
+      };
+
+      let upstream: UpstreamResponse;
+      try {
+        upstream = await this.#transport.send(backend, {
+          method: 'POST',
+          path: UPSTREAM_PATH[request.endpoint],
+          headers: upstreamHeaders(request, backend),
+          body: request.rawBody,
+          signal,
+        });
+      } catch (err) {
+        free();
+        if (signal?.aborted) throw this.#count('client-abort', backend.id, clientAborted(), request, placement);
+        if (isConnectError(err)) {
+          await this.#store.markUnhealthy(backend.id, this.#clock.now() + limits.unhealthyMs);
+          if (attempt < limits.retries) {
+            (excluded ??= new Set()).add(backend.id);
+            continue;
+          }
+        }
+        throw this.#count('upstream-unreachable', backend.id, upstreamFailed(backend.id, err), request, placement);
+      }
+
+      if (upstream.status >= 500) {
+        const detail = await readSnippet(upstream.body);
+        free();
+        // 503 means "busy, try elsewhere"; other 5xx may be the request's own fault, so they are not retried.
+        if (upstream.status === 503 && attempt < limits.retries) {
+          (excluded ??= new Set()).add(backend.id);
+          continue;
+        }
+        throw this.#count('upstream-status', backend.id, upstreamStatus(backend.id, upstream.status, detail), request, placement);
+      }
+      return this.#relay(request, placement, upstream, sentAtMs, free);
+    }
+  }
+
+  async #place(request: RoutingRequest, prediction: Prediction, pool: readonly Backend[], exclude: ReadonlySet<string> | undefined): Promise<Placement> {
+    const nowMs = this.#clock.now();
+    const states = await this.#store.snapshot(this.#backendIds, nowMs);
+    const candidates: Candidate[] = [];
+    for (const backend of pool) {
+      if (exclude?.has(backend.id)) continue;
+      const state = states.get(backend.id)!;
+      const queued = this.#queues.get(backend.id)!.waiting;
+      candidates.push({ backend, state, queued, cost: this.#costModel.estimate({ request, prediction, backend, state, queued, nowMs }) });
+    }
+    const ctx = { request, prediction, nowMs, rng: this.#rng };
+    const decision = decide(this.policy, candidates, ctx, this.config.trace || decisionChannel.hasSubscribers);
+    if (decisionChannel.hasSubscribers) decisionChannel.publish({ request, trace: decision.trace });
+    const picked = decision.picked?.candidate;
+    if (!picked) {
+      throw noBackend(request.model, decision.emptiedBy ? `every candidate was removed by the \`${decision.emptiedBy}\` filter` : 'no candidate left');
+    }
+    return { backend: picked.backend, prediction, cost: picked.cost, trace: decision.trace };
+  }
+
+  #relay(request: RoutingRequest, placement: Placement, upstream: UpstreamResponse, sentAtMs: number, free: () => void): RoutedResponse {
+    const { backend, cost, prediction } = placement;
+    const headers: Record<string, string | string[]> = {};
+    for (const name in upstream.headers) {
+      const value = upstream.headers[name];
+      if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
+    }
+    headers['x-freesh-backend'] = backend.id;
+    headers['x-freesh-site'] = backend.site.id;
+    headers['x-freesh-predicted-tokens'] = String(prediction.outputTokensP50);
+    headers['x-freesh-energy-j'] = cost.energyJ.toFixed(1);
+    headers['x-freesh-carbon-g'] = cost.carbonG.toFixed(4);
+    headers['x-request-id'] = request.id;
+    const contentType = String(upstream.headers['content-type'] ?? '');
+    const eventStream = contentType.includes('text/event-stream');
+
+    const meter = new TokenMeter(eventStream);
+    const body = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        meter.push(chunk);
+        callback(null, chunk);
+      },
+    });
+    // pipeline() carries an upstream failure to the relayed body (as its 'error') and a consumer's
+    // destroy() back to the upstream request, which undici then aborts.
+    pipeline(upstream.body, body, (err) => {
+      free();
+      const tokens = meter.outputTokens();
+      this.metrics.upstreamSeconds.labels(backend.id).observe((this.#clock.now() - sentAtMs) / 1000);
+      this.metrics.estimatedEnergyJ.labels(backend.id).inc(cost.energyJ);
+      this.metrics.estimatedCarbonG.labels(backend.id).inc(cost.carbonG);
+      if (tokens !== undefined) this.metrics.outputTokens.labels(backend.id).inc(tokens);
+      let outcome: Outcome = upstream.status >= 400 ? 'upstream-status' : 'completed';
+      let error: FreeshError | undefined;
+      if (err) {
+        const consumerGone = (err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE' || isAbort(err);
+        outcome = consumerGone ? 'client-abort' : 'upstream-dropped';
+        error = consumerGone ? clientAborted() : upstreamDropped(backend.id, err);
+      } else if (outcome === 'completed' && tokens !== undefined) {
+        this.#predictor.observe?.(request, tokens);
+      }
+      this.#count(outcome, backend.id, error, request, placement, tokens);
+      this.#settled();
+    });
+    return { status: upstream.status, headers, body, eventStream, placement };
+  }
+
+  #count(
+    outcome: Outcome,
+    backendId: string | undefined,
+    error: FreeshError | undefined,
+    request?: RoutingRequest,
+    placement?: Placement,
+    outputTokens?: number,
+  ): FreeshError {
+    this.metrics.requests.labels(outcome, backendId ?? 'none').inc();
+    if (request && completionChannel.hasSubscribers) {
+      completionChannel.publish({
+        request,
+        placement,
+        outcome,
+        outputTokens,
+        durationMs: this.#clock.now() - request.arrivalMs,
+        error,
+      } satisfies CompletionEvent);
+    }
+    return error!;
+  }
+
+  #settled(): void {
+    this.#inFlight--;
+    if (this.#inFlight === 0) for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+}
+
+export function createRouter(options: RouterOptions): Router {
+  return new Router(options);
+}
+
+function outcomeOf(error: FreeshError): Outcome {
+  switch (error.code) {
+    case 'queue_full':
+      return 'rejected-queue-full';
+    case 'queue_timeout':
+      return 'evicted-queue-timeout';
+    case 'client_closed':
+      return 'client-abort';
+    case 'no_backend_available':
+      return 'rejected-no-backend';
+    default:
+      return 'internal-error';
+  }
+}
+
+function upstreamHeaders(request: RoutingRequest, backend: Backend): Record<string, string> {
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': request.id };
+  if (backend.apiKey) headers.authorization = `Bearer ${backend.apiKey}`;
+  return headers;
+}
+
+function isAbort(err: unknown): boolean {
+  return err instanceof Error && (err.name === 'AbortError' || (err as { code?: string }).code === 'UND_ERR_ABORTED');
+}
+
+/** Reads at most 512 bytes of an error body for the message, then discards the rest. */
+async function readSnippet(body: Readable): Promise<string> {
+  let text = '';
+  try {
+    for await (const chunk of body) {
+      text += String(chunk);
+      if (text.length >= 512) break;
+    }
+  } catch {
+    // A broken error body still leaves a status to report.
+  }
+  body.destroy();
+  return text.slice(0, 512).replace(/\s+/g, ' ').trim();
+}
+
+const USAGE = /"completion_tokens"\s*:\s*(\d+)/g;
+const DATA = Buffer.from('data:');
+
+/**
+ * Counts output tokens in a relayed body without buffering it: the `usage.completion_tokens` figure
+ * when the backend sends one (it ends JSON bodies and, with include_usage, streams), otherwise one
+ * token per SSE event that is not `[DONE]`.
+ */
+class TokenMeter {
+  readonly #eventStream: boolean;
+  #tail = '';
+  #events = 0;
+
+  constructor(eventStream: boolean) {
+    this.#eventStream = eventStream;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#eventStream) for (let at = chunk.indexOf(DATA); at !== -1; at = chunk.indexOf(DATA, at + DATA.length)) this.#events++;
+    const text = this.#tail + chunk.toString('latin1');
+    this.#tail = text.length > 400 ? text.slice(-400) : text;
+  }
+
+  outputTokens(): number | undefined {
+    let last: string | undefined;
+    for (const match of this.#tail.matchAll(USAGE)) last = match[1];
+    if (last !== undefined) return Number(last);
+    if (this.#eventStream) return Math.max(0, this.#events - (this.#tail.includes('[DONE]') ? 1 : 0));
+    return undefined;
+  }
+}

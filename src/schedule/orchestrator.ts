@@ -1,0 +1,115 @@
+import type { Candidate } from '../types.js';
+import type { DecisionContext, Policy, Scored } from './policy.js';
+
+export interface CandidateTrace {
+  readonly backend: string;
+  /** Name of the filter that dropped it, if one did. */
+  readonly droppedBy?: string;
+  readonly scores?: Readonly<Record<string, number>>;
+  readonly score?: number;
+}
+
+/** What a decision looked like, recorded only when asked for (it costs allocations and clock reads). */
+export interface DecisionTrace {
+  readonly policy: string;
+  readonly candidates: readonly CandidateTrace[];
+  /** Time spent in each plugin, microseconds. */
+  readonly pluginUs: Readonly<Record<string, number>>;
+  readonly picked: string | undefined;
+  /** Plugins that threw; their verdicts were replaced by safe defaults. */
+  readonly errors: readonly string[];
+}
+
+export interface Decision {
+  readonly picked: Scored | undefined;
+  /** Why nothing was picked: the filter that removed the last candidates. */
+  readonly emptiedBy: string | undefined;
+  readonly trace: DecisionTrace | undefined;
+}
+
+/**
+ * Runs a policy over candidates and enforces the plugin contracts: a throwing filter keeps the
+ * candidate, a throwing or out-of-range scorer counts as 0 (clamped to [0, 1]), a throwing picker
+ * falls back to the highest score. Plugins stay pure; this is the one place that guards them.
+ */
+export function decide(policy: Policy, candidates: readonly Candidate[], ctx: DecisionContext, trace = false): Decision {
+  const errors: string[] = [];
+  const pluginUs: Record<string, number> = {};
+  const dropped = trace ? new Map<Candidate, string>() : undefined;
+  const time = trace ? (name: string, started: number) => { pluginUs[name] = (pluginUs[name] ?? 0) + (performance.now() - started) * 1000; } : undefined;
+
+  let kept = candidates;
+  let emptiedBy: string | undefined;
+  for (const filter of policy.filters) {
+    const started = time ? performance.now() : 0;
+    const next = kept.filter((candidate) => {
+      let keep = true;
+      try {
+        keep = filter.keep(candidate, ctx);
+      } catch (err) {
+        errors.push(`filter ${filter.name}: ${(err as Error).message}`);
+      }
+      if (!keep) dropped?.set(candidate, filter.name);
+      return keep;
+    });
+    time?.(`filter:${filter.name}`, started);
+    if (next.length === 0 && kept.length > 0) emptiedBy = filter.name;
+    kept = next;
+  }
+
+  const perScorer = trace ? new Map<Candidate, Record<string, number>>() : undefined;
+  const totalWeight = policy.scorers.reduce((sum, s) => sum + s.weight, 0);
+  const scored: Scored[] = kept.map((candidate) => ({ candidate, score: 0 }));
+  for (const { scorer, weight } of policy.scorers) {
+    const started = time ? performance.now() : 0;
+    for (let i = 0; i < scored.length; i++) {
+      const entry = scored[i]!;
+      let value = 0;
+      try {
+        value = clamp01(scorer.score(entry.candidate, ctx));
+      } catch (err) {
+        errors.push(`scorer ${scorer.name}: ${(err as Error).message}`);
+      }
+      if (perScorer) (perScorer.get(entry.candidate) ?? perScorer.set(entry.candidate, {}).get(entry.candidate)!)[scorer.name] = value;
+      scored[i] = { candidate: entry.candidate, score: entry.score + (weight * value) / totalWeight };
+    }
+    time?.(`scorer:${scorer.name}`, started);
+  }
+
+  let picked: Scored | undefined;
+  if (scored.length > 0) {
+    const started = time ? performance.now() : 0;
+    try {
+      picked = policy.picker.pick(scored, ctx);
+      if (!scored.includes(picked)) throw new Error('returned an entry it was not given');
+    } catch (err) {
+      errors.push(`picker ${policy.picker.name}: ${(err as Error).message}`);
+      picked = scored.reduce((a, b) => (b.score > a.score ? b : a));
+    }
+    time?.(`picker:${policy.picker.name}`, started);
+  }
+
+  if (errors.length > 0 && !trace) return { picked, emptiedBy, trace: undefined };
+  return {
+    picked,
+    emptiedBy,
+    trace: trace
+      ? {
+          policy: policy.name,
+          candidates: candidates.map((c) => {
+            const by = dropped?.get(c);
+            const entry = scored.find((s) => s.candidate === c);
+            return by ? { backend: c.backend.id, droppedBy: by } : { backend: c.backend.id, scores: perScorer?.get(c) ?? {}, score: entry?.score ?? 0 };
+          }),
+          pluginUs,
+          picked: picked?.candidate.backend.id,
+          errors,
+        }
+      : undefined,
+  };
+}
+
+function clamp01(value: number): number {
+  if (!(value > 0)) return 0; // also NaN
+  return value > 1 ? 1 : value;
+}
