@@ -357,6 +357,7 @@ export class Router {
     }
     const ctx = { request, prediction, nowMs, rng: this.#rng };
     const decision = decide(this.policy, candidates, ctx, this.config.trace || decisionChannel.hasSubscribers);
+    for (const { plugin } of decision.errors) this.metrics.pluginErrors.labels(plugin).inc();
     if (decisionChannel.hasSubscribers) decisionChannel.publish({ request, trace: decision.trace });
     const picked = decision.picked?.candidate;
     if (!picked) {
@@ -387,6 +388,10 @@ export class Router {
         meter.push(chunk);
         callback(null, chunk);
       },
+      // A failure upstream reaches the consumer as a FreeshError it can render (an SSE error event).
+      destroy(err, callback) {
+        callback(err && !(err instanceof FreeshError) && !isConsumerGone(err) ? upstreamDropped(backend.id, err) : err);
+      },
     });
     // pipeline() carries an upstream failure to the relayed body (as its 'error') and a consumer's
     // destroy() back to the upstream request, which undici then aborts.
@@ -400,9 +405,9 @@ export class Router {
       let outcome: Outcome = upstream.status >= 400 ? 'upstream-status' : 'completed';
       let error: FreeshError | undefined;
       if (err) {
-        const consumerGone = (err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE' || isAbort(err);
+        const consumerGone = isConsumerGone(err);
         outcome = consumerGone ? 'client-abort' : 'upstream-dropped';
-        error = consumerGone ? clientAborted() : upstreamDropped(backend.id, err);
+        error = consumerGone ? clientAborted() : err instanceof FreeshError ? err : upstreamDropped(backend.id, err);
       } else if (outcome === 'completed' && tokens !== undefined) {
         this.#predictor.observe?.(request, tokens);
       }
@@ -465,8 +470,11 @@ function upstreamHeaders(request: RoutingRequest, backend: Backend): Record<stri
   return headers;
 }
 
-function isAbort(err: unknown): boolean {
-  return err instanceof Error && (err.name === 'AbortError' || (err as { code?: string }).code === 'UND_ERR_ABORTED');
+/** The relayed body was destroyed by its consumer (the client went away), not by the backend. */
+function isConsumerGone(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: string }).code;
+  return code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'UND_ERR_ABORTED' || err.name === 'AbortError';
 }
 
 /** Reads at most 512 bytes of an error body for the message, then discards the rest. */
@@ -486,11 +494,13 @@ async function readSnippet(body: Readable): Promise<string> {
 
 const USAGE = /"completion_tokens"\s*:\s*(\d+)/g;
 const DATA = Buffer.from('data:');
+/** SSE events that carry no token: a closing chunk with an empty delta, a usage-only chunk, [DONE]. */
+const EMPTY_EVENTS = [Buffer.from('"delta":{}'), Buffer.from('"choices":[]'), Buffer.from('[DONE]')];
 
 /**
  * Counts output tokens in a relayed body without buffering it: the `usage.completion_tokens` figure
  * when the backend sends one (it ends JSON bodies and, with include_usage, streams), otherwise one
- * token per SSE event that is not `[DONE]`.
+ * token per SSE event that carries one. Approximate when a marker straddles two chunks.
  */
 class TokenMeter {
   readonly #eventStream: boolean;
@@ -502,7 +512,10 @@ class TokenMeter {
   }
 
   push(chunk: Buffer): void {
-    if (this.#eventStream) for (let at = chunk.indexOf(DATA); at !== -1; at = chunk.indexOf(DATA, at + DATA.length)) this.#events++;
+    if (this.#eventStream) {
+      this.#events += occurrences(chunk, DATA);
+      for (const marker of EMPTY_EVENTS) this.#events -= occurrences(chunk, marker);
+    }
     const text = this.#tail + chunk.toString('latin1');
     this.#tail = text.length > 400 ? text.slice(-400) : text;
   }
@@ -511,7 +524,12 @@ class TokenMeter {
     let last: string | undefined;
     for (const match of this.#tail.matchAll(USAGE)) last = match[1];
     if (last !== undefined) return Number(last);
-    if (this.#eventStream) return Math.max(0, this.#events - (this.#tail.includes('[DONE]') ? 1 : 0));
-    return undefined;
+    return this.#eventStream ? Math.max(0, this.#events) : undefined;
   }
+}
+
+function occurrences(haystack: Buffer, needle: Buffer): number {
+  let count = 0;
+  for (let at = haystack.indexOf(needle); at !== -1; at = haystack.indexOf(needle, at + needle.length)) count++;
+  return count;
 }

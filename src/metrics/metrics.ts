@@ -67,4 +67,10 @@ export class RouterMetrics {
     labelNames: ['backend'] as const,
     registers: [this.registry],
   });
+  readonly pluginErrors = new Counter({
+    name: 'freesh_plugin_errors_total',
+    help: 'Policy plugins that threw; the orchestrator substituted a safe verdict',
+    labelNames: ['plugin'] as const,
+    registers: [this.registry],
+  });
 }

@@ -1,6 +1,12 @@
 import type { Candidate } from '../types.js';
 import type { DecisionContext, Policy, Scored } from './policy.js';
 
+export interface PluginError {
+  /** `filter:NAME`, `scorer:NAME` or `picker:NAME`. */
+  readonly plugin: string;
+  readonly message: string;
+}
+
 export interface CandidateTrace {
   readonly backend: string;
   /** Name of the filter that dropped it, if one did. */
@@ -17,13 +23,15 @@ export interface DecisionTrace {
   readonly pluginUs: Readonly<Record<string, number>>;
   readonly picked: string | undefined;
   /** Plugins that threw; their verdicts were replaced by safe defaults. */
-  readonly errors: readonly string[];
+  readonly errors: readonly PluginError[];
 }
 
 export interface Decision {
   readonly picked: Scored | undefined;
   /** Why nothing was picked: the filter that removed the last candidates. */
   readonly emptiedBy: string | undefined;
+  /** Plugins that threw or misbehaved in this decision. */
+  readonly errors: readonly PluginError[];
   readonly trace: DecisionTrace | undefined;
 }
 
@@ -33,7 +41,7 @@ export interface Decision {
  * falls back to the highest score. Plugins stay pure; this is the one place that guards them.
  */
 export function decide(policy: Policy, candidates: readonly Candidate[], ctx: DecisionContext, trace = false): Decision {
-  const errors: string[] = [];
+  const errors: PluginError[] = [];
   const pluginUs: Record<string, number> = {};
   const dropped = trace ? new Map<Candidate, string>() : undefined;
   const time = trace ? (name: string, started: number) => { pluginUs[name] = (pluginUs[name] ?? 0) + (performance.now() - started) * 1000; } : undefined;
@@ -47,7 +55,7 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
       try {
         keep = filter.keep(candidate, ctx);
       } catch (err) {
-        errors.push(`filter ${filter.name}: ${(err as Error).message}`);
+        errors.push({ plugin: `filter:${filter.name}`, message: (err as Error).message });
       }
       if (!keep) dropped?.set(candidate, filter.name);
       return keep;
@@ -68,7 +76,7 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
       try {
         value = clamp01(scorer.score(entry.candidate, ctx));
       } catch (err) {
-        errors.push(`scorer ${scorer.name}: ${(err as Error).message}`);
+        errors.push({ plugin: `scorer:${scorer.name}`, message: (err as Error).message });
       }
       if (perScorer) (perScorer.get(entry.candidate) ?? perScorer.set(entry.candidate, {}).get(entry.candidate)!)[scorer.name] = value;
       scored[i] = { candidate: entry.candidate, score: entry.score + (weight * value) / totalWeight };
@@ -83,16 +91,16 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
       picked = policy.picker.pick(scored, ctx);
       if (!scored.includes(picked)) throw new Error('returned an entry it was not given');
     } catch (err) {
-      errors.push(`picker ${policy.picker.name}: ${(err as Error).message}`);
+      errors.push({ plugin: `picker:${policy.picker.name}`, message: (err as Error).message });
       picked = scored.reduce((a, b) => (b.score > a.score ? b : a));
     }
     time?.(`picker:${policy.picker.name}`, started);
   }
 
-  if (errors.length > 0 && !trace) return { picked, emptiedBy, trace: undefined };
   return {
     picked,
     emptiedBy,
+    errors,
     trace: trace
       ? {
           policy: policy.name,

@@ -2,3 +2,4 @@ export { type SimBackend, type SimBackendOptions, startSimBackend } from './back
 export { FIXED_COMPLETION, startFixedBackend } from './fixed-backend.js';
 export { type SimInstanceOptions, type SimJob, SimInstance } from './instance.js';
 export { type DemoFleet, DEMO_MODEL, DEMO_SITES, startDemoFleet } from './demo-fleet.js';
+export { VirtualClock } from './virtual-clock.js';

@@ -1,0 +1,45 @@
+import { BUILTIN_PROFILES } from '../../src/cost/profiles.js';
+import type { Backend, BackendState, Candidate, RoutingRequest, Site } from '../../src/types.js';
+
+export const site: Site = { id: 's1', region: 'DE', gramsPerKWh: 400, pue: 1.2 };
+
+export function backend(id: string, overrides: Partial<Backend> = {}): Backend {
+  return {
+    id,
+    site,
+    baseURL: 'http://127.0.0.1:1/v1',
+    models: new Set(['m']),
+    maxConcurrency: 10,
+    profile: BUILTIN_PROFILES['2xA100']!,
+    apiKey: undefined,
+    ...overrides,
+  };
+}
+
+export function candidate(id: string, inFlight = 0, queued = 0, state: Partial<BackendState> = {}): Candidate {
+  return {
+    backend: backend(id),
+    state: { inFlight, healthy: true, ...state },
+    queued,
+    cost: { waitMs: 0, ttftMs: 100, tbtMs: 50, e2eMs: 1000, energyJ: 10, carbonG: 1 },
+  };
+}
+
+export function request(overrides: Partial<RoutingRequest> = {}): RoutingRequest {
+  return {
+    id: 'r',
+    endpoint: 'chat.completions',
+    model: 'm',
+    promptText: 'hello',
+    promptTokens: 512,
+    messageCount: 1,
+    maxTokens: undefined,
+    stream: false,
+    tenant: 't',
+    sloClass: 'standard',
+    arrivalMs: 0,
+    body: {},
+    rawBody: new Uint8Array(),
+    ...overrides,
+  };
+}
