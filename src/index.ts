@@ -37,3 +37,4 @@ export { MemoryStateStore } from './state/memory-store.js';
 export type { Lease, StateStore } from './state/store.js';
 export type { Backend, BackendState, Candidate, CostEstimate, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
 export { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalone.js';
+export { type CancelSignal, CancelToken } from './cancel.js';

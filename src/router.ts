@@ -1,5 +1,6 @@
 import { channel } from 'node:diagnostics_channel';
-import { pipeline, Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
+import type { CancelSignal } from './cancel.js';
 import { type Clock, type Rng, systemClock } from './clock.js';
 import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
 import { type CostModel, profileCostModel } from './cost/cost-model.js';
@@ -54,8 +55,8 @@ export interface RouterCall {
   readonly body: Uint8Array;
   /** Reads a request header by lower-case name. */
   readonly header: (name: string) => string | undefined;
-  /** Aborted when the client goes away: removes the request from queues and aborts the upstream. */
-  readonly signal?: AbortSignal | undefined;
+  /** Aborted when the client goes away: removes the request from queues and aborts the upstream. An AbortSignal will do. */
+  readonly signal?: CancelSignal | undefined;
 }
 
 /** Where a request goes, and what the router expected it to cost there. */
@@ -268,7 +269,7 @@ export class Router {
     await Promise.all([this.#transport.close(), this.#store.close(), this.#predictor.close?.()]);
   }
 
-  async #dispatch(request: RoutingRequest, signal: AbortSignal | undefined): Promise<RoutedResponse> {
+  async #dispatch(request: RoutingRequest, signal: CancelSignal | undefined): Promise<RoutedResponse> {
     const pool = this.#byModel.get(request.model);
     if (!pool) throw this.#count('rejected-invalid', undefined, modelNotFound(request.model), request);
     const decisionStarted = performance.now();
@@ -285,8 +286,9 @@ export class Router {
       if (attempt === 0) this.metrics.decisionSeconds.observe((performance.now() - decisionStarted) / 1000);
       const { backend } = placement;
       const queue = this.#queues.get(backend.id)!;
+      const m = this.metrics.backend(backend.id);
       if (!queue.tryAcquire()) {
-        this.metrics.queued.labels(backend.id).inc();
+        m.queued.inc();
         try {
           // Arrival order for now; the FREESH policy supplies latest start times.
           await queue.wait({ priority: request.arrivalMs, signal });
@@ -294,22 +296,23 @@ export class Router {
           const error = toFreeshError(err);
           throw this.#count(outcomeOf(error), backend.id, error, request, placement);
         } finally {
-          this.metrics.queued.labels(backend.id).dec();
+          m.queued.dec();
         }
       }
       const leaseId = `${request.id}#${attempt}`;
       const sentAtMs = this.#clock.now();
-      await this.#store.acquire({ id: leaseId, backendId: backend.id, expiresAtMs: sentAtMs + limits.leaseTtlMs });
-      this.metrics.inFlight.labels(backend.id).inc();
+      // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
+      // request. A store that fails is outlived by the lease TTL.
+      this.#store.acquire({ id: leaseId, backendId: backend.id, expiresAtMs: sentAtMs + limits.leaseTtlMs }).catch(ignoreStoreError);
+      m.inFlight.inc();
       const free = (): void => {
         queue.release();
-        this.metrics.inFlight.labels(backend.id).dec();
-        this.#store.release(leaseId).catch(() => {
-          // The lease expires by itself; a store outage must not fail the request.
-        });
+        m.inFlight.dec();
+        this.#store.release(leaseId).catch(ignoreStoreError);
       };
 
       let upstream: UpstreamResponse;
+      const meter = new TokenMeter();
       try {
         upstream = await this.#transport.send(backend, {
           method: 'POST',
@@ -317,6 +320,7 @@ export class Router {
           headers: upstreamHeaders(request, backend),
           body: request.rawBody,
           signal,
+          onData: (chunk) => meter.push(chunk),
         });
       } catch (err) {
         free();
@@ -341,7 +345,7 @@ export class Router {
         }
         throw this.#count('upstream-status', backend.id, upstreamStatus(backend.id, upstream.status, detail), request, placement);
       }
-      return this.#relay(request, placement, upstream, sentAtMs, free);
+      return this.#relay(request, placement, upstream, meter, sentAtMs, free);
     }
   }
 
@@ -366,7 +370,7 @@ export class Router {
     return { backend: picked.backend, prediction, cost: picked.cost, trace: decision.trace };
   }
 
-  #relay(request: RoutingRequest, placement: Placement, upstream: UpstreamResponse, sentAtMs: number, free: () => void): RoutedResponse {
+  #relay(request: RoutingRequest, placement: Placement, upstream: UpstreamResponse, meter: TokenMeter, sentAtMs: number, free: () => void): RoutedResponse {
     const { backend, cost, prediction } = placement;
     const headers: Record<string, string | string[]> = {};
     for (const name in upstream.headers) {
@@ -382,38 +386,37 @@ export class Router {
     const contentType = String(upstream.headers['content-type'] ?? '');
     const eventStream = contentType.includes('text/event-stream');
 
-    const meter = new TokenMeter(eventStream);
-    const body = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        meter.push(chunk);
-        callback(null, chunk);
-      },
-      // A failure upstream reaches the consumer as a FreeshError it can render (an SSE error event).
-      destroy(err, callback) {
-        callback(err && !(err instanceof FreeshError) && !isConsumerGone(err) ? upstreamDropped(backend.id, err) : err);
-      },
-    });
-    // pipeline() carries an upstream failure to the relayed body (as its 'error') and a consumer's
-    // destroy() back to the upstream request, which undici then aborts.
-    pipeline(upstream.body, body, (err) => {
+    const body = upstream.body;
+    let ended = false;
+    const done = (err: unknown): void => {
+      if (ended) return;
+      ended = true;
       free();
       const tokens = meter.outputTokens();
-      this.metrics.upstreamSeconds.labels(backend.id).observe((this.#clock.now() - sentAtMs) / 1000);
-      this.metrics.estimatedEnergyJ.labels(backend.id).inc(cost.energyJ);
-      this.metrics.estimatedCarbonG.labels(backend.id).inc(cost.carbonG);
-      if (tokens !== undefined) this.metrics.outputTokens.labels(backend.id).inc(tokens);
+      const m = this.metrics.backend(backend.id);
+      m.upstreamSeconds.observe((this.#clock.now() - sentAtMs) / 1000);
+      m.energyJ.inc(cost.energyJ);
+      m.carbonG.inc(cost.carbonG);
+      if (tokens !== undefined) m.outputTokens.inc(tokens);
       let outcome: Outcome = upstream.status >= 400 ? 'upstream-status' : 'completed';
       let error: FreeshError | undefined;
-      if (err) {
-        const consumerGone = isConsumerGone(err);
-        outcome = consumerGone ? 'client-abort' : 'upstream-dropped';
-        error = consumerGone ? clientAborted() : err instanceof FreeshError ? err : upstreamDropped(backend.id, err);
+      if (err === CONSUMER_GONE) {
+        outcome = 'client-abort';
+        error = clientAborted();
+      } else if (err) {
+        outcome = 'upstream-dropped';
+        error = upstreamDropped(backend.id, err);
       } else if (outcome === 'completed' && tokens !== undefined) {
         this.#predictor.observe?.(request, tokens);
       }
       this.#count(outcome, backend.id, error, request, placement, tokens);
       this.#settled();
-    });
+    };
+    // Once-listeners only: they observe the body without setting it flowing. 'close' without an
+    // earlier 'end' or 'error' means the consumer destroyed it (the client went away).
+    body.once('end', () => done(undefined));
+    body.once('error', (err) => done(err));
+    body.once('close', () => done(CONSUMER_GONE));
     return { status: upstream.status, headers, body, eventStream, placement };
   }
 
@@ -425,7 +428,7 @@ export class Router {
     placement?: Placement,
     outputTokens?: number,
   ): FreeshError {
-    this.metrics.requests.labels(outcome, backendId ?? 'none').inc();
+    this.metrics.request(outcome, backendId).inc();
     if (request && completionChannel.hasSubscribers) {
       completionChannel.publish({
         request,
@@ -449,6 +452,9 @@ export function createRouter(options: RouterOptions): Router {
   return new Router(options);
 }
 
+/** A store outage degrades load accounting only: leases expire by themselves. */
+function ignoreStoreError(): void {}
+
 function outcomeOf(error: FreeshError): Outcome {
   switch (error.code) {
     case 'queue_full':
@@ -470,12 +476,8 @@ function upstreamHeaders(request: RoutingRequest, backend: Backend): Record<stri
   return headers;
 }
 
-/** The relayed body was destroyed by its consumer (the client went away), not by the backend. */
-function isConsumerGone(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const code = (err as { code?: string }).code;
-  return code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'UND_ERR_ABORTED' || err.name === 'AbortError';
-}
+/** Marks a relay ended because its consumer destroyed the body (the client went away). */
+const CONSUMER_GONE = Symbol('consumer gone');
 
 /** Reads at most 512 bytes of an error body for the message, then discards the rest. */
 async function readSnippet(body: Readable): Promise<string> {
@@ -503,15 +505,14 @@ const EMPTY_EVENTS = [Buffer.from('"delta":{}'), Buffer.from('"choices":[]'), Bu
  * token per SSE event that carries one. Approximate when a marker straddles two chunks.
  */
 class TokenMeter {
-  readonly #eventStream: boolean;
+  /** Decided from the first chunk, which can arrive before the router has read the headers. */
+  #eventStream: boolean | undefined;
   #tail = '';
   #events = 0;
 
-  constructor(eventStream: boolean) {
-    this.#eventStream = eventStream;
-  }
-
   push(chunk: Buffer): void {
+    // An event stream starts with a field (`data:`, `event:`...) or a comment (`:`); JSON with `{`.
+    this.#eventStream ??= chunk.length > 0 && chunk[0] !== 0x7b && chunk[0] !== 0x5b;
     if (this.#eventStream) {
       this.#events += occurrences(chunk, DATA);
       for (const marker of EMPTY_EVENTS) this.#events -= occurrences(chunk, marker);

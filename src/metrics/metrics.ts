@@ -15,8 +15,49 @@ export const OUTCOMES = [
 ] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
+type CounterChild = ReturnType<Counter['labels']>;
+type GaugeChild = ReturnType<Gauge['labels']>;
+type HistogramChild = ReturnType<Histogram['labels']>;
+
+/** One backend's labelled series, resolved once: prom-client hashes labels on every `labels()` call. */
+export interface BackendMetrics {
+  readonly inFlight: GaugeChild;
+  readonly queued: GaugeChild;
+  readonly upstreamSeconds: HistogramChild;
+  readonly outputTokens: CounterChild;
+  readonly energyJ: CounterChild;
+  readonly carbonG: CounterChild;
+}
+
 /** The router's Prometheus metrics, in a registry of its own (no global state). */
 export class RouterMetrics {
+  readonly #backends = new Map<string, BackendMetrics>();
+  readonly #requests = new Map<string, CounterChild>();
+
+  backend(id: string): BackendMetrics {
+    let m = this.#backends.get(id);
+    if (!m) {
+      m = {
+        inFlight: this.inFlight.labels(id),
+        queued: this.queued.labels(id),
+        upstreamSeconds: this.upstreamSeconds.labels(id),
+        outputTokens: this.outputTokens.labels(id),
+        energyJ: this.estimatedEnergyJ.labels(id),
+        carbonG: this.estimatedCarbonG.labels(id),
+      };
+      this.#backends.set(id, m);
+    }
+    return m;
+  }
+
+  /** The request counter for an outcome at a backend (`none` when the request was never placed). */
+  request(outcome: Outcome, backendId = 'none'): CounterChild {
+    const key = `${outcome}\u0000${backendId}`;
+    let child = this.#requests.get(key);
+    if (!child) this.#requests.set(key, (child = this.requests.labels(outcome, backendId)));
+    return child;
+  }
+
   readonly registry = new Registry();
   readonly requests = new Counter({
     name: 'freesh_requests_total',

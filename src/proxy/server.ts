@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { bodyTooLarge, type FreeshError, invalidRequest, methodNotAllowed, routeNotFound, toFreeshError } from '../errors.js';
+import { bodyTooLarge, type FreeshError, invalidRequest, methodNotAllowed, routeNotFound, toFreeshError, upstreamDropped } from '../errors.js';
+import { CancelToken } from '../cancel.js';
 import type { Router, RouterCall } from '../router.js';
 import type { Endpoint } from '../types.js';
 
@@ -46,7 +47,7 @@ async function serveInfo(router: Router, path: string, res: ServerResponse): Pro
 }
 
 async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: number, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const abort = new AbortController();
+  const abort = new CancelToken();
   res.once('close', () => {
     if (!res.writableFinished) abort.abort();
   });
@@ -64,7 +65,7 @@ async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: nu
       const value = req.headers[name];
       return Array.isArray(value) ? value[0] : value;
     },
-    signal: abort.signal,
+    signal: abort,
   };
   let routed;
   try {
@@ -88,7 +89,7 @@ async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: nu
     if (res.destroyed) return;
     if (routed.eventStream) {
       // Tell the streaming client what happened, in the shape OpenAI SDKs surface as an error.
-      res.end(`data: ${toFreeshError(err).toBody()}\n\n`);
+      res.end(`data: ${upstreamDropped(routed.placement.backend.id, err).toBody()}\n\n`);
     } else {
       // Headers are out, so a status can no longer carry the failure: cut the connection.
       res.destroy();

@@ -1,5 +1,6 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { Pool } from 'undici';
+import type { CancelSignal } from '../cancel.js';
 import type { Backend } from '../types.js';
 
 export interface UpstreamRequest {
@@ -8,7 +9,9 @@ export interface UpstreamRequest {
   readonly path: string;
   readonly headers: Readonly<Record<string, string>>;
   readonly body?: Uint8Array | undefined;
-  readonly signal?: AbortSignal | undefined;
+  readonly signal?: CancelSignal | undefined;
+  /** Sees each body chunk before the consumer does (token metering); must be cheap and must not throw. */
+  readonly onData?: ((chunk: Buffer) => void) | undefined;
 }
 
 export interface UpstreamResponse {
@@ -19,9 +22,9 @@ export interface UpstreamResponse {
 }
 
 /**
- * Carries a request to a backend. Contract: resolves once the backend's status and headers arrive;
- * rejects only before that (connection refused, timeout before headers, abort). Errors during the
- * body surface as an 'error' event on `body`.
+ * Carries a request to a backend. Contract: resolves once the backend's final status and headers
+ * arrive; rejects only before that (connection refused, timeout before headers, abort). Errors
+ * during the body surface as an 'error' event on `body`; destroying `body` aborts the request.
  */
 export interface Transport {
   send(backend: Backend, request: UpstreamRequest): Promise<UpstreamResponse>;
@@ -60,9 +63,11 @@ export class UndiciTransport implements Transport {
       path: prefix + request.path,
       headers: request.headers,
       body: request.body,
-      signal: request.signal,
+      // undici accepts any object with addEventListener/removeEventListener as a signal.
+      signal: request.signal as AbortSignal | undefined,
     });
-    return { status: response.statusCode, headers: response.headers, body: response.body };
+    const body = request.onData ? tap(response.body, request.onData, request.signal) : response.body;
+    return { status: response.statusCode, headers: response.headers, body };
   }
 
   async close(): Promise<void> {
@@ -104,4 +109,29 @@ export function isConnectError(err: unknown): boolean {
     current = current.cause;
   }
   return false;
+}
+
+/**
+ * Relays `source` through a new Readable, handing each chunk to `onData` on the way, with
+ * backpressure both ways. (A 'data' listener on `source` itself would set it flowing before the
+ * consumer listens, and stream.pipeline() costs an AbortController and a DOMException per call.)
+ * Destroying the relay aborts the source; an abort through `signal` ends the relay without an error.
+ */
+function tap(source: Readable, onData: (chunk: Buffer) => void, signal: CancelSignal | undefined): Readable {
+  const relay = new Readable({
+    read: () => void source.resume(),
+    destroy(err, callback) {
+      if (!source.destroyed) source.destroy();
+      callback(err);
+    },
+  });
+  source.on('data', (chunk: Buffer) => {
+    onData(chunk);
+    if (!relay.push(chunk)) source.pause();
+  });
+  source.once('end', () => relay.push(null));
+  source.once('error', (err) => {
+    if (!relay.destroyed) relay.destroy(signal?.aborted ? undefined : err);
+  });
+  return relay;
 }

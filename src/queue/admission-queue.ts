@@ -1,4 +1,5 @@
 import TinyQueue from 'tinyqueue';
+import type { CancelSignal } from '../cancel.js';
 import type { Clock, Timer } from '../clock.js';
 import { clientAborted, queueFull, queueTimeout } from '../errors.js';
 
@@ -20,7 +21,7 @@ export interface Ticket {
    */
   readonly priority: number;
   /** Aborting removes the request from the queue and rejects its wait with 499. */
-  readonly signal?: AbortSignal | undefined;
+  readonly signal?: CancelSignal | undefined;
 }
 
 interface Waiter {
@@ -30,7 +31,7 @@ interface Waiter {
   readonly resolve: () => void;
   readonly reject: (err: Error) => void;
   timer: Timer | undefined;
-  signal: AbortSignal | undefined;
+  signal: CancelSignal | undefined;
   onAbort: (() => void) | undefined;
   settled: boolean;
 }

@@ -14,7 +14,6 @@ export interface ParseContext {
 }
 
 const LABEL = /^[A-Za-z0-9._:-]{1,64}$/;
-const decoder = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Turns a raw OpenAI request body into a RoutingRequest, or throws a 400 that names the field.
@@ -22,15 +21,10 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
  * forwarded untouched for the backend to judge.
  */
 export function parseRequest(endpoint: Endpoint, rawBody: Uint8Array, ctx: ParseContext): RoutingRequest {
-  let text: string;
-  try {
-    text = decoder.decode(rawBody);
-  } catch {
-    throw invalidRequest('Request body is not valid UTF-8', undefined, 'invalid_json');
-  }
   let body: unknown;
   try {
-    body = JSON.parse(text);
+    // Invalid UTF-8 becomes U+FFFD here; the backend sees the original bytes and judges them.
+    body = JSON.parse(Buffer.from(rawBody.buffer, rawBody.byteOffset, rawBody.byteLength).toString('utf8'));
   } catch (err) {
     throw invalidRequest(`Request body is not valid JSON: ${(err as Error).message}`, undefined, 'invalid_json');
   }
