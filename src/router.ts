@@ -99,7 +99,7 @@ export class Router {
   readonly backends: readonly Backend[];
   readonly sites: readonly Site[];
   readonly policy: Policy;
-  readonly metrics = new RouterMetrics();
+  readonly metrics: RouterMetrics;
   readonly #clock: Clock;
   readonly #rng: Rng;
   readonly #transport: Transport;
@@ -161,6 +161,7 @@ export class Router {
       ),
     );
     this.#backendIds = this.backends.map((b) => b.id);
+    this.metrics = new RouterMetrics(() => this.#queues.entries());
     for (const backend of this.backends) {
       for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
       this.#queues.set(
@@ -286,17 +287,13 @@ export class Router {
       if (attempt === 0) this.metrics.decisionSeconds.observe((performance.now() - decisionStarted) / 1000);
       const { backend } = placement;
       const queue = this.#queues.get(backend.id)!;
-      const m = this.metrics.backend(backend.id);
       if (!queue.tryAcquire()) {
-        m.queued.inc();
         try {
           // Arrival order for now; the FREESH policy supplies latest start times.
           await queue.wait({ priority: request.arrivalMs, signal });
         } catch (err) {
           const error = toFreeshError(err);
           throw this.#count(outcomeOf(error), backend.id, error, request, placement);
-        } finally {
-          m.queued.dec();
         }
       }
       const leaseId = `${request.id}#${attempt}`;
@@ -304,10 +301,8 @@ export class Router {
       // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
       // request. A store that fails is outlived by the lease TTL.
       this.#store.acquire({ id: leaseId, backendId: backend.id, expiresAtMs: sentAtMs + limits.leaseTtlMs }).catch(ignoreStoreError);
-      m.inFlight.inc();
       const free = (): void => {
         queue.release();
-        m.inFlight.dec();
         this.#store.release(leaseId).catch(ignoreStoreError);
       };
 
@@ -345,7 +340,7 @@ export class Router {
         }
         throw this.#count('upstream-status', backend.id, upstreamStatus(backend.id, upstream.status, detail), request, placement);
       }
-      return this.#relay(request, placement, upstream, meter, sentAtMs, free);
+      return this.#relay(request, placement, upstream, meter, sentAtMs, free, signal);
     }
   }
 
@@ -370,7 +365,15 @@ export class Router {
     return { backend: picked.backend, prediction, cost: picked.cost, trace: decision.trace };
   }
 
-  #relay(request: RoutingRequest, placement: Placement, upstream: UpstreamResponse, meter: TokenMeter, sentAtMs: number, free: () => void): RoutedResponse {
+  #relay(
+    request: RoutingRequest,
+    placement: Placement,
+    upstream: UpstreamResponse,
+    meter: TokenMeter,
+    sentAtMs: number,
+    free: () => void,
+    signal: CancelSignal | undefined,
+  ): RoutedResponse {
     const { backend, cost, prediction } = placement;
     const headers: Record<string, string | string[]> = {};
     for (const name in upstream.headers) {
@@ -393,11 +396,11 @@ export class Router {
       ended = true;
       free();
       const tokens = meter.outputTokens();
-      const m = this.metrics.backend(backend.id);
-      m.upstreamSeconds.observe((this.#clock.now() - sentAtMs) / 1000);
-      m.energyJ.inc(cost.energyJ);
-      m.carbonG.inc(cost.carbonG);
-      if (tokens !== undefined) m.outputTokens.inc(tokens);
+      const tally = this.metrics.backend(backend.id);
+      tally.upstreamSeconds.observe((this.#clock.now() - sentAtMs) / 1000);
+      tally.energyJ += cost.energyJ;
+      tally.carbonG += cost.carbonG;
+      if (tokens !== undefined) tally.outputTokens += tokens;
       let outcome: Outcome = upstream.status >= 400 ? 'upstream-status' : 'completed';
       let error: FreeshError | undefined;
       if (err === CONSUMER_GONE) {
@@ -413,9 +416,10 @@ export class Router {
       this.#settled();
     };
     // Once-listeners only: they observe the body without setting it flowing. 'close' without an
-    // earlier 'end' or 'error' means the consumer destroyed it (the client went away).
+    // earlier 'end' or 'error' means the consumer destroyed it; an error after the caller's signal
+    // fired is the abort it asked for. Either way the client went away.
     body.once('end', () => done(undefined));
-    body.once('error', (err) => done(err));
+    body.once('error', (err) => done(signal?.aborted ? CONSUMER_GONE : err));
     body.once('close', () => done(CONSUMER_GONE));
     return { status: upstream.status, headers, body, eventStream, placement };
   }
@@ -428,7 +432,7 @@ export class Router {
     placement?: Placement,
     outputTokens?: number,
   ): FreeshError {
-    this.metrics.request(outcome, backendId).inc();
+    this.metrics.count(outcome, backendId);
     if (request && completionChannel.hasSubscribers) {
       completionChannel.publish({
         request,
@@ -507,8 +511,10 @@ const EMPTY_EVENTS = [Buffer.from('"delta":{}'), Buffer.from('"choices":[]'), Bu
 class TokenMeter {
   /** Decided from the first chunk, which can arrive before the router has read the headers. */
   #eventStream: boolean | undefined;
-  #tail = '';
   #events = 0;
+  /** The last two chunks: the usage figure sits in the body's last few hundred bytes. */
+  #previous: Buffer | undefined;
+  #last: Buffer | undefined;
 
   push(chunk: Buffer): void {
     // An event stream starts with a field (`data:`, `event:`...) or a comment (`:`); JSON with `{`.
@@ -517,14 +523,17 @@ class TokenMeter {
       this.#events += occurrences(chunk, DATA);
       for (const marker of EMPTY_EVENTS) this.#events -= occurrences(chunk, marker);
     }
-    const text = this.#tail + chunk.toString('latin1');
-    this.#tail = text.length > 400 ? text.slice(-400) : text;
+    this.#previous = this.#last;
+    this.#last = chunk;
   }
 
   outputTokens(): number | undefined {
-    let last: string | undefined;
-    for (const match of this.#tail.matchAll(USAGE)) last = match[1];
-    if (last !== undefined) return Number(last);
+    const last = this.#last;
+    if (!last) return undefined;
+    const tail = (this.#previous ? this.#previous.toString('latin1', Math.max(0, this.#previous.length - 400)) : '') + last.toString('latin1', Math.max(0, last.length - 800));
+    let found: string | undefined;
+    for (const match of tail.matchAll(USAGE)) found = match[1];
+    if (found !== undefined) return Number(found);
     return this.#eventStream ? Math.max(0, this.#events) : undefined;
   }
 }

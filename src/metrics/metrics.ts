@@ -15,68 +15,90 @@ export const OUTCOMES = [
 ] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
-type CounterChild = ReturnType<Counter['labels']>;
-type GaugeChild = ReturnType<Gauge['labels']>;
 type HistogramChild = ReturnType<Histogram['labels']>;
 
-/** One backend's labelled series, resolved once: prom-client hashes labels on every `labels()` call. */
-export interface BackendMetrics {
-  readonly inFlight: GaugeChild;
-  readonly queued: GaugeChild;
-  readonly upstreamSeconds: HistogramChild;
-  readonly outputTokens: CounterChild;
-  readonly energyJ: CounterChild;
-  readonly carbonG: CounterChild;
+/**
+ * One backend's tallies. The hot path adds to plain numbers; the Prometheus counters copy them when
+ * scraped (prom-client hashes labels on every update, measured at a few µs per request).
+ */
+export class BackendTally {
+  readonly outcomes = new Map<Outcome, number>();
+  outputTokens = 0;
+  energyJ = 0;
+  carbonG = 0;
+  constructor(readonly upstreamSeconds: HistogramChild) {}
+}
+
+/** Load of one backend's admission queue, read when metrics are scraped. */
+export interface QueueSample {
+  readonly active: number;
+  readonly waiting: number;
 }
 
 /** The router's Prometheus metrics, in a registry of its own (no global state). */
 export class RouterMetrics {
-  readonly #backends = new Map<string, BackendMetrics>();
-  readonly #requests = new Map<string, CounterChild>();
-
-  backend(id: string): BackendMetrics {
-    let m = this.#backends.get(id);
-    if (!m) {
-      m = {
-        inFlight: this.inFlight.labels(id),
-        queued: this.queued.labels(id),
-        upstreamSeconds: this.upstreamSeconds.labels(id),
-        outputTokens: this.outputTokens.labels(id),
-        energyJ: this.estimatedEnergyJ.labels(id),
-        carbonG: this.estimatedCarbonG.labels(id),
-      };
-      this.#backends.set(id, m);
-    }
-    return m;
-  }
-
-  /** The request counter for an outcome at a backend (`none` when the request was never placed). */
-  request(outcome: Outcome, backendId = 'none'): CounterChild {
-    const key = `${outcome}\u0000${backendId}`;
-    let child = this.#requests.get(key);
-    if (!child) this.#requests.set(key, (child = this.requests.labels(outcome, backendId)));
-    return child;
-  }
-
+  readonly #tallies = new Map<string, BackendTally>();
   readonly registry = new Registry();
-  readonly requests = new Counter({
-    name: 'freesh_requests_total',
-    help: 'Requests by how they ended and the backend that served them ("none" if never placed)',
-    labelNames: ['outcome', 'backend'] as const,
-    registers: [this.registry],
-  });
-  readonly inFlight = new Gauge({
-    name: 'freesh_in_flight_requests',
-    help: 'Requests admitted to a backend and not yet finished, by backend',
-    labelNames: ['backend'] as const,
-    registers: [this.registry],
-  });
-  readonly queued = new Gauge({
-    name: 'freesh_queue_length',
-    help: 'Requests waiting in the admission queue, by backend',
-    labelNames: ['backend'] as const,
-    registers: [this.registry],
-  });
+
+  /** `queues` is read at scrape time for the in-flight and queue-length gauges. */
+  constructor(queues: () => Iterable<readonly [backendId: string, sample: QueueSample]> = () => []) {
+    const tallies = this.#tallies;
+    new Counter({
+      name: 'freesh_requests_total',
+      help: 'Requests by how they ended and the backend that served them ("none" if never placed)',
+      labelNames: ['outcome', 'backend'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [backend, tally] of tallies) for (const [outcome, n] of tally.outcomes) this.inc({ outcome, backend }, n);
+      },
+    });
+    const perBackend = (name: string, help: string, read: (t: BackendTally) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['backend'] as const,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [backend, tally] of tallies) if (tally.outcomes.size > 0) this.inc({ backend }, read(tally));
+        },
+      });
+    perBackend('freesh_output_tokens_total', 'Output tokens reported or counted in backend responses, by backend', (t) => t.outputTokens);
+    perBackend('freesh_estimated_energy_joules_total', 'Energy estimated at dispatch for the requests sent to each backend', (t) => t.energyJ);
+    perBackend('freesh_estimated_carbon_grams_total', 'Carbon estimated at dispatch for the requests sent to each backend, gCO2e', (t) => t.carbonG);
+    new Gauge({
+      name: 'freesh_in_flight_requests',
+      help: 'Requests admitted to a backend and not yet finished, by backend',
+      labelNames: ['backend'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [backend, q] of queues()) this.set({ backend }, q.active);
+      },
+    });
+    new Gauge({
+      name: 'freesh_queue_length',
+      help: 'Requests waiting in the admission queue, by backend',
+      labelNames: ['backend'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [backend, q] of queues()) this.set({ backend }, q.waiting);
+      },
+    });
+  }
+
+  /** The tallies of a backend (`none` for requests never placed). */
+  backend(id: string): BackendTally {
+    let tally = this.#tallies.get(id);
+    if (!tally) this.#tallies.set(id, (tally = new BackendTally(this.upstreamSeconds.labels(id))));
+    return tally;
+  }
+
+  count(outcome: Outcome, backendId = 'none'): void {
+    const outcomes = this.backend(backendId).outcomes;
+    outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+  }
+
   readonly decisionSeconds = new Histogram({
     name: 'freesh_decision_duration_seconds',
     help: 'Time to place a request: prediction, snapshot, costing and policy',
@@ -88,24 +110,6 @@ export class RouterMetrics {
     help: 'Time from sending to a backend until its response ended, by backend',
     labelNames: ['backend'] as const,
     buckets: [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180],
-    registers: [this.registry],
-  });
-  readonly outputTokens = new Counter({
-    name: 'freesh_output_tokens_total',
-    help: 'Output tokens reported or counted in backend responses, by backend',
-    labelNames: ['backend'] as const,
-    registers: [this.registry],
-  });
-  readonly estimatedEnergyJ = new Counter({
-    name: 'freesh_estimated_energy_joules_total',
-    help: 'Energy estimated at dispatch for the requests sent to each backend',
-    labelNames: ['backend'] as const,
-    registers: [this.registry],
-  });
-  readonly estimatedCarbonG = new Counter({
-    name: 'freesh_estimated_carbon_grams_total',
-    help: 'Carbon estimated at dispatch for the requests sent to each backend, gCO2e',
-    labelNames: ['backend'] as const,
     registers: [this.registry],
   });
   readonly pluginErrors = new Counter({

@@ -56,18 +56,27 @@ export class UndiciTransport implements Transport {
     };
   }
 
-  async send(backend: Backend, request: UpstreamRequest): Promise<UpstreamResponse> {
+  send(backend: Backend, request: UpstreamRequest): Promise<UpstreamResponse> {
     const { pool, prefix } = this.#poolFor(backend);
-    const response = await pool.request({
-      method: request.method,
-      path: prefix + request.path,
-      headers: request.headers,
-      body: request.body,
-      // undici accepts any object with addEventListener/removeEventListener as a signal.
-      signal: request.signal as AbortSignal | undefined,
+    return new Promise((resolve, reject) => {
+      // The callback form runs as the headers arrive, before undici pushes any body chunk, so the
+      // tap sees every chunk.
+      pool.request(
+        {
+          method: request.method,
+          path: prefix + request.path,
+          headers: request.headers,
+          body: request.body,
+          // undici accepts any object with addEventListener/removeEventListener as a signal.
+          signal: request.signal as AbortSignal | undefined,
+        },
+        (err, data) => {
+          if (err) return reject(err);
+          if (request.onData) tap(data.body, request.onData);
+          resolve({ status: data.statusCode, headers: data.headers, body: data.body });
+        },
+      );
     });
-    const body = request.onData ? tap(response.body, request.onData, request.signal) : response.body;
-    return { status: response.statusCode, headers: response.headers, body };
   }
 
   async close(): Promise<void> {
@@ -112,26 +121,15 @@ export function isConnectError(err: unknown): boolean {
 }
 
 /**
- * Relays `source` through a new Readable, handing each chunk to `onData` on the way, with
- * backpressure both ways. (A 'data' listener on `source` itself would set it flowing before the
- * consumer listens, and stream.pipeline() costs an AbortController and a DOMException per call.)
- * Destroying the relay aborts the source; an abort through `signal` ends the relay without an error.
+ * Hands each chunk of an undici body to `onData` as undici pushes it, before any consumer sees it.
+ * undici feeds its body through `push()`, so wrapping that one method meters the stream without a
+ * second stream around it (which cost 5-10 µs of CPU per request in the overhead benchmark; a
+ * 'data' listener would instead set the body flowing before its consumer listens).
  */
-function tap(source: Readable, onData: (chunk: Buffer) => void, signal: CancelSignal | undefined): Readable {
-  const relay = new Readable({
-    read: () => void source.resume(),
-    destroy(err, callback) {
-      if (!source.destroyed) source.destroy();
-      callback(err);
-    },
-  });
-  source.on('data', (chunk: Buffer) => {
-    onData(chunk);
-    if (!relay.push(chunk)) source.pause();
-  });
-  source.once('end', () => relay.push(null));
-  source.once('error', (err) => {
-    if (!relay.destroyed) relay.destroy(signal?.aborted ? undefined : err);
-  });
-  return relay;
+function tap(body: Readable, onData: (chunk: Buffer) => void): void {
+  const push = body.push;
+  body.push = function meteredPush(this: Readable, chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (chunk !== null && chunk !== undefined) onData(chunk as Buffer);
+    return push.call(this, chunk, encoding);
+  };
 }
