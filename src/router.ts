@@ -498,7 +498,7 @@ async function readSnippet(body: Readable): Promise<string> {
   return text.slice(0, 512).replace(/\s+/g, ' ').trim();
 }
 
-const USAGE = /"completion_tokens"\s*:\s*(\d+)/g;
+const COMPLETION_TOKENS = Buffer.from('"completion_tokens"');
 const DATA = Buffer.from('data:');
 /** SSE events that carry no token: a closing chunk with an empty delta, a usage-only chunk, [DONE]. */
 const EMPTY_EVENTS = [Buffer.from('"delta":{}'), Buffer.from('"choices":[]'), Buffer.from('[DONE]')];
@@ -512,7 +512,7 @@ class TokenMeter {
   /** Decided from the first chunk, which can arrive before the router has read the headers. */
   #eventStream: boolean | undefined;
   #events = 0;
-  /** The last two chunks: the usage figure sits in the body's last few hundred bytes. */
+  /** The last two chunks: the usage figure sits at the end of the body (a marker split across the two is missed). */
   #previous: Buffer | undefined;
   #last: Buffer | undefined;
 
@@ -528,14 +528,23 @@ class TokenMeter {
   }
 
   outputTokens(): number | undefined {
-    const last = this.#last;
-    if (!last) return undefined;
-    const tail = (this.#previous ? this.#previous.toString('latin1', Math.max(0, this.#previous.length - 400)) : '') + last.toString('latin1', Math.max(0, last.length - 800));
-    let found: string | undefined;
-    for (const match of tail.matchAll(USAGE)) found = match[1];
-    if (found !== undefined) return Number(found);
+    const reported = usageIn(this.#last) ?? usageIn(this.#previous);
+    if (reported !== undefined) return reported;
     return this.#eventStream ? Math.max(0, this.#events) : undefined;
   }
+}
+
+/** The last `"completion_tokens": N` figure in a chunk, if it has one. */
+function usageIn(chunk: Buffer | undefined): number | undefined {
+  if (!chunk) return undefined;
+  const at = chunk.lastIndexOf(COMPLETION_TOKENS);
+  if (at === -1) return undefined;
+  let i = at + COMPLETION_TOKENS.length;
+  while (i < chunk.length && (chunk[i] === 0x20 || chunk[i] === 0x3a)) i++; // spaces and the colon
+  let value = 0;
+  let digits = 0;
+  for (; i < chunk.length && chunk[i]! >= 0x30 && chunk[i]! <= 0x39; i++, digits++) value = value * 10 + chunk[i]! - 0x30;
+  return digits > 0 ? value : undefined;
 }
 
 function occurrences(haystack: Buffer, needle: Buffer): number {

@@ -54,7 +54,9 @@ export function decodeStepMs(profile: InstanceProfile, batch: number): number {
 }
 
 export function prefillMs(profile: InstanceProfile, promptTokens: number): number {
-  return Math.max(0, interpolate([[0, 0], ...profile.prefillMs], promptTokens));
+  const [x0, y0] = profile.prefillMs[0]!;
+  // Below the first measured point, prefill time shrinks in proportion to the prompt.
+  return promptTokens <= x0 ? (y0 * Math.max(0, promptTokens)) / x0 : interpolate(profile.prefillMs, promptTokens);
 }
 
 // Splitwise (Llama-2-70B, tensor parallel 2, median of 5): per-GPU power and step times.

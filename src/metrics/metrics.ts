@@ -26,7 +26,33 @@ export class BackendTally {
   outputTokens = 0;
   energyJ = 0;
   carbonG = 0;
-  constructor(readonly upstreamSeconds: HistogramChild) {}
+  readonly upstreamSeconds = new PendingObservations();
+}
+
+/**
+ * Histogram observations held as plain numbers until a scrape (or until many are waiting):
+ * prom-client's observe() costs about 0.7 µs, twice per request, on the hot path otherwise.
+ */
+export class PendingObservations {
+  #values: number[] = [];
+  #sink: ((value: number) => void) | undefined;
+
+  observe(value: number): void {
+    this.#values.push(value);
+    if (this.#values.length >= 4096) this.flush();
+  }
+
+  /** Where observations go; set once the histogram child exists. */
+  bind(sink: (value: number) => void): this {
+    this.#sink = sink;
+    return this;
+  }
+
+  flush(): void {
+    const values = this.#values;
+    this.#values = [];
+    if (this.#sink) for (const value of values) this.#sink(value);
+  }
 }
 
 /** Load of one backend's admission queue, read when metrics are scraped. */
@@ -43,6 +69,7 @@ export class RouterMetrics {
   /** `queues` is read at scrape time for the in-flight and queue-length gauges. */
   constructor(queues: () => Iterable<readonly [backendId: string, sample: QueueSample]> = () => []) {
     const tallies = this.#tallies;
+    const decisions = this.#decisions;
     new Counter({
       name: 'freesh_requests_total',
       help: 'Requests by how they ended and the backend that served them ("none" if never placed)',
@@ -67,6 +94,14 @@ export class RouterMetrics {
     perBackend('freesh_output_tokens_total', 'Output tokens reported or counted in backend responses, by backend', (t) => t.outputTokens);
     perBackend('freesh_estimated_energy_joules_total', 'Energy estimated at dispatch for the requests sent to each backend', (t) => t.energyJ);
     perBackend('freesh_estimated_carbon_grams_total', 'Carbon estimated at dispatch for the requests sent to each backend, gCO2e', (t) => t.carbonG);
+    const decisionHistogram = new Histogram({
+      name: 'freesh_decision_duration_seconds',
+      help: 'Time to place a request: prediction, snapshot, costing and policy',
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05],
+      registers: [this.registry],
+      collect: () => decisions.flush(),
+    });
+    this.decisionSeconds = decisions.bind((v) => decisionHistogram.observe(v));
     new Gauge({
       name: 'freesh_in_flight_requests',
       help: 'Requests admitted to a backend and not yet finished, by backend',
@@ -90,27 +125,33 @@ export class RouterMetrics {
   /** The tallies of a backend (`none` for requests never placed). */
   backend(id: string): BackendTally {
     let tally = this.#tallies.get(id);
-    if (!tally) this.#tallies.set(id, (tally = new BackendTally(this.upstreamSeconds.labels(id))));
+    if (!tally) {
+      tally = new BackendTally();
+      const child = this.#upstreamSeconds.labels(id);
+      tally.upstreamSeconds.bind((v) => child.observe(v));
+      this.#tallies.set(id, tally);
+    }
     return tally;
   }
+
+  /** Time taken to place a request (s). */
+  readonly decisionSeconds: PendingObservations;
+  readonly #decisions = new PendingObservations();
 
   count(outcome: Outcome, backendId = 'none'): void {
     const outcomes = this.backend(backendId).outcomes;
     outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
   }
 
-  readonly decisionSeconds = new Histogram({
-    name: 'freesh_decision_duration_seconds',
-    help: 'Time to place a request: prediction, snapshot, costing and policy',
-    buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05],
-    registers: [this.registry],
-  });
-  readonly upstreamSeconds = new Histogram({
+  readonly #upstreamSeconds = new Histogram({
     name: 'freesh_upstream_duration_seconds',
     help: 'Time from sending to a backend until its response ended, by backend',
     labelNames: ['backend'] as const,
     buckets: [0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180],
     registers: [this.registry],
+    collect: () => {
+      for (const tally of this.#tallies.values()) tally.upstreamSeconds.flush();
+    },
   });
   readonly pluginErrors = new Counter({
     name: 'freesh_plugin_errors_total',

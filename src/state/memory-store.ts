@@ -2,6 +2,8 @@ import type { BackendState } from '../types.js';
 import type { Lease, StateStore } from './store.js';
 
 const HEALTHY_IDLE: BackendState = Object.freeze({ inFlight: 0, healthy: true });
+/** One settled promise for every call: the store does no I/O, so there is nothing to wait for. */
+const DONE: Promise<void> = Promise.resolve();
 
 /** The default store: one process, no I/O. Expired leases are swept when a snapshot is taken. */
 export class MemoryStateStore implements StateStore {
@@ -28,25 +30,25 @@ export class MemoryStateStore implements StateStore {
       this.#inFlight.set(lease.backendId, (this.#inFlight.get(lease.backendId) ?? 0) + 1);
       if (lease.expiresAtMs < this.#nextExpiryMs) this.#nextExpiryMs = lease.expiresAtMs;
     }
-    return Promise.resolve();
+    return DONE;
   }
 
   release(leaseId: string): Promise<void> {
     const lease = this.#leases.get(leaseId);
     if (lease) this.#drop(lease);
-    return Promise.resolve();
+    return DONE;
   }
 
   markUnhealthy(backendId: string, untilMs: number): Promise<void> {
     this.#unhealthyUntil.set(backendId, Math.max(untilMs, this.#unhealthyUntil.get(backendId) ?? 0));
-    return Promise.resolve();
+    return DONE;
   }
 
   close(): Promise<void> {
     this.#leases.clear();
     this.#inFlight.clear();
     this.#unhealthyUntil.clear();
-    return Promise.resolve();
+    return DONE;
   }
 
   #drop(lease: Lease): void {
