@@ -1,4 +1,5 @@
 import type { Clock, Timer } from '../clock.js';
+import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from '../cost/frequency.js';
 import { decodePowerW, decodeStepMs, type InstanceProfile, prefillMs } from '../cost/profiles.js';
 
 export interface SimJob {
@@ -15,6 +16,12 @@ export interface SimInstanceOptions {
   readonly clock: Clock;
   /** Sequences decoded together; more wait. Default: the profile's maxBatch. */
   readonly maxBatch?: number;
+  /** How the SM clock changes time and power. Default: DEFAULT_FREQUENCY_MODEL (an assumption; see its file). */
+  readonly frequencyModel?: FrequencyModel;
+  /**
+   * What a parked instance draws: `idle` (default; the GPUs stay on) or `off` (powered down, 0 W).
+   */
+  readonly parkedPower?: 'idle' | 'off';
 }
 
 interface Running {
@@ -29,7 +36,8 @@ interface Running {
  * prefill time of newcomers plus the decode step time at the batch size; newcomers get their first
  * token at the end of that step. Power is the profile's prefill power during prefill, its decode
  * power at the batch size during decode, and idle power when nothing runs; energy is integrated
- * over the clock's time.
+ * over the clock's time. The SM clock (a fraction of its maximum) scales step times and the
+ * above-idle power through the frequency model; a parked instance takes no work.
  */
 export class SimInstance {
   readonly profile: InstanceProfile;
@@ -44,6 +52,11 @@ export class SimInstance {
   #powerW: number;
   #completed = 0;
   #tokens = 0;
+  #busyMs = 0;
+  #clockFraction = 1;
+  #parked = false;
+  readonly #frequency: FrequencyModel;
+  readonly #parkedPower: 'idle' | 'off';
 
   constructor(options: SimInstanceOptions) {
     this.profile = options.profile;
@@ -51,6 +64,29 @@ export class SimInstance {
     this.#maxBatch = options.maxBatch ?? options.profile.maxBatch;
     this.#since = this.#clock.now();
     this.#powerW = this.profile.idleW;
+    this.#frequency = options.frequencyModel ?? DEFAULT_FREQUENCY_MODEL;
+    this.#parkedPower = options.parkedPower ?? 'idle';
+  }
+
+  /** SM clock as a fraction of its maximum; takes effect from the next step. */
+  get clockFraction(): number {
+    return this.#clockFraction;
+  }
+
+  set clockFraction(fraction: number) {
+    this.#clockFraction = Math.min(1, Math.max(this.#frequency.minFraction, fraction));
+  }
+
+  /** A parked instance must receive no work; it draws idle power, or none if parked power is `off`. */
+  get parked(): boolean {
+    return this.#parked;
+  }
+
+  set parked(parked: boolean) {
+    if (parked === this.#parked) return;
+    this.#accrue();
+    this.#parked = parked;
+    if (!this.#timer) this.#powerW = this.#idlePowerW();
   }
 
   /** Sequences decoding now. */
@@ -68,6 +104,11 @@ export class SimInstance {
 
   get outputTokens(): number {
     return this.#tokens;
+  }
+
+  /** Time spent running steps (ms), the current step included in full. */
+  get busyMs(): number {
+    return this.#busyMs;
   }
 
   /** Average power of the current step, or idle power (W). */
@@ -90,10 +131,18 @@ export class SimInstance {
     };
   }
 
-  #step(): void {
+  #accrue(): void {
     const now = this.#clock.now();
     this.#energyJ += (this.#powerW * (now - this.#since)) / 1000;
     this.#since = now;
+  }
+
+  #idlePowerW(): number {
+    return this.#parked && this.#parkedPower === 'off' ? 0 : this.profile.idleW;
+  }
+
+  #step(): void {
+    this.#accrue();
     this.#running = this.#running.filter((r) => !r.cancelled);
     this.#waiting = this.#waiting.filter((r) => !r.cancelled);
     let prefill = 0;
@@ -104,12 +153,19 @@ export class SimInstance {
     }
     if (this.#running.length === 0) {
       this.#timer = undefined;
-      this.#powerW = this.profile.idleW;
+      this.#powerW = this.#idlePowerW();
       return;
     }
-    const decode = decodeStepMs(this.profile, this.#running.length);
+    const f = this.#clockFraction;
+    const model = this.#frequency;
+    const { idleW, prefillW } = this.profile;
+    prefill *= model.prefillTime(f);
+    const decode = decodeStepMs(this.profile, this.#running.length) * model.decodeTime(f);
     const stepMs = prefill + decode;
-    this.#powerW = (prefill * this.profile.prefillW + decode * decodePowerW(this.profile, this.#running.length)) / stepMs;
+    const dynamic = model.dynamicPower(f);
+    const decodeW = idleW + (decodePowerW(this.profile, this.#running.length) - idleW) * dynamic;
+    this.#powerW = (prefill * (idleW + (prefillW - idleW) * dynamic) + decode * decodeW) / stepMs;
+    this.#busyMs += stepMs;
     this.#timer = this.#clock.setTimer(() => this.#finishStep(), stepMs);
   }
 

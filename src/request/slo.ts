@@ -1,0 +1,24 @@
+/**
+ * Latency targets by SLO class. A TTFT target grows with the prompt, as prefill time does (FREESH
+ * uses 300 ms for short prompts and 600 ms for long ones without publishing the threshold); TBT is
+ * the mean time between output tokens.
+ */
+export interface SloClass {
+  /** TTFT target for an empty prompt (ms). */
+  readonly ttftBaseMs: number;
+  /** TTFT allowance per prompt token (ms). */
+  readonly ttftPerPromptTokenMs: number;
+  /** Mean time-between-tokens target (ms). */
+  readonly tbtMs: number;
+}
+
+/** Defaults: interactive (chat), standard (FREESH's TBT ≤ 150 ms), batch (deadline-tolerant). */
+export const DEFAULT_SLO_CLASSES: Readonly<Record<string, SloClass>> = Object.freeze({
+  interactive: Object.freeze({ ttftBaseMs: 500, ttftPerPromptTokenMs: 0.5, tbtMs: 100 }),
+  standard: Object.freeze({ ttftBaseMs: 2_000, ttftPerPromptTokenMs: 1, tbtMs: 150 }),
+  batch: Object.freeze({ ttftBaseMs: 60_000, ttftPerPromptTokenMs: 5, tbtMs: 500 }),
+});
+
+export function ttftTargetMs(slo: SloClass, promptTokens: number): number {
+  return slo.ttftBaseMs + slo.ttftPerPromptTokenMs * promptTokens;
+}

@@ -1,0 +1,63 @@
+import { Readable } from 'node:stream';
+import type { Transport, UpstreamRequest, UpstreamResponse } from '../proxy/transport.js';
+import type { Backend } from '../types.js';
+import type { SimInstance } from './instance.js';
+
+export interface SimJobSpec {
+  readonly promptTokens: number;
+  readonly outputTokens: number;
+}
+
+export interface SimTransportHooks {
+  /** The job behind a request id (the `x-request-id` the router forwards). */
+  readonly job: (requestId: string) => SimJobSpec;
+  readonly onFirstToken?: (requestId: string) => void;
+  readonly onDone?: (requestId: string) => void;
+}
+
+/**
+ * Carries the router's requests straight to simulated instances, in process: no HTTP, no sockets.
+ * Headers "arrive" at once; the body is one JSON chunk with the usage figures, pushed when the
+ * instance produces the last token, so the router meters and releases exactly as in production.
+ */
+export class SimTransport implements Transport {
+  readonly #instances: ReadonlyMap<string, SimInstance>;
+  readonly #hooks: SimTransportHooks;
+
+  constructor(instances: ReadonlyMap<string, SimInstance>, hooks: SimTransportHooks) {
+    this.#instances = instances;
+    this.#hooks = hooks;
+  }
+
+  send(backend: Backend, request: UpstreamRequest): Promise<UpstreamResponse> {
+    const instance = this.#instances.get(backend.id);
+    if (!instance) return Promise.reject(Object.assign(new Error(`no simulated instance for ${backend.id}`), { code: 'ECONNREFUSED' }));
+    const id = request.headers['x-request-id'] ?? '';
+    const job = this.#hooks.job(id);
+    const hooks = this.#hooks;
+    const body = new Readable({ read() {} });
+    const cancel = instance.submit({
+      promptTokens: job.promptTokens,
+      outputTokens: job.outputTokens,
+      onToken(index) {
+        if (index === 0) hooks.onFirstToken?.(id);
+      },
+      onDone() {
+        const chunk = Buffer.from(`{"object":"chat.completion","usage":{"prompt_tokens":${job.promptTokens},"completion_tokens":${job.outputTokens}}}`);
+        request.onData?.(chunk);
+        body.push(chunk);
+        body.push(null);
+        hooks.onDone?.(id);
+      },
+    });
+    request.signal?.addEventListener('abort', () => {
+      cancel();
+      body.destroy();
+    });
+    return Promise.resolve({ status: 200, headers: { 'content-type': 'application/json' }, body });
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
