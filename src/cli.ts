@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from './config/schema.js';
 import { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalone.js';
+import { fleetFromConfig, runSimulateCommand } from './sim/command.js';
 import { DEMO_MODEL, startDemoFleet } from './sim/demo-fleet.js';
 
 const USAGE = `freesh — energy- and carbon-aware router for OpenAI-compatible LLM backends
@@ -10,6 +11,10 @@ Usage:
   freesh serve --config FILE     run the proxy for the fleet in FILE (JSON)
   freesh demo [--port N] [--time-scale X]
                                  run the proxy in front of a simulated 3-site fleet
+  freesh simulate --trace FILE [--config FILE] [--carbon-dir DIR] [--carbon electricitymaps|freesh]
+                  [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
+                                 replay a trace (Azure CSV format) through every policy on the
+                                 fleet in FILE (default: the FREESH fleet) and write reports
   freesh help`;
 
 async function main(argv: string[]): Promise<number> {
@@ -21,6 +26,13 @@ async function main(argv: string[]): Promise<number> {
       port: { type: 'string', short: 'p' },
       host: { type: 'string' },
       'time-scale': { type: 'string' },
+      trace: { type: 'string' },
+      'carbon-dir': { type: 'string' },
+      carbon: { type: 'string' },
+      utilisation: { type: 'string' },
+      policies: { type: 'string' },
+      seed: { type: 'string' },
+      out: { type: 'string' },
     },
     strict: true,
   });
@@ -58,6 +70,25 @@ async function main(argv: string[]): Promise<number> {
     const code = await untilSignal(proxy);
     await fleet.close();
     return code;
+  }
+
+  if (command === 'simulate') {
+    if (!values.trace) throw new UsageError('simulate needs --trace FILE');
+    const utilisation = values.utilisation === undefined ? 0.6 : Number(values.utilisation);
+    if (!(utilisation > 0 && utilisation < 2)) throw new UsageError(`--utilisation must be a number in (0, 2), got ${values.utilisation}`);
+    const carbon = values.carbon ?? 'electricitymaps';
+    if (carbon !== 'electricitymaps' && carbon !== 'freesh') throw new UsageError(`--carbon must be electricitymaps or freesh, got ${carbon}`);
+    await runSimulateCommand({
+      tracePath: values.trace,
+      dataDir: values['carbon-dir'],
+      carbon,
+      fleet: values.config ? fleetFromConfig(await loadConfigFile(values.config)) : undefined,
+      utilisation,
+      policies: values.policies?.split(',').map((p) => p.trim()).filter(Boolean),
+      seed: values.seed === undefined ? 1 : Number(values.seed),
+      outDir: values.out ?? '.',
+    });
+    return 0;
   }
 
   if (command === 'help' || command === '--help' || command === '-h') {

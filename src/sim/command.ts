@@ -8,8 +8,8 @@ import { parseAzureTrace } from './trace.js';
 
 export interface SimulateCommandOptions {
   readonly tracePath: string;
-  /** Folder with `carbon/` series (the shared data folder). */
-  readonly dataDir: string;
+  /** Folder with `carbon/` series (the shared data folder); without it, each site's configured constant intensity. */
+  readonly dataDir?: string | undefined;
   readonly fleet?: FleetSpec;
   readonly policies?: readonly string[];
   readonly utilisation?: number;
@@ -27,7 +27,9 @@ export async function runSimulateCommand(options: SimulateCommandOptions): Promi
   const log = options.log ?? ((line: string) => console.log(line));
   const fleet = options.fleet ?? FREESH_FLEET;
   const trace = parseAzureTrace(await readFile(options.tracePath, 'utf8'), basename(options.tracePath, '.csv'));
-  const carbon = await loadCarbon(fleet, options.dataDir, options.carbon ?? 'electricitymaps', { start: options.carbonStart });
+  const carbon = options.dataDir
+    ? await loadCarbon(fleet, options.dataDir, options.carbon ?? 'electricitymaps', { start: options.carbonStart })
+    : new Map<string, never>();
   const names = options.policies ?? defaultRunNames();
   const progress = progressBar(names.length);
   const evaluation = await runEvaluation({
@@ -41,7 +43,9 @@ export async function runSimulateCommand(options: SimulateCommandOptions): Promi
   });
   progress.done();
   const notes = [
-    `Carbon: ${options.carbon ?? 'electricitymaps'} series${options.carbon === 'freesh' ? ' (units unstated by the source; negatives clamped to 0)' : `, from ${options.carbonStart ?? '2023-11-16T18:00Z'}`}. ` +
+    (options.dataDir
+      ? `Carbon: ${options.carbon ?? 'electricitymaps'} series${options.carbon === 'freesh' ? ' (units unstated by the source; negatives clamped to 0)' : `, from ${options.carbonStart ?? '2023-11-16T18:00Z'}`}. `
+      : 'Carbon: each site\'s configured constant intensity. ') +
       `Predictions: log-normal error σ=${options.predictionSigma ?? DEFAULT_PREDICTION_SIGMA} around the true length unless a run uses the oracle.`,
     'GPU frequency model: an assumption (src/cost/frequency.ts); no public source calibrates it.',
   ];
