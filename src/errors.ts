@@ -92,6 +92,13 @@ export const noBackend = (model: string, reason: string): FreeshError =>
     type: 'server_error',
   });
 
+export const deadlineUnmeetable = (sloClass: string): FreeshError =>
+  new FreeshError(`No backend can meet the deadline of SLO class \`${sloClass}\` now, and the class rejects late requests`, {
+    code: 'deadline_unmeetable',
+    status: 503,
+    type: 'server_error',
+  });
+
 export const upstreamFailed = (backendId: string, cause: unknown): FreeshError =>
   new FreeshError(`Backend ${backendId} failed: ${describe(cause)}`, {
     code: 'upstream_unreachable',

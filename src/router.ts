@@ -1,13 +1,17 @@
 import { channel } from 'node:diagnostics_channel';
 import { Readable } from 'node:stream';
 import type { CancelSignal } from './cancel.js';
+import { type CarbonSignal, constantSignal } from './carbon/signal.js';
 import { type Clock, type Rng, systemClock } from './clock.js';
 import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
-import { type CostModel, profileCostModel } from './cost/cost-model.js';
+import { type CostModel, createCostModel } from './cost/cost-model.js';
+import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './cost/frequency.js';
 import { BUILTIN_PROFILES } from './cost/profiles.js';
 import {
   clientAborted,
+  deadlineUnmeetable,
   FreeshError,
+  invalidRequest,
   modelNotFound,
   noBackend,
   toFreeshError,
@@ -20,11 +24,16 @@ import {
 import { type Outcome, RouterMetrics } from './metrics/metrics.js';
 import { heuristicPredictor, type Predictor } from './predict/predictor.js';
 import { isConnectError, type Transport, UndiciTransport, type UpstreamResponse } from './proxy/transport.js';
+import type { Plan } from './plan/plan.js';
+import { PoolPlanner } from './plan/pool-planner.js';
 import { AdmissionQueue } from './queue/admission-queue.js';
+import { FairShare } from './queue/fair-share.js';
+import { type RequestType, typeOf } from './request/request-type.js';
+import { type SloClass, ttftTargetMs } from './request/slo.js';
 import { parseRequest } from './request/parse.js';
 import { BUILTIN_POLICIES, type PolicyFactory } from './schedule/builtin.js';
 import { type DecisionTrace, decide } from './schedule/orchestrator.js';
-import type { Policy } from './schedule/policy.js';
+import type { DecisionContext, Policy } from './schedule/policy.js';
 import { MemoryStateStore } from './state/memory-store.js';
 import type { StateStore } from './state/store.js';
 import type { Backend, Candidate, CostEstimate, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
@@ -45,8 +54,14 @@ export interface RouterOptions extends Omit<RouterConfigInput, 'policy'> {
   readonly store?: StateStore;
   /** Default: the heuristic predictor. */
   readonly predictor?: Predictor;
-  /** Default: the profile-based cost model. */
+  /** Default: the profile-based cost model with `frequencyModel`. */
   readonly costModel?: CostModel;
+  /** Grid carbon intensity by site. Default: each site's configured constant. */
+  readonly carbon?: CarbonSignal;
+  /** How SM clocks change speed and power, for costing and planning. Default: DEFAULT_FREQUENCY_MODEL (an assumption). */
+  readonly frequencyModel?: FrequencyModel;
+  /** Called with every pool plan (the simulator applies clocks and parking to its instances). */
+  readonly onPlan?: (plan: Plan) => void;
 }
 
 /** One request as the router receives it from an HTTP layer. */
@@ -64,6 +79,9 @@ export interface Placement {
   readonly backend: Backend;
   readonly prediction: Prediction;
   readonly cost: CostEstimate;
+  readonly requestType: RequestType;
+  /** When the request should be finished (router clock, ms). */
+  readonly deadlineMs: number;
   readonly trace: DecisionTrace | undefined;
 }
 
@@ -106,6 +124,10 @@ export class Router {
   readonly #store: StateStore;
   readonly #predictor: Predictor;
   readonly #costModel: CostModel;
+  readonly #carbon: CarbonSignal;
+  readonly #planner: PoolPlanner | undefined;
+  readonly #fairShare: FairShare | undefined;
+  readonly #ready: Promise<void>;
   readonly #byModel = new Map<string, Backend[]>();
   readonly #queues = new Map<string, AdmissionQueue>();
   readonly #backendIds: readonly string[];
@@ -116,7 +138,7 @@ export class Router {
   readonly #idleWaiters: (() => void)[] = [];
 
   constructor(options: RouterOptions) {
-    const { policy, policies, clock, rng, transport, store, predictor, costModel, ...data } = options;
+    const { policy, policies, clock, rng, transport, store, predictor, costModel, carbon, frequencyModel, onPlan, ...data } = options;
     this.config = parseConfig(routerConfigSchema, { ...data, policy: typeof policy === 'string' ? policy : undefined }, 'router options');
     this.#clock = clock ?? systemClock;
     this.#rng = rng ?? Math.random;
@@ -130,7 +152,8 @@ export class Router {
       });
     this.#store = store ?? new MemoryStateStore();
     this.#predictor = predictor ?? heuristicPredictor();
-    this.#costModel = costModel ?? profileCostModel;
+    const frequency = frequencyModel ?? DEFAULT_FREQUENCY_MODEL;
+    this.#costModel = costModel ?? createCostModel(frequency);
 
     if (typeof policy === 'object') this.policy = policy;
     else {
@@ -147,6 +170,7 @@ export class Router {
       sites.set(s.id, Object.freeze({ id: s.id, region: s.region, gramsPerKWh: s.carbon.gramsPerKWh, pue: s.pue }));
     }
     this.sites = Object.freeze([...sites.values()]);
+    this.#carbon = carbon ?? constantSignal(new Map(this.sites.map((s) => [s.id, s.gramsPerKWh])));
     this.backends = Object.freeze(
       this.config.backends.map((b) =>
         Object.freeze({
@@ -162,6 +186,8 @@ export class Router {
     );
     this.#backendIds = this.backends.map((b) => b.id);
     this.metrics = new RouterMetrics(() => this.#queues.entries());
+    const admission = this.policy.admission ?? 'fifo';
+    this.#fairShare = admission === 'least-laxity-fair' && this.config.fairness.enabled ? new FairShare() : undefined;
     for (const backend of this.backends) {
       for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
       this.#queues.set(
@@ -172,9 +198,44 @@ export class Router {
           maxLength: limits.maxQueueLength,
           maxWaitMs: limits.maxQueueMs,
           clock: this.#clock,
+          fairShare: this.#fairShare,
+          urgentWithinMs: this.config.fairness.urgentWithinMs,
         }),
       );
     }
+
+    const plan = this.config.plan;
+    if (plan.enabled ?? this.policy.planner !== undefined) {
+      this.#planner = new PoolPlanner({
+        backends: this.backends,
+        clock: this.#clock,
+        carbon: this.#carbon,
+        store: this.#store,
+        objective: this.config.objective,
+        slo: this.config.sloClasses[this.config.defaults.sloClass]!,
+        frequency,
+        stepMs: plan.stepMs,
+        windowMs: plan.windowMs,
+        margin: plan.margin,
+        maxUtilisation: plan.maxUtilisation,
+        clockLevels: this.policy.planner?.clockScaling === false ? [1] : plan.clockLevels,
+        onPlan,
+      });
+    }
+    this.#ready = this.#planner?.start() ?? Promise.resolve();
+    this.#ready.catch(() => {
+      // Without a solver the initial plan (everything on) stays in force; ready() reports why.
+    });
+  }
+
+  /** Resolves once the planner's solver is loaded (at once when no planner runs). */
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  /** The pool plan in force, when a planner runs. */
+  get plan(): Plan | undefined {
+    return this.#planner?.plan;
   }
 
   /** Model names served by at least one backend, sorted. */
@@ -189,13 +250,21 @@ export class Router {
 
   /** Parses a raw OpenAI body into a RoutingRequest, or throws a 400 FreeshError. */
   parse(call: RouterCall): RoutingRequest {
-    return parseRequest(call.endpoint, call.body, {
+    const request = parseRequest(call.endpoint, call.body, {
       id: call.header('x-request-id') ?? `req-${this.#idPrefix}-${(this.#nextId++).toString(36)}`,
       arrivalMs: this.#clock.now(),
       defaultTenant: this.config.defaults.tenant,
       defaultSloClass: this.config.defaults.sloClass,
       header: call.header,
     });
+    if (!(request.sloClass in this.config.sloClasses)) {
+      throw invalidRequest(
+        `Unknown SLO class ${JSON.stringify(request.sloClass)} in \`x-freesh-slo\`; known: ${Object.keys(this.config.sloClasses).join(', ')}`,
+        'x-freesh-slo',
+        'unknown_slo_class',
+      );
+    }
+    return request;
   }
 
   /** Predicts, costs every backend serving the model and runs the policy. Throws 404 or 503. */
@@ -265,9 +334,10 @@ export class Router {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#planner?.stop();
     const err = noBackend('*', 'the router is shutting down');
     for (const queue of this.#queues.values()) queue.rejectAll(err);
-    await Promise.all([this.#transport.close(), this.#store.close(), this.#predictor.close?.()]);
+    await Promise.all([this.#transport.close(), this.#store.close(), this.#predictor.close?.(), this.#carbon.close?.()]);
   }
 
   async #dispatch(request: RoutingRequest, signal: CancelSignal | undefined): Promise<RoutedResponse> {
@@ -275,6 +345,7 @@ export class Router {
     if (!pool) throw this.#count('rejected-invalid', undefined, modelNotFound(request.model), request);
     const decisionStarted = performance.now();
     const prediction = await this.#predictor.predict(request);
+    this.#planner?.observe(typeOf(request, prediction), request.promptTokens, prediction.outputTokensP50, request.arrivalMs);
     const limits = this.config.limits;
     let excluded: Set<string> | undefined;
     for (let attempt = 0; ; attempt++) {
@@ -289,13 +360,14 @@ export class Router {
       const queue = this.#queues.get(backend.id)!;
       if (!queue.tryAcquire()) {
         try {
-          // Arrival order for now; the FREESH policy supplies latest start times.
-          await queue.wait({ priority: request.arrivalMs, signal });
+          await queue.wait({ priority: this.#priority(request, placement), tenant: request.tenant, signal });
         } catch (err) {
           const error = toFreeshError(err);
           throw this.#count(outcomeOf(error), backend.id, error, request, placement);
         }
       }
+      // Virtual token counters: charged the predicted service at admission, corrected on completion.
+      this.#fairShare?.charge(request.tenant, request.promptTokens + FairShare.OUTPUT_WEIGHT * prediction.outputTokensP50);
       const leaseId = `${request.id}#${attempt}`;
       const sentAtMs = this.#clock.now();
       // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
@@ -347,14 +419,38 @@ export class Router {
   async #place(request: RoutingRequest, prediction: Prediction, pool: readonly Backend[], exclude: ReadonlySet<string> | undefined): Promise<Placement> {
     const nowMs = this.#clock.now();
     const states = await this.#store.snapshot(this.#backendIds, nowMs);
+    const planView = this.#planner?.view();
     const candidates: Candidate[] = [];
     for (const backend of pool) {
       if (exclude?.has(backend.id)) continue;
       const state = states.get(backend.id)!;
       const queued = this.#queues.get(backend.id)!.waiting;
-      candidates.push({ backend, state, queued, cost: this.#costModel.estimate({ request, prediction, backend, state, queued, nowMs }) });
+      const cost = this.#costModel.estimate({
+        request,
+        prediction,
+        backend,
+        state,
+        queued,
+        nowMs,
+        gramsPerKWh: this.#carbon.gramsPerKWh(backend.site.id, nowMs),
+        clockFraction: planView?.plan.clockFraction.get(backend.id) ?? 1,
+      });
+      candidates.push({ backend, state, queued, cost });
     }
-    const ctx = { request, prediction, nowMs, rng: this.#rng };
+    const slo = this.config.sloClasses[request.sloClass]!;
+    const requestType = typeOf(request, prediction);
+    const ctx: DecisionContext = {
+      request,
+      prediction,
+      requestType,
+      slo,
+      deadlineMs: this.#deadline(request, prediction, slo, candidates),
+      nowMs,
+      rng: this.#rng,
+      objective: this.config.objective,
+      candidates,
+      plan: planView,
+    };
     const decision = decide(this.policy, candidates, ctx, this.config.trace || decisionChannel.hasSubscribers);
     for (const { plugin } of decision.errors) this.metrics.pluginErrors.labels(plugin).inc();
     if (decisionChannel.hasSubscribers) decisionChannel.publish({ request, trace: decision.trace });
@@ -362,7 +458,27 @@ export class Router {
     if (!picked) {
       throw noBackend(request.model, decision.emptiedBy ? `every candidate was removed by the \`${decision.emptiedBy}\` filter` : 'no candidate left');
     }
-    return { backend: picked.backend, prediction, cost: picked.cost, trace: decision.trace };
+    if (slo.onLate === 'reject' && decision.relaxed.includes('deadline')) throw deadlineUnmeetable(request.sloClass);
+    this.#planner?.assign(requestType, picked.backend.id);
+    return { backend: picked.backend, prediction, cost: picked.cost, requestType, deadlineMs: ctx.deadlineMs, trace: decision.trace };
+  }
+
+  /**
+   * `targets`: arrival + the class's TTFT target + (p50 − 1) × its TBT target. `slack` (FREESH):
+   * arrival + slackFactor × (TTFT + (p50 − 1) × TBT) on the fastest candidate as if idle.
+   */
+  #deadline(request: RoutingRequest, prediction: Prediction, slo: SloClass, candidates: readonly Candidate[]): number {
+    const rule = this.config.deadline;
+    if (rule.mode === 'targets') return request.arrivalMs + ttftTargetMs(slo, request.promptTokens) + (prediction.outputTokensP50 - 1) * slo.tbtMs;
+    let best = Number.POSITIVE_INFINITY;
+    for (const c of candidates) best = Math.min(best, c.cost.e2eMs - c.cost.waitMs);
+    return request.arrivalMs + rule.slackFactor * (Number.isFinite(best) ? best : 0);
+  }
+
+  /** Queue order: arrival (first come first served), or latest start time = deadline − predicted service (least laxity first). */
+  #priority(request: RoutingRequest, placement: Placement): number {
+    if ((this.policy.admission ?? 'fifo') === 'fifo') return request.arrivalMs;
+    return placement.deadlineMs - (placement.cost.e2eMs - placement.cost.waitMs);
   }
 
   #relay(
@@ -412,6 +528,7 @@ export class Router {
       } else if (outcome === 'completed' && tokens !== undefined) {
         this.#predictor.observe?.(request, tokens);
       }
+      if (tokens !== undefined) this.#fairShare?.charge(request.tenant, FairShare.OUTPUT_WEIGHT * (tokens - prediction.outputTokensP50));
       this.#count(outcome, backend.id, error, request, placement, tokens);
       this.#settled();
     };

@@ -65,12 +65,19 @@ export interface BackendState {
 
 /** Estimated cost of running one request on one backend, computed once per decision. */
 export interface CostEstimate {
+  /** Expected wait in the admission queue (ms). */
   readonly waitMs: number;
+  /** Time to first token, waiting included (ms). */
   readonly ttftMs: number;
+  /** Time between tokens at the batch the request would join (ms). */
   readonly tbtMs: number;
+  /** End to end with the p50 length prediction, waiting included (ms). */
   readonly e2eMs: number;
-  /** Marginal energy of this request, facility level (J). */
+  /** End to end with the p90 length prediction (ms). */
+  readonly e2eP90Ms: number;
+  /** This request's share of the instance's energy over its lifetime, facility level (J). */
   readonly energyJ: number;
+  /** energyJ at the site's carbon intensity now (gCO2e). */
   readonly carbonG: number;
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BUILTIN_PROFILES } from '../cost/profiles.js';
+import { DEFAULT_SLO_CLASSES } from '../request/slo.js';
 
 /**
  * The configuration schema: the single source of both the config file's types and its validation.
@@ -54,6 +55,34 @@ export const limitsSchema = z.strictObject({
   bodyTimeoutMs: z.int().positive().default(300_000),
 });
 
+export const sloClassSchema = z.strictObject({
+  /** TTFT target for an empty prompt (ms). */
+  ttftBaseMs: z.number().positive(),
+  /** TTFT allowance per prompt token (ms). Default 0. */
+  ttftPerPromptTokenMs: z.number().nonnegative().default(0),
+  /** Mean time-between-tokens target (ms). */
+  tbtMs: z.number().positive(),
+  /** When no backend can meet the deadline: `serve` (default) on the least-late backend, or `reject` with 503. */
+  onLate: z.enum(['serve', 'reject']).default('serve'),
+});
+
+export const planSchema = z.strictObject({
+  /** Run the pool planner. Default: on when the policy is `freesh` or `freesh-published`. */
+  enabled: z.boolean().optional(),
+  /** Re-plan this often (ms). Default 5 minutes (FREESH's step). */
+  stepMs: z.int().positive().default(5 * 60_000),
+  /** Forecast demand from the arrivals of this window (ms). Default 30 minutes (FREESH's window). */
+  windowMs: z.int().positive().default(30 * 60_000),
+  /** Planned capacity over forecast demand. Default 1.1 (FREESH's margin). */
+  margin: z.number().min(1).max(3).default(1.1),
+  /** Highest planned load of an instance, as a fraction of its capacity. Default 0.8. */
+  maxUtilisation: z.number().gt(0).max(1).default(0.8),
+  /** SM clock levels (fractions of maximum) the planner may choose; [1] disables frequency scaling. Default [1, 0.85, 0.7]. */
+  clockLevels: z.array(z.number().gte(0.5).lte(1)).min(1).default([1, 0.85, 0.7]),
+  /** What parked instances draw: `idle` (default; they stay on) or `off` (powered down). */
+  parkedPower: z.enum(['idle', 'off']).default('idle'),
+});
+
 const routerShape = {
   sites: z.array(siteSchema).min(1),
   backends: z.array(backendSchema).min(1),
@@ -70,9 +99,33 @@ const routerShape = {
     .prefault({}),
   /** Record a decision trace for every request (costs time; for debugging). Default false. */
   trace: z.boolean().default(false),
+  /** What the `freesh` policy and the planner minimise: `carbon` (default) or `energy`. */
+  objective: z.enum(['carbon', 'energy']).default('carbon'),
+  /** SLO classes by name, chosen per request with `x-freesh-slo`. Default interactive, standard and batch. */
+  sloClasses: z.record(label, sloClassSchema).default(() => structuredClone(DEFAULT_SLO_CLASSES) as Record<string, z.output<typeof sloClassSchema>>),
+  /**
+   * How a request's deadline is set: `targets` (default): arrival + its class's TTFT target + (p50 − 1) × its TBT
+   * target; `slack`: FREESH's arrival + slackFactor × (TTFT + (p50 − 1) × TBT) on the fastest idle backend.
+   */
+  deadline: z.strictObject({ mode: z.enum(['targets', 'slack']).default('targets'), slackFactor: z.number().min(1).default(1.4) }).prefault({}),
+  /** Least-laxity-first admission with per-tenant virtual token counters. */
+  fairness: z
+    .strictObject({
+      /** Order queues by tenant service (VTC) as well as laxity. Default true. */
+      enabled: z.boolean().default(true),
+      /** A waiter whose latest start is this close (ms) goes first regardless of its tenant's service. Default 1,000. */
+      urgentWithinMs: z.number().nonnegative().default(1_000),
+    })
+    .prefault({}),
+  plan: planSchema.prefault({}),
 };
 
-type FleetConfig = { sites: readonly { id: string }[]; backends: readonly { id: string; site: string }[] };
+type FleetConfig = {
+  sites: readonly { id: string }[];
+  backends: readonly { id: string; site: string }[];
+  sloClasses?: Readonly<Record<string, unknown>>;
+  defaults?: { sloClass: string };
+};
 
 /** Ids are unique and every backend names a configured site. */
 function checkReferences(config: FleetConfig, ctx: z.RefinementCtx): void {
@@ -89,6 +142,14 @@ function checkReferences(config: FleetConfig, ctx: z.RefinementCtx): void {
       ctx.addIssue({ code: 'custom', path: ['backends', i, 'site'], message: `must name one of the sites (${[...siteIds].join(', ')})`, input: backend.site });
     }
   });
+  if (config.sloClasses && config.defaults && !(config.defaults.sloClass in config.sloClasses)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['defaults', 'sloClass'],
+      message: `must name one of the SLO classes (${Object.keys(config.sloClasses).join(', ')})`,
+      input: config.defaults.sloClass,
+    });
+  }
 }
 
 export const routerConfigSchema = z.strictObject(routerShape).superRefine(checkReferences);

@@ -1,4 +1,5 @@
 import type { Backend, BackendState, CostEstimate, Prediction, RoutingRequest } from '../types.js';
+import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './frequency.js';
 import { decodePowerW, decodeStepMs, prefillMs } from './profiles.js';
 
 /**
@@ -17,32 +18,44 @@ export interface CostInput {
   /** Requests waiting in this router's queue for the backend. */
   readonly queued: number;
   readonly nowMs: number;
+  /** The site's carbon intensity now (gCO2e/kWh). */
+  readonly gramsPerKWh: number;
+  /** The backend's SM clock as a fraction of its maximum (1 unless a plan lowers it). */
+  readonly clockFraction: number;
 }
 
 const JOULES_PER_KWH = 3.6e6;
 
 /**
- * Latency from the backend's profile at the batch it would run in; energy as this request's share of
- * the instance's power over its lifetime; carbon from the site's intensity and PUE.
+ * Latency from the backend's profile at the batch the request would join and at its SM clock;
+ * energy as this request's share of the instance's power over its lifetime (so a fuller batch makes
+ * each request cheaper, as measured: energy per token falls several-fold from batch 8 to 512);
+ * carbon from the site's intensity now and its PUE.
  */
-export const profileCostModel: CostModel = Object.freeze<CostModel>({
-  estimate({ request, prediction, backend, state, queued }: CostInput): CostEstimate {
-    const profile = backend.profile;
-    const batch = Math.min(backend.maxConcurrency, state.inFlight + 1);
-    const tbtMs = decodeStepMs(profile, batch);
-    const ttftMs = prefillMs(profile, request.promptTokens) + tbtMs;
-    const serviceMs = ttftMs + prediction.outputTokensP50 * tbtMs;
-    // Waiting requests drain at maxConcurrency at a time, each taking about one service time.
-    const ahead = Math.max(0, state.inFlight + queued + 1 - backend.maxConcurrency);
-    const waitMs = ahead === 0 ? 0 : (ahead / backend.maxConcurrency) * serviceMs;
-    const energyJ = ((decodePowerW(profile, batch) / batch) * serviceMs * backend.site.pue) / 1000;
-    return {
-      waitMs,
-      ttftMs: waitMs + ttftMs,
-      tbtMs,
-      e2eMs: waitMs + serviceMs,
-      energyJ,
-      carbonG: (energyJ / JOULES_PER_KWH) * backend.site.gramsPerKWh,
-    };
-  },
-});
+export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MODEL): CostModel {
+  return Object.freeze<CostModel>({
+    estimate({ request, prediction, backend, state, queued, gramsPerKWh, clockFraction }: CostInput): CostEstimate {
+      const profile = backend.profile;
+      const batch = Math.min(backend.maxConcurrency, state.inFlight + 1);
+      const tbtMs = decodeStepMs(profile, batch) * frequency.decodeTime(clockFraction);
+      const firstMs = prefillMs(profile, request.promptTokens) * frequency.prefillTime(clockFraction) + tbtMs;
+      const serviceMs = firstMs + (prediction.outputTokensP50 - 1) * tbtMs;
+      // Waiting requests drain maxConcurrency at a time, each taking about one service time.
+      const ahead = state.inFlight + queued + 1 - backend.maxConcurrency;
+      const waitMs = ahead <= 0 ? 0 : (ahead / backend.maxConcurrency) * serviceMs;
+      const powerW = profile.idleW + (decodePowerW(profile, batch) - profile.idleW) * frequency.dynamicPower(clockFraction);
+      const energyJ = ((powerW / batch) * serviceMs * backend.site.pue) / 1000;
+      return {
+        waitMs,
+        ttftMs: waitMs + firstMs,
+        tbtMs,
+        e2eMs: waitMs + serviceMs,
+        e2eP90Ms: waitMs + serviceMs + (prediction.outputTokensP90 - prediction.outputTokensP50) * tbtMs,
+        energyJ,
+        carbonG: (energyJ / JOULES_PER_KWH) * gramsPerKWh,
+      };
+    },
+  });
+}
+
+export const profileCostModel: CostModel = createCostModel();

@@ -10,13 +10,15 @@ export interface SloClass {
   readonly ttftPerPromptTokenMs: number;
   /** Mean time-between-tokens target (ms). */
   readonly tbtMs: number;
+  /** When no backend can meet the deadline: `serve` on the least-late one, or `reject` with 503. */
+  readonly onLate: 'serve' | 'reject';
 }
 
 /** Defaults: interactive (chat), standard (FREESH's TBT ≤ 150 ms), batch (deadline-tolerant). */
 export const DEFAULT_SLO_CLASSES: Readonly<Record<string, SloClass>> = Object.freeze({
-  interactive: Object.freeze({ ttftBaseMs: 500, ttftPerPromptTokenMs: 0.5, tbtMs: 100 }),
-  standard: Object.freeze({ ttftBaseMs: 2_000, ttftPerPromptTokenMs: 1, tbtMs: 150 }),
-  batch: Object.freeze({ ttftBaseMs: 60_000, ttftPerPromptTokenMs: 5, tbtMs: 500 }),
+  interactive: Object.freeze({ ttftBaseMs: 500, ttftPerPromptTokenMs: 0.5, tbtMs: 100, onLate: 'serve' as const }),
+  standard: Object.freeze({ ttftBaseMs: 2_000, ttftPerPromptTokenMs: 1, tbtMs: 150, onLate: 'serve' as const }),
+  batch: Object.freeze({ ttftBaseMs: 60_000, ttftPerPromptTokenMs: 5, tbtMs: 500, onLate: 'serve' as const }),
 });
 
 export function ttftTargetMs(slo: SloClass, promptTokens: number): number {

@@ -1,3 +1,4 @@
+import { freesh, freeshPublished } from './freesh.js';
 import type { Policy } from './policy.js';
 import { healthyFilter, loadScorer, maxScorePicker, randomPicker, roundRobinPicker } from './plugins.js';
 
@@ -7,6 +8,8 @@ export type PolicyFactory = () => Policy;
 export const BUILTIN_POLICIES: Readonly<Record<string, PolicyFactory>> = Object.freeze({
   'round-robin': () => ({ name: 'round-robin', filters: [healthyFilter], scorers: [], picker: roundRobinPicker() }),
   random: () => ({ name: 'random', filters: [healthyFilter], scorers: [], picker: randomPicker() }),
+  freesh,
+  'freesh-published': freeshPublished,
   'least-loaded': () => ({
     name: 'least-loaded',
     filters: [healthyFilter],

@@ -24,6 +24,7 @@ export interface DecisionTrace {
   readonly picked: string | undefined;
   /** Plugins that threw; their verdicts were replaced by safe defaults. */
   readonly errors: readonly PluginError[];
+  readonly relaxed: readonly string[];
 }
 
 export interface Decision {
@@ -32,6 +33,8 @@ export interface Decision {
   readonly emptiedBy: string | undefined;
   /** Plugins that threw or misbehaved in this decision. */
   readonly errors: readonly PluginError[];
+  /** Soft filters that would have removed every candidate, and so were not applied. */
+  readonly relaxed: readonly string[];
   readonly trace: DecisionTrace | undefined;
 }
 
@@ -48,6 +51,7 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
 
   let kept = candidates;
   let emptiedBy: string | undefined;
+  const relaxed: string[] = [];
   for (const filter of policy.filters) {
     const started = time ? performance.now() : 0;
     const next = kept.filter((candidate) => {
@@ -61,7 +65,14 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
       return keep;
     });
     time?.(`filter:${filter.name}`, started);
-    if (next.length === 0 && kept.length > 0) emptiedBy = filter.name;
+    if (next.length === 0 && kept.length > 0) {
+      if (filter.soft) {
+        relaxed.push(filter.name);
+        if (dropped) for (const c of kept) dropped.delete(c);
+        continue;
+      }
+      emptiedBy = filter.name;
+    }
     kept = next;
   }
 
@@ -101,6 +112,7 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
     picked,
     emptiedBy,
     errors,
+    relaxed,
     trace: trace
       ? {
           policy: policy.name,
@@ -112,6 +124,7 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
           pluginUs,
           picked: picked?.candidate.backend.id,
           errors,
+          relaxed,
         }
       : undefined,
   };

@@ -1,17 +1,35 @@
 import type { Rng } from '../clock.js';
+import type { PlanView } from '../plan/plan.js';
+import type { RequestType } from '../request/request-type.js';
+import type { SloClass } from '../request/slo.js';
 import type { Candidate, Prediction, RoutingRequest } from '../types.js';
 
 /** What every plugin may read about the decision being made. Read-only. */
 export interface DecisionContext {
   readonly request: RoutingRequest;
   readonly prediction: Prediction;
+  readonly requestType: RequestType;
+  readonly slo: SloClass;
+  /** When the request should be finished (router clock, ms). */
+  readonly deadlineMs: number;
   readonly nowMs: number;
   readonly rng: Rng;
+  /** What the policy minimises. */
+  readonly objective: 'carbon' | 'energy';
+  /** Every candidate of this decision, before filtering: scorers compare against them. */
+  readonly candidates: readonly Candidate[];
+  /** The pool plan in force and how it is being followed, when a planner runs. */
+  readonly plan: PlanView | undefined;
 }
 
-/** Drops candidates that must not be picked. Contract: pure; returns true to keep. */
+/**
+ * Drops candidates that must not be picked. Contract: pure; returns true to keep. A `soft` filter
+ * that would drop every remaining candidate is relaxed instead (the decision records it), so the
+ * scorers choose the least bad — how "serve on the least-late backend" is expressed.
+ */
 export interface Filter {
   readonly name: string;
+  readonly soft?: boolean;
   keep(candidate: Candidate, ctx: DecisionContext): boolean;
 }
 
@@ -44,10 +62,18 @@ export interface Picker {
   pick(scored: readonly Scored[], ctx: DecisionContext): Scored;
 }
 
-/** A policy: filters, then weighted scorers, then a picker. */
+/** A policy: filters, then weighted scorers, then a picker; and how it wants queues and the fleet run. */
 export interface Policy {
   readonly name: string;
   readonly filters: readonly Filter[];
   readonly scorers: readonly WeightedScorer[];
   readonly picker: Picker;
+  /**
+   * How each backend's admission queue is ordered: `fifo` (default, arrival order); `least-laxity`
+   * (latest start time first); `least-laxity-fair` (the same, with tenants' virtual token counters
+   * deciding among requests that are not yet urgent).
+   */
+  readonly admission?: 'fifo' | 'least-laxity' | 'least-laxity-fair';
+  /** Set when the policy wants the pool planner; `clockScaling` lets the plan lower SM clocks. */
+  readonly planner?: { readonly clockScaling: boolean };
 }

@@ -1,5 +1,5 @@
 import type { BackendState } from '../types.js';
-import type { Lease, StateStore } from './store.js';
+import type { Lease, PlanRecord, StateStore } from './store.js';
 
 const HEALTHY_IDLE: BackendState = Object.freeze({ inFlight: 0, healthy: true });
 /** One settled promise for every call: the store does no I/O, so there is nothing to wait for. */
@@ -11,6 +11,7 @@ export class MemoryStateStore implements StateStore {
   readonly #inFlight = new Map<string, number>();
   readonly #unhealthyUntil = new Map<string, number>();
   #nextExpiryMs = Number.POSITIVE_INFINITY;
+  #plan: PlanRecord | undefined;
 
   snapshot(backendIds: readonly string[], nowMs: number): Promise<ReadonlyMap<string, BackendState>> {
     if (nowMs >= this.#nextExpiryMs) this.#sweep(nowMs);
@@ -42,6 +43,15 @@ export class MemoryStateStore implements StateStore {
   markUnhealthy(backendId: string, untilMs: number): Promise<void> {
     this.#unhealthyUntil.set(backendId, Math.max(untilMs, this.#unhealthyUntil.get(backendId) ?? 0));
     return DONE;
+  }
+
+  publishPlan(plan: PlanRecord): Promise<void> {
+    this.#plan = plan;
+    return DONE;
+  }
+
+  readPlan(): Promise<PlanRecord | undefined> {
+    return Promise.resolve(this.#plan);
   }
 
   close(): Promise<void> {

@@ -20,22 +20,41 @@ describe('profile cost model', () => {
     expect(p.idleW).toBe(126);
   });
 
-  it('an idle backend: no wait, TTFT = prefill + a step, e2e = TTFT + tokens × TBT, energy from power × time × PUE', () => {
+  it('an idle backend: no wait, TTFT = prefill + a step, e2e = TTFT + (tokens − 1) × TBT, energy from power × time × PUE', () => {
     const b = backend('a');
-    const est = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0 });
+    const est = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, gramsPerKWh: 400, clockFraction: 1 });
     const tbt = decodeStepMs(b.profile, 1);
     expect(est.waitMs).toBe(0);
     expect(est.tbtMs).toBe(tbt);
     expect(est.ttftMs).toBeCloseTo(196 + tbt, 9);
-    expect(est.e2eMs).toBeCloseTo(196 + tbt + 100 * tbt, 9);
+    expect(est.e2eMs).toBeCloseTo(196 + tbt + 99 * tbt, 9);
+    expect(est.e2eP90Ms).toBeCloseTo(196 + tbt + 299 * tbt, 9);
     expect(est.energyJ).toBeCloseTo((decodePowerW(b.profile, 1) * est.e2eMs * 1.2) / 1000, 9);
     expect(est.carbonG).toBeCloseTo((est.energyJ / 3.6e6) * 400, 12);
   });
 
+  it('a lower clock slows decode a little, prefill a lot, and cuts energy (the frequency model)', () => {
+    const b = backend('a');
+    const input = { request: request(), prediction, backend: b, state: { inFlight: 3, healthy: true }, queued: 0, nowMs: 0, gramsPerKWh: 400 };
+    const full = profileCostModel.estimate({ ...input, clockFraction: 1 });
+    const slow = profileCostModel.estimate({ ...input, clockFraction: 0.7 });
+    expect(slow.tbtMs / full.tbtMs).toBeCloseTo(1 + 0.05 * (1 / 0.7 - 1), 9);
+    expect(slow.ttftMs).toBeGreaterThan(full.ttftMs * 1.2);
+    expect(slow.energyJ).toBeLessThan(full.energyJ * 0.8);
+  });
+
+  it('carbon follows the intensity it is given', () => {
+    const input = { request: request(), prediction, backend: backend('a'), state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, clockFraction: 1 };
+    const clean = profileCostModel.estimate({ ...input, gramsPerKWh: 50 });
+    const dirty = profileCostModel.estimate({ ...input, gramsPerKWh: 500 });
+    expect(dirty.carbonG / clean.carbonG).toBeCloseTo(10, 9);
+    expect(dirty.energyJ).toBe(clean.energyJ);
+  });
+
   it('a saturated backend adds queue wait, and sharing a batch lowers each request\'s energy', () => {
     const b = backend('a', { maxConcurrency: 4 });
-    const idle = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0 });
-    const busy = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 4, healthy: true }, queued: 4, nowMs: 0 });
+    const idle = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, gramsPerKWh: 400, clockFraction: 1 });
+    const busy = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 4, healthy: true }, queued: 4, nowMs: 0, gramsPerKWh: 400, clockFraction: 1 });
     expect(busy.waitMs).toBeGreaterThan(0);
     expect(busy.ttftMs).toBeGreaterThan(idle.ttftMs);
     expect(busy.energyJ).toBeLessThan(idle.energyJ);

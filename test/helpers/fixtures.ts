@@ -1,4 +1,7 @@
 import { BUILTIN_PROFILES } from '../../src/cost/profiles.js';
+import { DEFAULT_SLO_CLASSES } from '../../src/request/slo.js';
+import type { DecisionContext } from '../../src/schedule/policy.js';
+import { seededRng } from '../../src/clock.js';
 import type { Backend, BackendState, Candidate, RoutingRequest, Site } from '../../src/types.js';
 
 export const site: Site = { id: 's1', region: 'DE', gramsPerKWh: 400, pue: 1.2 };
@@ -21,7 +24,7 @@ export function candidate(id: string, inFlight = 0, queued = 0, state: Partial<B
     backend: backend(id),
     state: { inFlight, healthy: true, ...state },
     queued,
-    cost: { waitMs: 0, ttftMs: 100, tbtMs: 50, e2eMs: 1000, energyJ: 10, carbonG: 1 },
+    cost: { waitMs: 0, ttftMs: 100, tbtMs: 50, e2eMs: 1000, e2eP90Ms: 2000, energyJ: 10, carbonG: 1 },
   };
 }
 
@@ -40,6 +43,22 @@ export function request(overrides: Partial<RoutingRequest> = {}): RoutingRequest
     arrivalMs: 0,
     body: {},
     rawBody: new Uint8Array(),
+    ...overrides,
+  };
+}
+
+export function decisionContext(overrides: Partial<DecisionContext> = {}): DecisionContext {
+  return {
+    request: request(),
+    prediction: { outputTokensP50: 10, outputTokensP90: 20, source: 'test' },
+    requestType: 'SS',
+    slo: DEFAULT_SLO_CLASSES.standard!,
+    deadlineMs: 10_000,
+    nowMs: 0,
+    rng: seededRng(1),
+    objective: 'carbon',
+    candidates: [],
+    plan: undefined,
     ...overrides,
   };
 }

@@ -4,14 +4,9 @@ import { BUILTIN_POLICIES } from '../../src/schedule/builtin.js';
 import { decide } from '../../src/schedule/orchestrator.js';
 import { healthyFilter, maxScorePicker } from '../../src/schedule/plugins.js';
 import type { DecisionContext, Policy, Scorer } from '../../src/schedule/policy.js';
-import { candidate, request } from '../helpers/fixtures.js';
+import { candidate, decisionContext } from '../helpers/fixtures.js';
 
-const ctx = (seed = 1): DecisionContext => ({
-  request: request(),
-  prediction: { outputTokensP50: 10, outputTokensP90: 20, source: 'test' },
-  nowMs: 0,
-  rng: seededRng(seed),
-});
+const ctx = (seed = 1): DecisionContext => decisionContext({ rng: seededRng(seed) });
 const scorer = (name: string, fn: Scorer['score']): Scorer => ({ name, score: fn });
 
 describe('decide', () => {

@@ -1,0 +1,42 @@
+import type { RequestType } from '../request/request-type.js';
+
+/** What the pool planner decided for the coming step. */
+export interface Plan {
+  /** Router-clock time the plan was made (ms). */
+  readonly createdMs: number;
+  /** Backends the plan runs; the others are parked and get no new work. */
+  readonly active: ReadonlySet<string>;
+  /** SM clock target per active backend (fraction of maximum). */
+  readonly clockFraction: ReadonlyMap<string, number>;
+  /** For each request type, each backend's planned share of that type's requests (summing to 1). */
+  readonly shares: ReadonlyMap<RequestType, ReadonlyMap<string, number>>;
+  /** `optimal`; `degraded` when demand exceeded what the SLOs allow and the best feasible plan was taken; `initial` before any forecast. */
+  readonly status: 'optimal' | 'degraded' | 'initial';
+  /** Forecast request rate per type used (req/s). */
+  readonly forecastRps: Readonly<Record<RequestType, number>>;
+  /** Planned objective rate: gCO2e/s (carbon) or W (energy). */
+  readonly objectiveRate: number;
+  readonly solveMs: number;
+  readonly note: string;
+}
+
+/** How the current plan is being followed: requests of each type sent to each backend since it was made. */
+export interface PlanView {
+  readonly plan: Plan;
+  readonly assigned: ReadonlyMap<RequestType, ReadonlyMap<string, number>>;
+}
+
+/** The plan before any demand is known: everything on at full clock, no shares. */
+export function initialPlan(backendIds: readonly string[], nowMs: number): Plan {
+  return {
+    createdMs: nowMs,
+    active: new Set(backendIds),
+    clockFraction: new Map(backendIds.map((id) => [id, 1])),
+    shares: new Map(),
+    status: 'initial',
+    forecastRps: { SS: 0, SL: 0, LS: 0, LL: 0 },
+    objectiveRate: Number.NaN,
+    solveMs: 0,
+    note: 'no demand observed yet: every backend on at full clock',
+  };
+}

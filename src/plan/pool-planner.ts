@@ -1,0 +1,154 @@
+import { channel } from 'node:diagnostics_channel';
+import type { CarbonSignal } from '../carbon/signal.js';
+import type { Clock, Timer } from '../clock.js';
+import type { FrequencyModel } from '../cost/frequency.js';
+import { REQUEST_TYPES, type RequestType } from '../request/request-type.js';
+import type { SloClass } from '../request/slo.js';
+import type { PlanRecord, StateStore } from '../state/store.js';
+import type { Backend } from '../types.js';
+import { initialPlan, type Plan, type PlanView } from './plan.js';
+import { loadSolver, solvePlan, type TypeDemand } from './planner.js';
+
+/** Published on `freesh:plan` (node:diagnostics_channel) for every new plan. */
+export const planChannel = channel('freesh:plan');
+
+export interface PoolPlannerOptions {
+  readonly backends: readonly Backend[];
+  readonly clock: Clock;
+  readonly carbon: CarbonSignal;
+  readonly store: StateStore;
+  readonly objective: 'carbon' | 'energy';
+  readonly slo: SloClass;
+  readonly frequency: FrequencyModel;
+  readonly stepMs: number;
+  readonly windowMs: number;
+  readonly margin: number;
+  readonly maxUtilisation: number;
+  readonly clockLevels: readonly number[];
+  /** Called with every new plan (the simulator applies clocks and parking to its instances here). */
+  readonly onPlan?: ((plan: Plan) => void) | undefined;
+}
+
+interface Arrival {
+  readonly atMs: number;
+  readonly type: RequestType;
+  readonly promptTokens: number;
+  readonly predictedTokens: number;
+}
+
+/**
+ * Runs the planner every step on the router's clock, over the demand seen in the last window, and
+ * publishes each plan (to the state store for other replicas and the GPU agents, and to `onPlan`).
+ * Until the first step has passed there is no forecast, so everything runs at full clock.
+ */
+export class PoolPlanner {
+  readonly #options: PoolPlannerOptions;
+  #arrivals: Arrival[] = [];
+  #plan: Plan;
+  #assigned = new Map<RequestType, Map<string, number>>();
+  #timer: Timer | undefined;
+  #stopped = false;
+  readonly #startedMs: number;
+
+  constructor(options: PoolPlannerOptions) {
+    this.#options = options;
+    this.#startedMs = options.clock.now();
+    this.#plan = initialPlan(options.backends.map((b) => b.id), this.#startedMs);
+  }
+
+  get plan(): Plan {
+    return this.#plan;
+  }
+
+  view(): PlanView {
+    return { plan: this.#plan, assigned: this.#assigned };
+  }
+
+  /** Loads the solver and schedules the first re-plan one step from now. */
+  async start(): Promise<void> {
+    await loadSolver();
+    if (!this.#stopped && !this.#timer) this.#schedule();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    this.#timer?.cancel();
+  }
+
+  /** Records an arrival for the demand forecast. */
+  observe(type: RequestType, promptTokens: number, predictedTokens: number, nowMs: number): void {
+    this.#arrivals.push({ atMs: nowMs, type, promptTokens, predictedTokens });
+  }
+
+  /** Records where a request of a type was sent, for the plan-share scorer. */
+  assign(type: RequestType, backendId: string): void {
+    let byBackend = this.#assigned.get(type);
+    if (!byBackend) this.#assigned.set(type, (byBackend = new Map()));
+    byBackend.set(backendId, (byBackend.get(backendId) ?? 0) + 1);
+  }
+
+  /** Makes a plan now from the window's demand. */
+  async replan(): Promise<Plan> {
+    const o = this.#options;
+    const now = o.clock.now();
+    const since = now - o.windowMs;
+    let first = 0;
+    while (first < this.#arrivals.length && this.#arrivals[first]!.atMs < since) first++;
+    this.#arrivals = this.#arrivals.slice(first);
+    const spanS = Math.max(1, (now - Math.max(since, this.#startedMs)) / 1000);
+    const demand = {} as Record<RequestType, TypeDemand>;
+    for (const k of REQUEST_TYPES) {
+      const of = this.#arrivals.filter((a) => a.type === k);
+      demand[k] = {
+        rps: of.length / spanS,
+        meanPromptTokens: of.length ? of.reduce((s, a) => s + a.promptTokens, 0) / of.length : 512,
+        meanOutputTokens: of.length ? of.reduce((s, a) => s + a.predictedTokens, 0) / of.length : 128,
+      };
+    }
+    const plan = solvePlan(await loadSolver(), {
+      backends: o.backends,
+      nowMs: now,
+      demand,
+      gramsPerKWh: (siteId) => o.carbon.gramsPerKWh(siteId, now),
+      objective: o.objective,
+      clockLevels: o.clockLevels,
+      margin: o.margin,
+      maxUtilisation: o.maxUtilisation,
+      slo: o.slo,
+      frequency: o.frequency,
+    });
+    this.#plan = plan;
+    this.#assigned = new Map();
+    o.onPlan?.(plan);
+    if (planChannel.hasSubscribers) planChannel.publish(plan);
+    o.store.publishPlan(planRecord(plan)).catch(() => {
+      // Publishing is for other replicas and agents; this router already follows the plan.
+    });
+    return plan;
+  }
+
+  #schedule(): void {
+    this.#timer = this.#options.clock.setTimer(() => {
+      this.#timer = undefined;
+      if (this.#stopped) return;
+      this.replan().then(
+        () => this.#schedule(),
+        (err: unknown) => {
+          // Keep the plan in force; try again next step.
+          if (planChannel.hasSubscribers) planChannel.publish({ error: String(err) });
+          this.#schedule();
+        },
+      );
+    }, this.#options.stepMs);
+  }
+}
+
+export function planRecord(plan: Plan): PlanRecord {
+  return {
+    createdMs: plan.createdMs,
+    status: plan.status,
+    active: [...plan.active],
+    clockFraction: Object.fromEntries(plan.clockFraction),
+    shares: Object.fromEntries([...plan.shares].map(([k, m]) => [k, Object.fromEntries(m)])),
+  };
+}

@@ -1,0 +1,40 @@
+/**
+ * Virtual token counters per tenant (the VTC idea: service = input tokens + 2 × output tokens).
+ * Among requests that are not urgent, the tenant that has received the least service goes next, so a
+ * tenant flooding the gateway cannot starve the others. A tenant that starts waiting again is lifted
+ * to the least counter among tenants already waiting, so idle time banks no credit.
+ */
+export class FairShare {
+  readonly #counters = new Map<string, number>();
+  readonly #waiting = new Map<string, number>();
+
+  /** Service units per output token; input tokens count 1. */
+  static readonly OUTPUT_WEIGHT = 2;
+
+  counter(tenant: string): number {
+    return this.#counters.get(tenant) ?? 0;
+  }
+
+  /** Adds service (may be negative, to correct a prediction once the true length is known). */
+  charge(tenant: string, units: number): void {
+    this.#counters.set(tenant, Math.max(0, this.counter(tenant) + units));
+  }
+
+  /** A request of `tenant` starts waiting in some queue. */
+  startWaiting(tenant: string): void {
+    const n = this.#waiting.get(tenant) ?? 0;
+    if (n === 0) {
+      let least = Number.POSITIVE_INFINITY;
+      for (const [other, count] of this.#waiting) if (count > 0 && other !== tenant) least = Math.min(least, this.counter(other));
+      if (least !== Number.POSITIVE_INFINITY && this.counter(tenant) < least) this.#counters.set(tenant, least);
+    }
+    this.#waiting.set(tenant, n + 1);
+  }
+
+  /** A waiting request of `tenant` was admitted or withdrawn. */
+  stopWaiting(tenant: string): void {
+    const n = (this.#waiting.get(tenant) ?? 1) - 1;
+    if (n > 0) this.#waiting.set(tenant, n);
+    else this.#waiting.delete(tenant);
+  }
+}

@@ -1,0 +1,100 @@
+import { ttftTargetMs } from '../request/slo.js';
+import type { Candidate } from '../types.js';
+import { healthyFilter, loadScorer, maxScorePicker } from './plugins.js';
+import type { DecisionContext, Filter, Policy, Scorer } from './policy.js';
+
+/** Keeps the backends the plan runs (soft: if the plan parked them all, it is ignored). */
+export const plannedFilter: Filter = Object.freeze<Filter>({
+  name: 'planned',
+  soft: true,
+  keep: (candidate, ctx) => !ctx.plan || ctx.plan.plan.active.has(candidate.backend.id),
+});
+
+/** Keeps backends with a free slot now (soft: when every one is full, the admission queues take over). */
+export const capacityFilter: Filter = Object.freeze<Filter>({
+  name: 'capacity',
+  soft: true,
+  keep: (candidate) => candidate.state.inFlight + candidate.queued < candidate.backend.maxConcurrency,
+});
+
+/**
+ * Keeps backends expected to meet the request's SLO with its p90 length: TTFT within the class
+ * target, TBT within the class target, and the p90 end within the deadline. Soft: when none can,
+ * the laxity scorer leads to the least-late one.
+ */
+export const deadlineFilter: Filter = Object.freeze<Filter>({
+  name: 'deadline',
+  soft: true,
+  keep: (c, ctx) =>
+    c.cost.ttftMs <= ttftTargetMs(ctx.slo, ctx.request.promptTokens) &&
+    c.cost.tbtMs <= ctx.slo.tbtMs &&
+    ctx.nowMs + c.cost.e2eP90Ms <= ctx.deadlineMs,
+});
+
+/** The policy's objective (carbon or energy) relative to the cheapest candidate: 1 for the cheapest. */
+export const objectiveScorer: Scorer = Object.freeze<Scorer>({
+  name: 'objective',
+  score(candidate, ctx) {
+    const value = costOf(candidate, ctx);
+    let best = Number.POSITIVE_INFINITY;
+    for (const c of ctx.candidates) best = Math.min(best, costOf(c, ctx));
+    return value <= 0 ? 1 : best / value;
+  },
+});
+
+function costOf(candidate: Candidate, ctx: DecisionContext): number {
+  return ctx.objective === 'carbon' ? candidate.cost.carbonG : candidate.cost.energyJ;
+}
+
+/**
+ * Laxity left at the deadline with the p50 length, against the request's whole budget: 0.5 at zero
+ * laxity, towards 1 with slack to spare, towards 0 the later it would finish.
+ */
+export const laxityScorer: Scorer = Object.freeze<Scorer>({
+  name: 'laxity',
+  score(candidate, ctx) {
+    const budget = Math.max(1, ctx.deadlineMs - ctx.request.arrivalMs);
+    const laxity = ctx.deadlineMs - ctx.nowMs - candidate.cost.e2eMs;
+    return laxity >= 0 ? 0.5 + 0.5 * Math.min(1, laxity / budget) : 0.5 * Math.max(0, 1 + laxity / budget);
+  },
+});
+
+/**
+ * Follows the planner's shares: backends behind their planned share of this request type score
+ * higher, those ahead of it lower; 0.5 for all when no plan gives shares for the type.
+ */
+export const planShareScorer: Scorer = Object.freeze<Scorer>({
+  name: 'plan-share',
+  score(candidate, ctx) {
+    const shares = ctx.plan?.plan.shares.get(ctx.requestType);
+    if (!shares || shares.size === 0) return 0.5;
+    const target = shares.get(candidate.backend.id) ?? 0;
+    const assigned = ctx.plan!.assigned.get(ctx.requestType);
+    let total = 0;
+    if (assigned) for (const n of assigned.values()) total += n;
+    const actual = total === 0 ? 0 : (assigned?.get(candidate.backend.id) ?? 0) / total;
+    return 0.5 + 2 * (target - actual);
+  },
+});
+
+function freeshPolicy(name: string, clockScaling: boolean, admission: Policy['admission']): Policy {
+  return {
+    name,
+    filters: [healthyFilter, plannedFilter, capacityFilter, deadlineFilter],
+    scorers: [
+      { scorer: objectiveScorer, weight: 0.4 },
+      { scorer: planShareScorer, weight: 0.3 },
+      { scorer: laxityScorer, weight: 0.15 },
+      { scorer: loadScorer, weight: 0.15 },
+    ],
+    picker: maxScorePicker(),
+    admission,
+    planner: { clockScaling },
+  };
+}
+
+/** Ours: planner with clock scaling, per-request carbon placement, least-laxity-first with tenant fairness. */
+export const freesh = (): Policy => freeshPolicy('freesh', true, 'least-laxity-fair');
+
+/** FREESH as published: planner at fixed clocks, least-laxity-first admission, no tenant counters. */
+export const freeshPublished = (): Policy => freeshPolicy('freesh-published', false, 'least-laxity');
