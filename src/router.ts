@@ -35,6 +35,7 @@ import { BUILTIN_POLICIES, type PolicyFactory } from './schedule/builtin.js';
 import { type DecisionTrace, decide } from './schedule/orchestrator.js';
 import type { DecisionContext, Policy } from './schedule/policy.js';
 import { MemoryStateStore } from './state/memory-store.js';
+import { RateMeter } from './state/rate-meter.js';
 import type { StateStore } from './state/store.js';
 import type { Backend, Candidate, CostEstimate, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
 
@@ -130,6 +131,7 @@ export class Router {
   readonly #ready: Promise<void>;
   readonly #byModel = new Map<string, Backend[]>();
   readonly #queues = new Map<string, AdmissionQueue>();
+  readonly #prefillLoad = new Map<string, RateMeter>();
   readonly #backendIds: readonly string[];
   readonly #idPrefix = Math.random().toString(36).slice(2, 8);
   #nextId = 0;
@@ -190,6 +192,7 @@ export class Router {
     this.#fairShare = admission === 'least-laxity-fair' && this.config.fairness.enabled ? new FairShare() : undefined;
     for (const backend of this.backends) {
       for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
+      this.#prefillLoad.set(backend.id, new RateMeter());
       this.#queues.set(
         backend.id,
         new AdmissionQueue({
@@ -370,6 +373,7 @@ export class Router {
       this.#fairShare?.charge(request.tenant, request.promptTokens + FairShare.OUTPUT_WEIGHT * prediction.outputTokensP50);
       const leaseId = `${request.id}#${attempt}`;
       const sentAtMs = this.#clock.now();
+      this.#prefillLoad.get(backend.id)!.add(request.promptTokens, sentAtMs);
       // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
       // request. A store that fails is outlived by the lease TTL.
       this.#store.acquire({ id: leaseId, backendId: backend.id, expiresAtMs: sentAtMs + limits.leaseTtlMs }).catch(ignoreStoreError);
@@ -425,17 +429,19 @@ export class Router {
       if (exclude?.has(backend.id)) continue;
       const state = states.get(backend.id)!;
       const queued = this.#queues.get(backend.id)!.waiting;
+      const promptTokensPerS = this.#prefillLoad.get(backend.id)!.perSecond(nowMs);
       const cost = this.#costModel.estimate({
         request,
         prediction,
         backend,
         state,
         queued,
+        promptTokensPerS,
         nowMs,
         gramsPerKWh: this.#carbon.gramsPerKWh(backend.site.id, nowMs),
         clockFraction: planView?.plan.clockFraction.get(backend.id) ?? 1,
       });
-      candidates.push({ backend, state, queued, cost });
+      candidates.push({ backend, state, queued, promptTokensPerS, cost });
     }
     const slo = this.config.sloClasses[request.sloClass]!;
     const requestType = typeOf(request, prediction);

@@ -87,5 +87,7 @@ export interface Candidate {
   readonly state: BackendState;
   /** Requests waiting in this router's admission queue for the backend. */
   readonly queued: number;
+  /** Prompt tokens this router has sent the backend lately, per second (prefill load). */
+  readonly promptTokensPerS: number;
   readonly cost: CostEstimate;
 }

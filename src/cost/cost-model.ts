@@ -1,6 +1,6 @@
 import type { Backend, BackendState, CostEstimate, Prediction, RoutingRequest } from '../types.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './frequency.js';
-import { decodePowerW, decodeStepMs, prefillMs } from './profiles.js';
+import { decodePowerW, decodeStepMs, type InstanceProfile, prefillMs } from './profiles.js';
 
 /**
  * Estimates what a request would cost on a backend. Contract: pure and synchronous (no I/O, no
@@ -17,6 +17,8 @@ export interface CostInput {
   readonly state: BackendState;
   /** Requests waiting in this router's queue for the backend. */
   readonly queued: number;
+  /** Prompt tokens sent to the backend lately, per second: prefill steals time from decoding. */
+  readonly promptTokensPerS: number;
   readonly nowMs: number;
   /** The site's carbon intensity now (gCO2e/kWh). */
   readonly gramsPerKWh: number;
@@ -34,10 +36,13 @@ const JOULES_PER_KWH = 3.6e6;
  */
 export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MODEL): CostModel {
   return Object.freeze<CostModel>({
-    estimate({ request, prediction, backend, state, queued, gramsPerKWh, clockFraction }: CostInput): CostEstimate {
+    estimate({ request, prediction, backend, state, queued, promptTokensPerS, gramsPerKWh, clockFraction }: CostInput): CostEstimate {
       const profile = backend.profile;
       const batch = Math.min(backend.maxConcurrency, state.inFlight + 1);
-      const tbtMs = decodeStepMs(profile, batch) * frequency.decodeTime(clockFraction);
+      // With continuous batching, prompts prefill in the same steps that decode: the share of time
+      // spent prefilling stretches every running request's time between tokens.
+      const prefillShare = Math.min(0.9, (promptTokensPerS * prefillMsPerToken(profile) * frequency.prefillTime(clockFraction)) / 1000);
+      const tbtMs = (decodeStepMs(profile, batch) * frequency.decodeTime(clockFraction)) / (1 - prefillShare);
       const firstMs = prefillMs(profile, request.promptTokens) * frequency.prefillTime(clockFraction) + tbtMs;
       const serviceMs = firstMs + (prediction.outputTokensP50 - 1) * tbtMs;
       // Waiting requests drain maxConcurrency at a time, each taking about one service time.
@@ -59,3 +64,8 @@ export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MO
 }
 
 export const profileCostModel: CostModel = createCostModel();
+
+/** Prefill time per prompt token at a typical prompt length (1,024 tokens). */
+export function prefillMsPerToken(profile: InstanceProfile): number {
+  return prefillMs(profile, 1024) / 1024;
+}

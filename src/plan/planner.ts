@@ -51,6 +51,7 @@ const SHORTFALL_PENALTY = 1e6;
  *   minimise  Σ_b,f  y[b,f]·idle_b·w_b  +  Σ_b,f,k  λ[b,f,k]·e[b,f,k]·w_b  +  M·Σ_k u[k]
  *   s.t.      Σ_f y[b,f] ≤ 1                                   one clock level per instance, or parked
  *             Σ_k λ[b,f,k] / x[b,f,k] ≤ ρ·y[b,f]                planned load within capacity
+ *             Σ_k λ[b,f,k]·prefill[b,f,k] ≤ (1 − step[b,f]/TBT)·y[b,f]   prefill leaves TBT within target
  *             Σ_b,f λ[b,f,k] + u[k] ≥ margin·forecast[k]         demand of every request type
  *             Σ_b,f y[b,f] ≥ 1
  *
@@ -83,13 +84,14 @@ export function solvePlan(highs: Highs, input: PlanInput): Plan {
       levels.push(y);
       objective.push(`${num(p.idleW * weight)} ${y}`);
       const load: string[] = [];
+      const prefillLoad: string[] = [];
       const dynamic = input.frequency.dynamicPower(clock);
       const batch = backend.maxConcurrency;
       const stepMs = decodeStepMs(p, batch) * input.frequency.decodeTime(clock);
       for (const [ki, k] of REQUEST_TYPES.entries()) {
         const d = input.demand[k];
         const prefill = prefillMs(p, d.meanPromptTokens) * input.frequency.prefillTime(clock);
-        if (stepMs > input.slo.tbtMs || prefill + stepMs > ttftTargetMs(input.slo, d.meanPromptTokens)) continue;
+        if (stepMs >= input.slo.tbtMs || prefill + stepMs > ttftTargetMs(input.slo, d.meanPromptTokens)) continue;
         const tokensPerS = (batch / stepMs) * 1000;
         const capacity = tokensPerS / (d.meanOutputTokens + (prefill / 1000) * tokensPerS);
         const energyJ =
@@ -98,9 +100,13 @@ export function solvePlan(highs: Highs, input: PlanInput): Plan {
         variables.set(l, { backend, clock, type: k });
         objective.push(`${num(energyJ * weight)} ${l}`);
         load.push(`${num(1 / capacity)} ${l}`);
+        prefillLoad.push(`${num(prefill / 1000)} ${l}`);
         demandTerms.get(k)!.push(l);
       }
       capacityRows.push(`cap_${bi}_${fi}: ${load.length > 0 ? `${load.join(' + ')} - ` : ''}${num(input.maxUtilisation)} ${y} <= 0`);
+      // Prefill steals decode time: the share of time spent prefilling must leave TBT within target,
+      // step / (1 − share) ≤ tbt, so share ≤ 1 − step / tbt.
+      if (prefillLoad.length > 0) capacityRows.push(`tbt_${bi}_${fi}: ${prefillLoad.join(' + ')} - ${num(1 - stepMs / input.slo.tbtMs)} ${y} <= 0`);
     });
     lines.push(`one_${bi}: ${levels.join(' + ')} <= 1`);
   });

@@ -17,6 +17,7 @@ export interface SimulateCommandOptions {
   readonly carbonStart?: string;
   readonly seed?: number;
   readonly predictionSigma?: number;
+  readonly parkedPower?: 'idle' | 'off';
   /** Where the JSON and HTML reports go. */
   readonly outDir: string;
   readonly log?: (line: string) => void;
@@ -39,6 +40,7 @@ export async function runSimulateCommand(options: SimulateCommandOptions): Promi
     runs: names.map((name) => runSpec(name, options.predictionSigma ?? DEFAULT_PREDICTION_SIGMA)),
     utilisation: options.utilisation ?? 0.6,
     seed: options.seed ?? 1,
+    parkedPower: options.parkedPower,
     onProgress: progress,
   });
   progress.done();
@@ -48,14 +50,15 @@ export async function runSimulateCommand(options: SimulateCommandOptions): Promi
       : 'Carbon: each site\'s configured constant intensity. ') +
       `Predictions: log-normal error σ=${options.predictionSigma ?? DEFAULT_PREDICTION_SIGMA} around the true length unless a run uses the oracle.`,
     'GPU frequency model: an assumption (src/cost/frequency.ts); no public source calibrates it.',
+    `Instances a plan parks ${evaluation.parkedPower === 'off' ? 'are powered off (0 W)' : 'stay on at idle power'}.`,
   ];
-  log(`\n${trace.name}: ${evaluation.requests} requests, ×${evaluation.rateMultiplier.toFixed(3)} rate = ${evaluation.offeredRps.toFixed(2)} req/s; ` +
+  log(`\n${trace.name}: ${evaluation.requests} requests, parked instances ${evaluation.parkedPower}, ×${evaluation.rateMultiplier.toFixed(3)} rate = ${evaluation.offeredRps.toFixed(2)} req/s; ` +
     `fleet capacity ${evaluation.capacityRps.toFixed(2)} req/s; utilisation ${evaluation.utilisation}\n`);
   log(markdownTable(evaluation));
   log('');
   for (const { spec, metrics } of evaluation.runs) log(`${spec.name}: simulated ${metrics.simulatedMinutes.toFixed(1)} min in ${metrics.wallSeconds.toFixed(1)} s`);
   await mkdir(options.outDir, { recursive: true });
-  const stem = join(options.outDir, `trace-${trace.name}-u${evaluation.utilisation}`);
+  const stem = join(options.outDir, `trace-${trace.name}-u${evaluation.utilisation}-parked-${evaluation.parkedPower}`);
   await writeFile(`${stem}.json`, JSON.stringify(evaluationJson(evaluation)));
   await writeFile(`${stem}.html`, await htmlReport(evaluation, notes));
   log(`reports: ${stem}.json, ${stem}.html`);

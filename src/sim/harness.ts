@@ -23,11 +23,13 @@ export const DEFAULT_PREDICTION_SIGMA = 0.8;
 export const NAMED_RUNS: Readonly<Record<string, (sigma: number) => RunSpec>> = Object.freeze({
   // Round-robin, first come first served, every instance on at maximum clock.
   baseline: (sigma) => ({ name: 'baseline', policy: 'round-robin', prediction: sigma }),
+  // The freesh policy with true output lengths: how much better a perfect predictor would do.
+  oracle: () => ({ name: 'oracle', policy: 'freesh', prediction: 'oracle' as const }),
 });
 
-/** The baseline, then every router policy by name (round-robin is the baseline's). */
+/** The baseline, every router policy by name (round-robin is the baseline's), and the oracle. */
 export function defaultRunNames(): string[] {
-  return ['baseline', ...Object.keys(BUILTIN_POLICIES).filter((p) => p !== 'round-robin')];
+  return ['baseline', ...Object.keys(BUILTIN_POLICIES).filter((p) => p !== 'round-robin'), 'oracle'];
 }
 
 export function runSpec(name: string, sigma = DEFAULT_PREDICTION_SIGMA): RunSpec {
@@ -42,12 +44,15 @@ export interface EvaluationOptions {
   /** Target mean utilisation of the fleet (see fleetCapacityRps). Default 0.6. */
   readonly utilisation?: number;
   readonly seed?: number;
+  /** What instances a plan parks draw: `idle` (default) or `off` (powered down). */
+  readonly parkedPower?: 'idle' | 'off';
   readonly onProgress?: (run: string, fraction: number) => void;
 }
 
 export interface Evaluation {
   readonly trace: string;
   readonly utilisation: number;
+  readonly parkedPower: 'idle' | 'off';
   readonly rateMultiplier: number;
   readonly offeredRps: number;
   readonly capacityRps: number;
@@ -63,7 +68,10 @@ export async function runEvaluation(options: EvaluationOptions): Promise<Evaluat
   const trace = scaleTrace(options.trace, rateMultiplier);
   const workload = buildWorkload(trace, { seed: options.seed ?? 1 });
   const runs = [];
-  for (const spec of options.runs) {
+  for (const given of options.runs) {
+    const spec: RunSpec = options.parkedPower
+      ? { ...given, router: { ...given.router, plan: { ...given.router?.plan, parkedPower: options.parkedPower } } }
+      : given;
     const result = await simulate({
       fleet: options.fleet,
       workload,
@@ -78,6 +86,7 @@ export async function runEvaluation(options: EvaluationOptions): Promise<Evaluat
   return {
     trace: options.trace.name,
     utilisation,
+    parkedPower: options.parkedPower ?? 'idle',
     rateMultiplier,
     offeredRps: traceRps(trace),
     capacityRps,

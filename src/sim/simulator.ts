@@ -1,4 +1,5 @@
 import type { CarbonSeries } from '../carbon/series.js';
+import { seriesSignal } from '../carbon/signal.js';
 import { seededRng } from '../clock.js';
 import { BUILTIN_PROFILES, decodeStepMs, type InstanceProfile, prefillMs } from '../cost/profiles.js';
 import { FreeshError } from '../errors.js';
@@ -86,8 +87,9 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   const clock = new VirtualClock();
   const sites = new Map(fleet.sites.map((s) => [s.id, s]));
   const instances = new Map<string, SimInstance>();
+  const parkedPower = run.router?.plan?.parkedPower ?? 'idle';
   for (const b of fleet.backends) {
-    const instance = new SimInstance({ profile: profileOf(b.mode), clock });
+    const instance = new SimInstance({ profile: profileOf(b.mode), clock, parkedPower });
     instance.clockFraction = run.clockFraction ?? 1;
     instances.set(b.id, instance);
   }
@@ -128,7 +130,16 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     rng: seededRng(options.seed ?? 1),
     transport,
     predictor: simPredictor((id) => byId.get(id), run.prediction),
+    carbon: seriesSignal(carbon, (siteId) => sites.get(siteId)?.gramsPerKWh ?? 400),
+    // The plan's clocks and parking take effect on the simulated instances at once.
+    onPlan(plan) {
+      for (const [id, instance] of instances) {
+        instance.parked = !plan.active.has(id);
+        instance.clockFraction = plan.clockFraction.get(id) ?? run.clockFraction ?? 1;
+      }
+    },
   });
+  await router.ready();
 
   // Energy and carbon are integrated per sampling period at the intensity in force at its start.
   const sampleEveryMs = options.sampleEveryMs ?? 60_000;

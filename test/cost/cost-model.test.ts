@@ -22,7 +22,7 @@ describe('profile cost model', () => {
 
   it('an idle backend: no wait, TTFT = prefill + a step, e2e = TTFT + (tokens − 1) × TBT, energy from power × time × PUE', () => {
     const b = backend('a');
-    const est = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, gramsPerKWh: 400, clockFraction: 1 });
+    const est = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, promptTokensPerS: 0, gramsPerKWh: 400, clockFraction: 1 });
     const tbt = decodeStepMs(b.profile, 1);
     expect(est.waitMs).toBe(0);
     expect(est.tbtMs).toBe(tbt);
@@ -35,7 +35,7 @@ describe('profile cost model', () => {
 
   it('a lower clock slows decode a little, prefill a lot, and cuts energy (the frequency model)', () => {
     const b = backend('a');
-    const input = { request: request(), prediction, backend: b, state: { inFlight: 3, healthy: true }, queued: 0, nowMs: 0, gramsPerKWh: 400 };
+    const input = { request: request(), prediction, backend: b, state: { inFlight: 3, healthy: true }, queued: 0, promptTokensPerS: 0, nowMs: 0, gramsPerKWh: 400 };
     const full = profileCostModel.estimate({ ...input, clockFraction: 1 });
     const slow = profileCostModel.estimate({ ...input, clockFraction: 0.7 });
     expect(slow.tbtMs / full.tbtMs).toBeCloseTo(1 + 0.05 * (1 / 0.7 - 1), 9);
@@ -43,8 +43,18 @@ describe('profile cost model', () => {
     expect(slow.energyJ).toBeLessThan(full.energyJ * 0.8);
   });
 
+  it('prefill load stretches the time between tokens', () => {
+    const b = backend('a');
+    const input = { request: request(), prediction, backend: b, state: { inFlight: 3, healthy: true }, queued: 0, nowMs: 0, gramsPerKWh: 400, clockFraction: 1 };
+    const quiet = profileCostModel.estimate({ ...input, promptTokensPerS: 0 });
+    // 1,024 prompt tokens a second, each second: half the time goes to prefill.
+    const perToken = prefillMs(b.profile, 1024) / 1024;
+    const busy = profileCostModel.estimate({ ...input, promptTokensPerS: 500 / perToken });
+    expect(busy.tbtMs / quiet.tbtMs).toBeCloseTo(2, 9);
+  });
+
   it('carbon follows the intensity it is given', () => {
-    const input = { request: request(), prediction, backend: backend('a'), state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, clockFraction: 1 };
+    const input = { request: request(), prediction, backend: backend('a'), state: { inFlight: 0, healthy: true }, queued: 0, promptTokensPerS: 0, nowMs: 0, clockFraction: 1 };
     const clean = profileCostModel.estimate({ ...input, gramsPerKWh: 50 });
     const dirty = profileCostModel.estimate({ ...input, gramsPerKWh: 500 });
     expect(dirty.carbonG / clean.carbonG).toBeCloseTo(10, 9);
@@ -53,8 +63,8 @@ describe('profile cost model', () => {
 
   it('a saturated backend adds queue wait, and sharing a batch lowers each request\'s energy', () => {
     const b = backend('a', { maxConcurrency: 4 });
-    const idle = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, gramsPerKWh: 400, clockFraction: 1 });
-    const busy = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 4, healthy: true }, queued: 4, nowMs: 0, gramsPerKWh: 400, clockFraction: 1 });
+    const idle = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, promptTokensPerS: 0, gramsPerKWh: 400, clockFraction: 1 });
+    const busy = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 4, healthy: true }, queued: 4, nowMs: 0, promptTokensPerS: 0, gramsPerKWh: 400, clockFraction: 1 });
     expect(busy.waitMs).toBeGreaterThan(0);
     expect(busy.ttftMs).toBeGreaterThan(idle.ttftMs);
     expect(busy.energyJ).toBeLessThan(idle.energyJ);

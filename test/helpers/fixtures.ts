@@ -24,6 +24,7 @@ export function candidate(id: string, inFlight = 0, queued = 0, state: Partial<B
     backend: backend(id),
     state: { inFlight, healthy: true, ...state },
     queued,
+    promptTokensPerS: 0,
     cost: { waitMs: 0, ttftMs: 100, tbtMs: 50, e2eMs: 1000, e2eP90Ms: 2000, energyJ: 10, carbonG: 1 },
   };
 }
