@@ -32,6 +32,7 @@ import { type RequestType, typeOf } from './request/request-type.js';
 import { type SloClass, ttftTargetMs } from './request/slo.js';
 import { parseRequest } from './request/parse.js';
 import { BUILTIN_POLICIES, type PolicyFactory } from './schedule/builtin.js';
+import { TBT_HEADROOM } from './schedule/freesh.js';
 import { type DecisionTrace, decide } from './schedule/orchestrator.js';
 import type { DecisionContext, Policy } from './schedule/policy.js';
 import { MemoryStateStore } from './state/memory-store.js';
@@ -111,6 +112,8 @@ export interface CompletionEvent {
 }
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade']);
+/** Time constant of the per-backend prefill-load estimate: short enough to see a burst coming. */
+const PREFILL_LOAD_TAU_MS = 10_000;
 const UPSTREAM_PATH: Record<Endpoint, string> = { 'chat.completions': '/chat/completions', completions: '/completions' };
 
 export class Router {
@@ -132,6 +135,8 @@ export class Router {
   readonly #byModel = new Map<string, Backend[]>();
   readonly #queues = new Map<string, AdmissionQueue>();
   readonly #prefillLoad = new Map<string, RateMeter>();
+  /** Per backend, requests running by their TBT target: the tightest one bounds new placements. */
+  readonly #runningTbt = new Map<string, Map<number, number>>();
   readonly #backendIds: readonly string[];
   readonly #idPrefix = Math.random().toString(36).slice(2, 8);
   #nextId = 0;
@@ -192,7 +197,8 @@ export class Router {
     this.#fairShare = admission === 'least-laxity-fair' && this.config.fairness.enabled ? new FairShare() : undefined;
     for (const backend of this.backends) {
       for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
-      this.#prefillLoad.set(backend.id, new RateMeter());
+      this.#prefillLoad.set(backend.id, new RateMeter(PREFILL_LOAD_TAU_MS));
+      this.#runningTbt.set(backend.id, new Map());
       this.#queues.set(
         backend.id,
         new AdmissionQueue({
@@ -215,7 +221,7 @@ export class Router {
         carbon: this.#carbon,
         store: this.#store,
         objective: this.config.objective,
-        slo: this.config.sloClasses[this.config.defaults.sloClass]!,
+        slo: strictestClass(this.config.sloClasses),
         frequency,
         stepMs: plan.stepMs,
         windowMs: plan.windowMs,
@@ -374,10 +380,16 @@ export class Router {
       const leaseId = `${request.id}#${attempt}`;
       const sentAtMs = this.#clock.now();
       this.#prefillLoad.get(backend.id)!.add(request.promptTokens, sentAtMs);
+      const tbtTarget = this.config.sloClasses[request.sloClass]!.tbtMs;
+      const running = this.#runningTbt.get(backend.id)!;
+      running.set(tbtTarget, (running.get(tbtTarget) ?? 0) + 1);
       // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
       // request. A store that fails is outlived by the lease TTL.
       this.#store.acquire({ id: leaseId, backendId: backend.id, expiresAtMs: sentAtMs + limits.leaseTtlMs }).catch(ignoreStoreError);
       const free = (): void => {
+        const left = running.get(tbtTarget)! - 1;
+        if (left > 0) running.set(tbtTarget, left);
+        else running.delete(tbtTarget);
         queue.release();
         this.#store.release(leaseId).catch(ignoreStoreError);
       };
@@ -441,7 +453,9 @@ export class Router {
         gramsPerKWh: this.#carbon.gramsPerKWh(backend.site.id, nowMs),
         clockFraction: planView?.plan.clockFraction.get(backend.id) ?? 1,
       });
-      candidates.push({ backend, state, queued, promptTokensPerS, cost });
+      let strictestTbtMs = Number.POSITIVE_INFINITY;
+      for (const tbt of this.#runningTbt.get(backend.id)!.keys()) strictestTbtMs = Math.min(strictestTbtMs, tbt);
+      candidates.push({ backend, state, queued, promptTokensPerS, strictestTbtMs, cost });
     }
     const slo = this.config.sloClasses[request.sloClass]!;
     const requestType = typeOf(request, prediction);
@@ -577,6 +591,20 @@ export class Router {
 
 export function createRouter(options: RouterOptions): Router {
   return new Router(options);
+}
+
+/**
+ * The class the planner plans for: the tightest TTFT and TBT targets of any class, with the TBT
+ * headroom placements keep, so planned capacity never relies on breaking an SLO.
+ */
+function strictestClass(classes: Readonly<Record<string, SloClass>>): SloClass {
+  const all = Object.values(classes);
+  return {
+    ttftBaseMs: Math.min(...all.map((c) => c.ttftBaseMs)),
+    ttftPerPromptTokenMs: Math.min(...all.map((c) => c.ttftPerPromptTokenMs)),
+    tbtMs: TBT_HEADROOM * Math.min(...all.map((c) => c.tbtMs)),
+    onLate: 'serve',
+  };
 }
 
 /** A store outage degrades load accounting only: leases expire by themselves. */

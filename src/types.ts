@@ -89,5 +89,7 @@ export interface Candidate {
   readonly queued: number;
   /** Prompt tokens this router has sent the backend lately, per second (prefill load). */
   readonly promptTokensPerS: number;
+  /** The tightest TBT target (ms) among requests running there now: new work must not break it. Infinity when idle. */
+  readonly strictestTbtMs: number;
   readonly cost: CostEstimate;
 }

@@ -43,7 +43,8 @@ export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MO
       // spent prefilling stretches every running request's time between tokens.
       const prefillShare = Math.min(0.9, (promptTokensPerS * prefillMsPerToken(profile) * frequency.prefillTime(clockFraction)) / 1000);
       const tbtMs = (decodeStepMs(profile, batch) * frequency.decodeTime(clockFraction)) / (1 - prefillShare);
-      const firstMs = prefillMs(profile, request.promptTokens) * frequency.prefillTime(clockFraction) + tbtMs;
+      // A prompt also waits for the prefills already scheduled ahead of it: the same stretch applies.
+      const firstMs = (prefillMs(profile, request.promptTokens) * frequency.prefillTime(clockFraction)) / (1 - prefillShare) + tbtMs;
       const serviceMs = firstMs + (prediction.outputTokensP50 - 1) * tbtMs;
       // Waiting requests drain maxConcurrency at a time, each taking about one service time.
       const ahead = state.inFlight + queued + 1 - backend.maxConcurrency;

@@ -18,18 +18,23 @@ export const capacityFilter: Filter = Object.freeze<Filter>({
 });
 
 /**
- * Keeps backends expected to meet the request's SLO with its p90 length: TTFT within the class
- * target, TBT within the class target, and the p90 end within the deadline. Soft: when none can,
- * the laxity scorer leads to the least-late one.
+ * Keeps backends expected to meet the request's SLO with its p90 length — TTFT within the class
+ * target, the p90 end within the deadline — and whose time between tokens stays within both this
+ * request's target and the tightest target of the requests already running there (adding a prompt
+ * slows everyone's decoding). TBT must leave `TBT_HEADROOM` spare, since the estimate cannot see the
+ * arrivals that follow. Soft: when no backend qualifies, the laxity scorer leads to the least-late one.
  */
 export const deadlineFilter: Filter = Object.freeze<Filter>({
   name: 'deadline',
   soft: true,
   keep: (c, ctx) =>
     c.cost.ttftMs <= ttftTargetMs(ctx.slo, ctx.request.promptTokens) &&
-    c.cost.tbtMs <= ctx.slo.tbtMs &&
+    c.cost.tbtMs <= TBT_HEADROOM * Math.min(ctx.slo.tbtMs, c.strictestTbtMs) &&
     ctx.nowMs + c.cost.e2eP90Ms <= ctx.deadlineMs,
 });
+
+/** Share of a TBT target a placement may plan to use. */
+export const TBT_HEADROOM = 0.85;
 
 /** The policy's objective (carbon or energy) relative to the cheapest candidate: 1 for the cheapest. */
 export const objectiveScorer: Scorer = Object.freeze<Scorer>({
@@ -80,7 +85,8 @@ export const planShareScorer: Scorer = Object.freeze<Scorer>({
 function freeshPolicy(name: string, clockScaling: boolean, admission: Policy['admission']): Policy {
   return {
     name,
-    filters: [healthyFilter, plannedFilter, capacityFilter, deadlineFilter],
+    // The deadline comes before the plan: a parked backend is woken when no planned one can meet it.
+    filters: [healthyFilter, capacityFilter, deadlineFilter, plannedFilter],
     scorers: [
       { scorer: objectiveScorer, weight: 0.4 },
       { scorer: planShareScorer, weight: 0.3 },

@@ -22,29 +22,38 @@ export interface SimInstanceOptions {
    * What a parked instance draws: `idle` (default; the GPUs stay on) or `off` (powered down, 0 W).
    */
   readonly parkedPower?: 'idle' | 'off';
+  /** Prompt tokens prefilled per step (chunked prefill, as vLLM schedules it). Default 512. */
+  readonly prefillChunkTokens?: number;
 }
 
 interface Running {
   readonly job: SimJob;
+  /** Prompt tokens not yet prefilled. */
+  toPrefill: number;
   produced: number;
   cancelled: boolean;
 }
 
 /**
- * One inference instance with continuous batching, on any clock. Each step decodes one token for
- * every running sequence and prefills the sequences admitted at its start, so a step takes the
- * prefill time of newcomers plus the decode step time at the batch size; newcomers get their first
- * token at the end of that step. Power is the profile's prefill power during prefill, its decode
- * power at the batch size during decode, and idle power when nothing runs; energy is integrated
- * over the clock's time. The SM clock (a fraction of its maximum) scales step times and the
+ * One inference instance with continuous batching and chunked prefill, on any clock. Each step
+ * decodes one token for every sequence past its prefill, and prefills up to `prefillChunkTokens`
+ * prompt tokens of the others (oldest first); a step takes the decode step time at that batch plus
+ * the prefill time of its chunk, and a sequence gets its first token at the end of the step that
+ * finishes its prompt. Power is the profile's prefill power during prefill, its decode power at the
+ * batch size during decode, and idle power when nothing runs; energy is integrated over the
+ * clock's time. The SM clock (a fraction of its maximum) scales step times and the
  * above-idle power through the frequency model; a parked instance takes no work.
  */
 export class SimInstance {
   readonly profile: InstanceProfile;
   readonly #clock: Clock;
   readonly #maxBatch: number;
+  /** Admitted sequences (at most maxBatch), in admission order; some still prefilling. */
   #running: Running[] = [];
   #waiting: Running[] = [];
+  readonly #chunkTokens: number;
+  /** Sequences that finished prefill in the current step (they get their first token at its end). */
+  #prefilled = new Set<Running>();
   #timer: Timer | undefined;
   #energyJ = 0;
   /** Start of the current step, or of the current idle spell. */
@@ -66,6 +75,7 @@ export class SimInstance {
     this.#powerW = this.profile.idleW;
     this.#frequency = options.frequencyModel ?? DEFAULT_FREQUENCY_MODEL;
     this.#parkedPower = options.parkedPower ?? 'idle';
+    this.#chunkTokens = options.prefillChunkTokens ?? 512;
   }
 
   /** SM clock as a fraction of its maximum; takes effect from the next step. */
@@ -121,9 +131,10 @@ export class SimInstance {
     return this.#energyJ + (this.#powerW * (this.#clock.now() - this.#since)) / 1000;
   }
 
-  /** Queues a job; returns a function that cancels it (its callbacks stop). */
+  /** Queues a job; returns a function that cancels it (its callbacks stop). Work wakes a parked instance. */
   submit(job: SimJob): () => void {
-    const entry: Running = { job, produced: 0, cancelled: false };
+    this.parked = false;
+    const entry: Running = { job, toPrefill: Math.max(0, job.promptTokens), produced: 0, cancelled: false };
     this.#waiting.push(entry);
     if (!this.#timer) this.#step();
     return () => {
@@ -145,25 +156,38 @@ export class SimInstance {
     this.#accrue();
     this.#running = this.#running.filter((r) => !r.cancelled);
     this.#waiting = this.#waiting.filter((r) => !r.cancelled);
-    let prefill = 0;
-    while (this.#waiting.length > 0 && this.#running.length < this.#maxBatch) {
-      const entry = this.#waiting.shift()!;
-      prefill += prefillMs(this.profile, entry.job.promptTokens);
-      this.#running.push(entry);
-    }
+    while (this.#waiting.length > 0 && this.#running.length < this.#maxBatch) this.#running.push(this.#waiting.shift()!);
     if (this.#running.length === 0) {
       this.#timer = undefined;
       this.#powerW = this.#idlePowerW();
       return;
     }
+    let decoding = 0;
+    let budget = this.#chunkTokens;
+    let chunk = 0;
+    this.#prefilled.clear();
+    for (const entry of this.#running) {
+      if (entry.toPrefill === 0) {
+        // Decoding; or an empty prompt, whose first token comes out of this step.
+        if (entry.produced === 0) this.#prefilled.add(entry);
+        decoding++;
+        continue;
+      }
+      if (budget === 0) continue;
+      const take = Math.min(budget, entry.toPrefill);
+      entry.toPrefill -= take;
+      budget -= take;
+      chunk += take;
+      if (entry.toPrefill === 0) this.#prefilled.add(entry);
+    }
     const f = this.#clockFraction;
     const model = this.#frequency;
     const { idleW, prefillW } = this.profile;
-    prefill *= model.prefillTime(f);
-    const decode = decodeStepMs(this.profile, this.#running.length) * model.decodeTime(f);
-    const stepMs = prefill + decode;
+    const prefill = prefillMs(this.profile, chunk) * model.prefillTime(f);
+    const decode = decoding > 0 ? decodeStepMs(this.profile, decoding) * model.decodeTime(f) : 0;
+    const stepMs = Math.max(1e-3, prefill + decode);
     const dynamic = model.dynamicPower(f);
-    const decodeW = idleW + (decodePowerW(this.profile, this.#running.length) - idleW) * dynamic;
+    const decodeW = idleW + (decodePowerW(this.profile, decoding) - idleW) * dynamic;
     this.#powerW = (prefill * (idleW + (prefillW - idleW) * dynamic) + decode * decodeW) / stepMs;
     this.#busyMs += stepMs;
     this.#timer = this.#clock.setTimer(() => this.#finishStep(), stepMs);
@@ -173,12 +197,17 @@ export class SimInstance {
     const still: Running[] = [];
     for (const entry of this.#running) {
       if (entry.cancelled) continue;
-      entry.job.onToken(entry.produced++);
-      this.#tokens++;
-      if (entry.produced >= entry.job.outputTokens) {
-        this.#completed++;
-        entry.job.onDone();
-      } else still.push(entry);
+      // Decoding sequences and those whose prompt this step finished produce a token.
+      if (entry.toPrefill === 0 && (entry.produced > 0 || this.#prefilled.has(entry))) {
+        entry.job.onToken(entry.produced++);
+        this.#tokens++;
+        if (entry.produced >= entry.job.outputTokens) {
+          this.#completed++;
+          entry.job.onDone();
+          continue;
+        }
+      }
+      still.push(entry);
     }
     this.#running = still;
     this.#step();

@@ -25,6 +25,7 @@ export function candidate(id: string, inFlight = 0, queued = 0, state: Partial<B
     state: { inFlight, healthy: true, ...state },
     queued,
     promptTokensPerS: 0,
+    strictestTbtMs: Number.POSITIVE_INFINITY,
     cost: { waitMs: 0, ttftMs: 100, tbtMs: 50, e2eMs: 1000, e2eP90Ms: 2000, energyJ: 10, carbonG: 1 },
   };
 }

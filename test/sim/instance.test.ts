@@ -33,25 +33,26 @@ describe('SimInstance', () => {
     expect(instance.energyJ).toBeCloseTo(100 * 10, 9);
   });
 
-  it('a single request: TTFT = prefill + one decode step, then one token per step', () => {
+  it('a single request: the first token ends its prefill, then one token per decode step', () => {
     const clock = new VirtualClock();
     const instance = new SimInstance({ profile: flat, clock });
     const j = job(100, 3, clock);
     instance.submit(j.spec);
     while (clock.runNext());
-    expect(j.times).toEqual([60, 70, 80]);
-    expect(j.doneAt()).toBe(80);
-    // Energy: 50 ms prefill at 400 W, 3 decode steps of 10 ms at batch-1 decode power.
-    const expected = (50 * 400 + 30 * decodePowerW(flat, 1)) / 1000;
+    expect(j.times).toEqual([50, 60, 70]);
+    expect(j.doneAt()).toBe(70);
+    // Energy: 50 ms prefill at 400 W, then 2 decode steps of 10 ms at batch-1 decode power.
+    const expected = (50 * 400 + 20 * decodePowerW(flat, 1)) / 1000;
     expect(instance.energyJ).toBeCloseTo(expected, 9);
   });
 
   it('energy at constant batch = decode power at that batch × time', () => {
     const clock = new VirtualClock();
     const instance = new SimInstance({ profile: { ...flat, prefillMs: [[100, 0]] }, clock });
-    // The first job starts a step alone; the other three join at the next step boundary.
-    for (let i = 0; i < 4; i++) instance.submit(job(100, 100, clock).spec);
-    clock.advance(10);
+    // The first job starts a (zero-length) prefill step alone; the other three prefill in the next
+    // step, while the first decodes, and all four decode together from the third step on.
+    for (let i = 0; i < 4; i++) instance.submit(job(100, 1_000, clock).spec);
+    clock.advance(20);
     const before = instance.energyJ;
     clock.advance(500);
     expect(instance.batch).toBe(4);
@@ -70,12 +71,29 @@ describe('SimInstance', () => {
     const one = decodeStepMs(profile, 1);
     const two = decodeStepMs(profile, 2);
     expect(two).toBe(12);
+    // The first job starts alone; the second joins at the next step.
     expect(jobs[0]!.times).toEqual([one, one + two, one + 2 * two]);
     expect(jobs[1]!.times).toEqual([one + two, one + 2 * two, one + 3 * two]);
-    // The third waits for a free place in the batch: job 0 leaves after its third token.
+    // The third waits for a place in the batch: job 0 leaves after its third token, and the third
+    // job's (empty) prompt is prefilled alongside job 1's last decode step.
     expect(jobs[2]!.times[0]).toBe(one + 3 * two);
     expect(instance.completed).toBe(3);
     expect(instance.outputTokens).toBe(9);
+  });
+
+  it('prefills long prompts in chunks, so decoding sequences keep producing tokens', () => {
+    const clock = new VirtualClock();
+    const profile = { ...flat, prefillMs: [[100, 50]] as const };
+    const instance = new SimInstance({ profile, clock, prefillChunkTokens: 100 });
+    const short = job(0, 10, clock);
+    instance.submit(short.spec);
+    const long = job(300, 1, clock);
+    instance.submit(long.spec);
+    while (clock.runNext());
+    // Three chunks of 100 tokens (50 ms each) ride along with decode steps of 10 ms.
+    expect(long.times).toEqual([decodeStepMs(profile, 1) + 3 * 60]);
+    const gaps = short.times.slice(1).map((t, i) => t - short.times[i]!);
+    expect(Math.max(...gaps)).toBe(60);
   });
 
   it('cancelled jobs stop producing tokens', () => {
