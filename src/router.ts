@@ -1,7 +1,8 @@
 import { channel } from 'node:diagnostics_channel';
 import { Readable } from 'node:stream';
 import type { CancelSignal } from './cancel.js';
-import { type CarbonSignal, constantSignal } from './carbon/signal.js';
+import { carbonSignalFromConfig } from './carbon/from-config.js';
+import type { CarbonSignal } from './carbon/signal.js';
 import { type Clock, type Rng, systemClock } from './clock.js';
 import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
 import { type CostModel, createCostModel } from './cost/cost-model.js';
@@ -177,7 +178,7 @@ export class Router {
       sites.set(s.id, Object.freeze({ id: s.id, region: s.region, gramsPerKWh: s.carbon.gramsPerKWh, pue: s.pue }));
     }
     this.sites = Object.freeze([...sites.values()]);
-    this.#carbon = carbon ?? constantSignal(new Map(this.sites.map((s) => [s.id, s.gramsPerKWh])));
+    this.#carbon = carbon ?? carbonSignalFromConfig(this.config.sites);
     this.backends = Object.freeze(
       this.config.backends.map((b) =>
         Object.freeze({

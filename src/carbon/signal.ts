@@ -11,11 +11,6 @@ export interface CarbonSignal {
   close?(): Promise<void>;
 }
 
-/** Each site's configured constant. */
-export function constantSignal(bySite: ReadonlyMap<string, number>, fallback = 400): CarbonSignal {
-  return { gramsPerKWh: (siteId) => bySite.get(siteId) ?? fallback };
-}
-
 /**
  * Time series per site, with `originMs` the router-clock time at which each series starts (the
  * simulator starts its virtual clock at 0). Sites without a series get `fallback(siteId)`.

@@ -8,12 +8,43 @@ import { DEFAULT_SLO_CLASSES } from '../request/slo.js';
  */
 const label = z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'must be 1-64 characters of [A-Za-z0-9._:-]');
 
+const apiCarbon = {
+  /** Re-fetch after this (ms). Default 5 minutes. */
+  ttlMs: z.int().positive().default(300_000),
+  /** Give up on a fetch after this (ms). Default 5,000. */
+  timeoutMs: z.int().positive().default(5_000),
+  /** Used until the first successful fetch (gCO2e/kWh). Default 400. */
+  gramsPerKWh: z.number().nonnegative().default(400),
+  /** Override the API's address (a proxy, a test server). */
+  baseURL: z.url({ protocol: /^https?$/ }).optional(),
+};
+
+/**
+ * A site's carbon signal: a constant; the Electricity Maps or WattTime API (secrets may be written
+ * `env:NAME` to read them from the environment); or a CSV series replayed by wall-clock time
+ * (Electricity Maps hourly exports by hour of the year, the FREESH 5-minute series by time of day).
+ */
+export const carbonSchema = z.union([
+  z.strictObject({ gramsPerKWh: z.number().nonnegative() }),
+  z.strictObject({ provider: z.literal('electricitymaps'), zone: z.string().min(1), apiKey: z.string().min(1), ...apiCarbon }),
+  z.strictObject({ provider: z.literal('watttime'), region: z.string().min(1), username: z.string().min(1), password: z.string().min(1), ...apiCarbon }),
+  z.strictObject({
+    provider: z.literal('csv'),
+    path: z.string().min(1),
+    format: z.enum(['electricitymaps', 'freesh']),
+    /** Column of a FREESH series (0-based). Default 0. */
+    column: z.int().min(0).default(0),
+    /** Used for a site whose series cannot be read (gCO2e/kWh). Default 400. */
+    gramsPerKWh: z.number().nonnegative().default(400),
+  }),
+]);
+
 export const siteSchema = z.strictObject({
   id: label,
   /** Grid region, free text (e.g. `DE`, `US-CAL-CISO`). Default ''. */
   region: z.string().default(''),
-  /** Carbon intensity used for estimates. Default a constant 400 gCO2e/kWh (roughly a world-average grid). */
-  carbon: z.strictObject({ gramsPerKWh: z.number().nonnegative() }).prefault({ gramsPerKWh: 400 }),
+  /** Carbon signal. Default a constant 400 gCO2e/kWh (roughly a world-average grid). */
+  carbon: carbonSchema.default({ gramsPerKWh: 400 }),
   /** Power usage effectiveness of the facility. Default 1.2. */
   pue: z.number().min(1).max(3).default(1.2),
 });
