@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_FREQUENCY_MODEL } from '../../src/cost/frequency.js';
+import { BUILTIN_PROFILES } from '../../src/cost/profiles.js';
+import { loadSolver, type PlanInput, solvePlan } from '../../src/plan/planner.js';
+import { DEFAULT_SLO_CLASSES } from '../../src/request/slo.js';
+import type { Backend, Site } from '../../src/types.js';
+
+const site = (id: string): Site => ({ id, region: id, gramsPerKWh: 0, pue: 1.2 });
+const backend = (id: string, siteId: string, mode: string, maxConcurrency = 32): Backend => ({
+  id,
+  site: site(siteId),
+  baseURL: 'http://x/v1',
+  models: new Set(['m']),
+  maxConcurrency,
+  profile: BUILTIN_PROFILES[mode]!,
+  apiKey: undefined,
+});
+const demand = (ss: number) => ({
+  SS: { rps: ss, meanPromptTokens: 500, meanOutputTokens: 120 },
+  SL: { rps: 0, meanPromptTokens: 500, meanOutputTokens: 600 },
+  LS: { rps: 0, meanPromptTokens: 2_000, meanOutputTokens: 120 },
+  LL: { rps: 0, meanPromptTokens: 2_000, meanOutputTokens: 600 },
+});
+const input = (overrides: Partial<PlanInput>): PlanInput => ({
+  backends: [backend('clean', 'fr', '4xA100'), backend('dirty', 'de', '4xA100')],
+  nowMs: 0,
+  demand: demand(0.5),
+  gramsPerKWh: (s) => (s === 'fr' ? 50 : 500),
+  objective: 'carbon',
+  clockLevels: [1, 0.85, 0.7],
+  margin: 1.1,
+  maxUtilisation: 0.8,
+  slo: DEFAULT_SLO_CLASSES.standard!,
+  frequency: DEFAULT_FREQUENCY_MODEL,
+  ...overrides,
+});
+
+describe('pool planner (HiGHS)', () => {
+  it('light demand runs on the clean site alone, at a lowered clock', async () => {
+    const plan = solvePlan(await loadSolver(), input({}));
+    expect(plan.status).toBe('optimal');
+    expect([...plan.active]).toEqual(['clean']);
+    expect(plan.clockFraction.get('clean')).toBeLessThan(1);
+    expect(plan.shares.get('SS')).toEqual(new Map([['clean', 1]]));
+  });
+
+  it('no clock scaling when only full clock is offered; the dirty site joins when the clean one is full', async () => {
+    const solver = await loadSolver();
+    const fixed = solvePlan(solver, input({ clockLevels: [1] }));
+    expect(fixed.clockFraction.get('clean')).toBe(1);
+    const busy = solvePlan(solver, input({ demand: demand(3) }));
+    expect(busy.status).toBe('optimal');
+    expect(busy.active).toEqual(new Set(['clean', 'dirty']));
+    const share = busy.shares.get('SS')!;
+    expect(share.get('clean')!).toBeGreaterThan(share.get('dirty')!);
+  });
+
+  it('the energy objective ignores carbon: the faster-per-joule instance wins', async () => {
+    const plan = solvePlan(await loadSolver(), input({ backends: [backend('a100', 'fr', '8xA100', 64), backend('h100', 'de', '4xH100', 64)], objective: 'energy' }));
+    expect([...plan.active]).toEqual(['h100']);
+  });
+
+  it('demand beyond what the SLOs allow degrades to the best feasible plan instead of failing', async () => {
+    const plan = solvePlan(await loadSolver(), input({ demand: demand(500) }));
+    expect(plan.status).toBe('degraded');
+    expect(plan.active).toEqual(new Set(['clean', 'dirty']));
+    expect(plan.note).toMatch(/exceeds what the SLOs allow/);
+  });
+});
