@@ -43,7 +43,7 @@ import type { Backend, Candidate, CostEstimate, Endpoint, Prediction, RoutingReq
 
 /** Everything `createRouter` accepts: the config (see config/schema.ts) plus injected side effects. */
 export interface RouterOptions extends Omit<RouterConfigInput, 'policy'> {
-  /** A policy name (built-in or from `policies`), or a policy object. Default `least-loaded`. */
+  /** A policy name (built-in or from `policies`), or a policy object. Default `freesh`. */
   readonly policy?: string | Policy;
   /** Extra named policies, looked up by `policy`. */
   readonly policies?: Readonly<Record<string, PolicyFactory>>;

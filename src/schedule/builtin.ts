@@ -18,4 +18,4 @@ export const BUILTIN_POLICIES: Readonly<Record<string, PolicyFactory>> = Object.
   }),
 });
 
-export const DEFAULT_POLICY = 'least-loaded';
+export const DEFAULT_POLICY = 'freesh';

@@ -15,7 +15,7 @@ describe('config', () => {
   it('fills every default', () => {
     const config = parseConfig(fileConfigSchema, valid);
     expect(config.server).toEqual({ host: '127.0.0.1', port: 8080 });
-    expect(config.policy).toBe('least-loaded');
+    expect(config.policy).toBe('freesh');
     expect(config.limits.maxQueueLength).toBe(1_000);
     expect(config.backends[0]).toMatchObject({ maxConcurrency: 64, mode: '2xA100' });
     expect(config.sites[0]).toMatchObject({ pue: 1.2, region: '' });
