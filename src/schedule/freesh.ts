@@ -36,16 +36,26 @@ export const deadlineFilter: Filter = Object.freeze<Filter>({
 /** Share of a TBT target a placement may plan to use. */
 export const TBT_HEADROOM = 0.85;
 
-/** The policy's objective (carbon or energy) relative to the cheapest candidate: 1 for the cheapest. */
+/**
+ * The policy's objective (carbon or energy) relative to the cheapest candidate: 1 for the cheapest.
+ * The cheapest is found once per decision (memoised on its context), keeping a decision linear in
+ * the number of backends.
+ */
 export const objectiveScorer: Scorer = Object.freeze<Scorer>({
   name: 'objective',
   score(candidate, ctx) {
+    let best = cheapest.get(ctx);
+    if (best === undefined) {
+      best = Number.POSITIVE_INFINITY;
+      for (const c of ctx.candidates) best = Math.min(best, costOf(c, ctx));
+      cheapest.set(ctx, best);
+    }
     const value = costOf(candidate, ctx);
-    let best = Number.POSITIVE_INFINITY;
-    for (const c of ctx.candidates) best = Math.min(best, costOf(c, ctx));
     return value <= 0 ? 1 : best / value;
   },
 });
+
+const cheapest = new WeakMap<DecisionContext, number>();
 
 function costOf(candidate: Candidate, ctx: DecisionContext): number {
   return ctx.objective === 'carbon' ? candidate.cost.carbonG : candidate.cost.energyJ;
