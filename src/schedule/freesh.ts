@@ -104,6 +104,13 @@ function freeshPolicy(name: string, clockScaling: boolean, admission: Policy['ad
       { scorer: loadScorer, weight: 0.15 },
     ],
     picker: maxScorePicker(),
+    // Past saving: a request that will be late anyway goes where it will be least late.
+    whenRelaxed: {
+      deadline: [
+        { scorer: laxityScorer, weight: 0.7 },
+        { scorer: loadScorer, weight: 0.3 },
+      ],
+    },
     admission,
     planner: { clockScaling },
   };

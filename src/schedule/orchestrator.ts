@@ -77,9 +77,11 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
   }
 
   const perScorer = trace ? new Map<Candidate, Record<string, number>>() : undefined;
-  const totalWeight = policy.scorers.reduce((sum, s) => sum + s.weight, 0);
+  let scorers = policy.scorers;
+  for (const name of relaxed) scorers = policy.whenRelaxed?.[name] ?? scorers;
+  const totalWeight = scorers.reduce((sum, s) => sum + s.weight, 0);
   const scored: Scored[] = kept.map((candidate) => ({ candidate, score: 0 }));
-  for (const { scorer, weight } of policy.scorers) {
+  for (const { scorer, weight } of scorers) {
     const started = time ? performance.now() : 0;
     for (let i = 0; i < scored.length; i++) {
       const entry = scored[i]!;

@@ -69,6 +69,11 @@ export interface Policy {
   readonly scorers: readonly WeightedScorer[];
   readonly picker: Picker;
   /**
+   * Scorers to use instead when a soft filter (by name) had to be relaxed: a request no backend can
+   * serve within its deadline is placed for lateness, not for carbon.
+   */
+  readonly whenRelaxed?: Readonly<Record<string, readonly WeightedScorer[]>>;
+  /**
    * How each backend's admission queue is ordered: `fifo` (default, arrival order); `least-laxity`
    * (latest start time first); `least-laxity-fair` (the same, with tenants' virtual token counters
    * deciding among requests that are not yet urgent).

@@ -71,13 +71,15 @@ describe('freesh policy', () => {
     expect(d.relaxed).toEqual([]);
   });
 
-  it('when no backend can meet the deadline, relaxes the filter and takes the least late', () => {
-    const late = costed('late', { carbonG: 1, e2eMs: 30_000, e2eP90Ms: 40_000 });
+  it('when no backend can meet the deadline, relaxes the filter and takes the least late, whatever its carbon', () => {
+    const late = costed('late', { carbonG: 9, e2eMs: 30_000, e2eP90Ms: 40_000 });
     const later = costed('later', { carbonG: 1, e2eMs: 60_000, e2eP90Ms: 80_000 });
     const candidates = [later, late];
-    const d = decide(freesh(), candidates, decisionContext({ candidates, deadlineMs: 20_000 }));
+    const d = decide(freesh(), candidates, decisionContext({ candidates, deadlineMs: 20_000 }), true);
     expect(d.relaxed).toEqual(['deadline']);
     expect(d.picked?.candidate.backend.id).toBe('late');
+    // The late-request scorers replaced the carbon ones.
+    expect(Object.keys(d.trace!.candidates[0]!.scores!)).toEqual(['laxity', 'load']);
   });
 
   it('declares least-laxity-first fair admission and a planner with clock scaling', () => {
