@@ -377,8 +377,10 @@ export class Router {
           throw this.#count(outcomeOf(error), backend.id, error, request, placement);
         }
       }
-      // Virtual token counters: charged the predicted service at admission, corrected on completion.
-      this.#fairShare?.charge(request.tenant, request.promptTokens + FairShare.OUTPUT_WEIGHT * prediction.outputTokensP50);
+      // Virtual token counters: charged the predicted service at admission, corrected on completion,
+      // refunded if the backend never served it.
+      const charge = request.promptTokens + FairShare.OUTPUT_WEIGHT * prediction.outputTokensP50;
+      this.#fairShare?.charge(request.tenant, charge);
       const leaseId = `${request.id}#${attempt}`;
       const sentAtMs = this.#clock.now();
       this.#prefillLoad.get(backend.id)!.add(request.promptTokens, sentAtMs);
@@ -409,9 +411,10 @@ export class Router {
         });
       } catch (err) {
         free();
+        this.#fairShare?.charge(request.tenant, -charge);
         if (signal?.aborted) throw this.#count('client-abort', backend.id, clientAborted(), request, placement);
         if (isConnectError(err)) {
-          await this.#store.markUnhealthy(backend.id, this.#clock.now() + limits.unhealthyMs);
+          await this.#store.markUnhealthy(backend.id, this.#clock.now() + limits.unhealthyMs).catch(ignoreStoreError);
           if (attempt < limits.retries) {
             (excluded ??= new Set()).add(backend.id);
             continue;
@@ -423,6 +426,7 @@ export class Router {
       if (upstream.status >= 500) {
         const detail = await readSnippet(upstream.body);
         free();
+        this.#fairShare?.charge(request.tenant, -charge);
         // 503 means "busy, try elsewhere"; other 5xx may be the request's own fault, so they are not retried.
         if (upstream.status === 503 && attempt < limits.retries) {
           (excluded ??= new Set()).add(backend.id);
