@@ -1,0 +1,178 @@
+/**
+ * The TF.js side of the length predictor — the only module that imports TensorFlow.js. A length is
+ * predicted as log(1 + tokens) = question effect + model verbosity: many models answered the same
+ * questions in the training data, and how long a question's answers run and how wordy a model is
+ * are separate effects. The network learns the question effect from the prompt's features (trained
+ * on each question's effect averaged over the models that answered it, which removes most of the
+ * per-answer noise); each model's verbosity is its mean log length, kept in the spec.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FEATURE_LENGTH, FEATURE_VERSION, HASH_BUCKETS, modelSlot } from './features.js';
+
+export interface LengthModelSpec {
+  readonly featureVersion: number;
+  readonly hashBuckets: number;
+  readonly featureLength: number;
+  /** Mean log(1 + tokens) of each training model's answers; `defaultVerbosity` for any other model. */
+  readonly verbosity: Readonly<Record<string, number>>;
+  readonly defaultVerbosity: number;
+  /** Added to the p50 (log space) to give the p90, per model; from held-back training questions. */
+  readonly p90Offset: Readonly<Record<string, number>>;
+  readonly defaultP90Offset: number;
+  readonly seed: number;
+  readonly trainedOn: string;
+  readonly metrics?: unknown;
+}
+
+let backend: Promise<string> | undefined;
+
+/** tfjs-node when it is installed (it cannot install without network access), else WebAssembly, else plain JS. */
+export function initBackend(): Promise<string> {
+  backend ??= (async () => {
+    try {
+      await import(/* optional */ '@tensorflow/tfjs-node' as string);
+      await tf.setBackend('tensorflow');
+    } catch {
+      try {
+        await import('@tensorflow/tfjs-backend-wasm');
+        await tf.setBackend('wasm');
+      } catch {
+        await tf.setBackend('cpu');
+      }
+    }
+    await tf.ready();
+    return tf.getBackend();
+  })();
+  return backend;
+}
+
+/** The network: features → 32 ReLU units (dropout) → the question effect. */
+export function buildNetwork(seed: number): tf.LayersModel {
+  const l2 = tf.regularizers.l2({ l2: 1e-3 });
+  return tf.sequential({
+    name: 'length',
+    layers: [
+      tf.layers.dense({ inputShape: [FEATURE_LENGTH], units: 32, activation: 'relu', kernelRegularizer: l2, kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
+      tf.layers.dropout({ rate: 0.3, seed: seed + 1 }),
+      tf.layers.dense({ units: 1, kernelRegularizer: l2, kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 2 }) }),
+    ],
+  });
+}
+
+/** Fits the network to question effects (mean squared error, Adam). */
+export async function fitNetwork(
+  network: tf.LayersModel,
+  features: Float32Array,
+  targets: Float32Array,
+  options: { epochs: number; onEpoch?: (epoch: number, loss: number) => void },
+): Promise<void> {
+  const n = targets.length;
+  const x = tf.tensor2d(features, [n, FEATURE_LENGTH]);
+  const y = tf.tensor2d(targets, [n, 1]);
+  network.compile({ optimizer: tf.train.adam(0.001), loss: 'meanSquaredError' });
+  await network.fit(x, y, {
+    epochs: options.epochs,
+    batchSize: 32,
+    shuffle: false, // rows come pre-shuffled by the seeded split: runs repeat exactly
+    verbose: 0,
+    callbacks: { onEpochEnd: (epoch, logs) => options.onEpoch?.(epoch, Number(logs?.loss ?? Number.NaN)) },
+  });
+  tf.dispose([x, y]);
+}
+
+/** Question effects for feature rows (log space), for training-time use. */
+export async function questionEffects(network: tf.LayersModel, features: Float32Array, rows: number): Promise<Float32Array> {
+  const out = tf.tidy(() => network.predict(tf.tensor2d(features, [rows, FEATURE_LENGTH])) as tf.Tensor);
+  const values = (await out.data()) as Float32Array;
+  out.dispose();
+  return values;
+}
+
+/** A loaded length model: predicts log(1 + tokens) for batches of feature rows. */
+export class LengthModel {
+  readonly spec: LengthModelSpec;
+  readonly #network: tf.LayersModel;
+
+  constructor(network: tf.LayersModel, spec: LengthModelSpec) {
+    this.#network = network;
+    this.spec = spec;
+  }
+
+  /** The question effect of each feature row (log space). */
+  questionEffects(features: Float32Array, rows: number): Promise<Float32Array> {
+    return questionEffects(this.#network, features, rows);
+  }
+
+  /** `features`: one row of FEATURE_LENGTH per model name. Resolves to log(1 + tokens) medians. */
+  async predictLog(features: Float32Array, models: readonly string[]): Promise<Float32Array> {
+    const values = await questionEffects(this.#network, features, models.length);
+    for (let i = 0; i < models.length; i++) values[i]! += this.verbosity(models[i]!);
+    return values;
+  }
+
+  /** A model's verbosity: by exact name, else the longest known name it contains or is contained in, else the default. */
+  verbosity(model: string): number {
+    const known = Object.keys(this.spec.verbosity);
+    const slot = modelSlot(model, known);
+    return slot < known.length ? this.spec.verbosity[known[slot]!]! : this.spec.defaultVerbosity;
+  }
+
+  /** log p90 − log p50 for a model. */
+  p90Offset(model: string): number {
+    const known = Object.keys(this.spec.p90Offset);
+    const slot = modelSlot(model, known);
+    return slot < known.length ? this.spec.p90Offset[known[slot]!]! : this.spec.defaultP90Offset;
+  }
+
+  dispose(): void {
+    this.#network.dispose();
+  }
+}
+
+/** Writes model.json (topology and weights manifest), weights.bin and spec.json into `dir`. */
+export async function saveLengthModel(network: tf.LayersModel, spec: LengthModelSpec, dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await network.save(
+    tf.io.withSaveHandler(async (artifacts) => {
+      const weights = artifacts.weightData instanceof ArrayBuffer ? artifacts.weightData : tf.io.concatenateArrayBuffers(artifacts.weightData as ArrayBuffer[]);
+      await writeFile(join(dir, 'weights.bin'), Buffer.from(weights));
+      await writeFile(join(dir, 'model.json'), JSON.stringify({ modelTopology: artifacts.modelTopology, weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }] }));
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  await writeFile(join(dir, 'spec.json'), `${JSON.stringify(spec, null, 2)}\n`);
+}
+
+export class ModelLoadError extends Error {
+  override readonly name = 'ModelLoadError';
+}
+
+/** Reads a saved model from `dir` with no network access; refuses a missing, corrupt or mismatched one. */
+export async function loadLengthModel(dir: string): Promise<LengthModel> {
+  await initBackend();
+  let spec: LengthModelSpec;
+  let topology: { modelTopology: object; weightsManifest: { weights: tf.io.WeightsManifestEntry[] }[] };
+  let weights: Buffer;
+  try {
+    spec = JSON.parse(await readFile(join(dir, 'spec.json'), 'utf8')) as LengthModelSpec;
+    topology = JSON.parse(await readFile(join(dir, 'model.json'), 'utf8')) as typeof topology;
+    weights = await readFile(join(dir, 'weights.bin'));
+  } catch (err) {
+    throw new ModelLoadError(`cannot read the length model in ${dir}: ${(err as Error).message}`);
+  }
+  if (spec.featureVersion !== FEATURE_VERSION || spec.hashBuckets !== HASH_BUCKETS || spec.featureLength !== FEATURE_LENGTH) {
+    throw new ModelLoadError(
+      `the length model in ${dir} was trained on feature version ${spec.featureVersion} (${spec.featureLength} features); this build computes version ${FEATURE_VERSION} (${FEATURE_LENGTH}): retrain it with npm run train:predictor`,
+    );
+  }
+  try {
+    const weightSpecs = topology.weightsManifest.flatMap((g) => g.weights);
+    const weightData = weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength) as ArrayBuffer;
+    const network = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: topology.modelTopology, weightSpecs, weightData }));
+    return new LengthModel(network, spec);
+  } catch (err) {
+    throw new ModelLoadError(`the length model in ${dir} is corrupt: ${(err as Error).message}`);
+  }
+}
