@@ -23,7 +23,8 @@ import {
   upstreamStatus,
 } from './errors.js';
 import { type Outcome, RouterMetrics } from './metrics/metrics.js';
-import { heuristicPredictor, type Predictor } from './predict/predictor.js';
+import { ModelPredictor } from './predict/model-predictor.js';
+import type { Predictor } from './predict/predictor.js';
 import { TokenMeter } from './proxy/token-meter.js';
 import { isConnectError, type Transport, UndiciTransport, type UpstreamResponse } from './proxy/transport.js';
 import type { Plan } from './plan/plan.js';
@@ -56,7 +57,7 @@ export interface RouterOptions extends Omit<RouterConfigInput, 'policy'> {
   readonly transport?: Transport;
   /** Default: in-memory (one process). */
   readonly store?: StateStore;
-  /** Default: the heuristic predictor. */
+  /** Default: the trained length model in models/ (the heuristic while it loads, or if it cannot). */
   readonly predictor?: Predictor;
   /** Default: the profile-based cost model with `frequencyModel`. */
   readonly costModel?: CostModel;
@@ -160,7 +161,11 @@ export class Router {
         bodyTimeoutMs: limits.bodyTimeoutMs,
       });
     this.#store = store ?? new MemoryStateStore();
-    this.#predictor = predictor ?? heuristicPredictor();
+    this.#predictor =
+      predictor ??
+      new ModelPredictor({
+        onError: (err) => console.warn(`freesh: the length model is unavailable, using the heuristic predictor: ${String(err)}`),
+      });
     const frequency = frequencyModel ?? DEFAULT_FREQUENCY_MODEL;
     this.#costModel = costModel ?? createCostModel(frequency);
 

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { heuristicPredictor } from '../../src/predict/predictor.js';
 import { createRouter } from '../../src/router.js';
 
 const config = {
@@ -8,6 +9,8 @@ const config = {
     { id: 'slow', site: 's', baseURL: 'http://127.0.0.1:9/v1', models: ['m'], mode: '2xA100' },
   ],
   plan: { enabled: false },
+  // The heuristic's p50 is capped at max_tokens: a deadline these tests can compute.
+  predictor: heuristicPredictor(),
 };
 const body = (tokens: number) => Buffer.from(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x'.repeat(tokens * 4) }], max_tokens: 100 }));
 const headers: Record<string, string> = { 'x-freesh-slo': 'interactive' };

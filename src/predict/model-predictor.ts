@@ -1,0 +1,184 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LRUCache } from 'lru-cache';
+import type { Prediction, RoutingRequest } from '../types.js';
+import type * as Features from './features.js';
+import type { LengthModel } from './length-model.js';
+import { capped, heuristicPredictor, type Predictor } from './predictor.js';
+
+export interface ModelPredictorOptions {
+  /** Folder of the trained model. Default: the package's models/length-v1. */
+  readonly dir?: string;
+  /** Most requests predicted in one network pass. Default 64. */
+  readonly maxBatch?: number;
+  /** A prediction not ready in this long falls back to the heuristic (ms). Default 20. */
+  readonly budgetMs?: number;
+  /** Predictions remembered by prompt hash. Default 10,000. */
+  readonly cacheSize?: number;
+  /** Weight of each new observation in a model's bias correction. Default 0.05 (about the last 20). */
+  readonly calibrationRate?: number;
+  /** Told when the model cannot be loaded or fails (the heuristic answers meanwhile). */
+  readonly onError?: (error: unknown) => void;
+}
+
+interface Pending {
+  readonly request: RoutingRequest;
+  readonly key: string;
+  readonly resolve: (prediction: Prediction) => void;
+}
+
+/** The package root: the nearest folder above this file with a package.json naming freesh. */
+export function defaultModelDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'models', 'length-v1', 'spec.json'))) return join(dir, 'models', 'length-v1');
+    dir = dirname(dir);
+  }
+  return join(dirname(fileURLToPath(import.meta.url)), 'models', 'length-v1');
+}
+
+/**
+ * The trained length model behind the Predictor interface. Concurrent requests are predicted
+ * together in one network pass (micro-batching, flushed on the next turn of the event loop or at
+ * `maxBatch`); results are cached by prompt hash; anything that is not ready within `budgetMs`, or
+ * a model that is missing or broken, falls back to the heuristic — a request never fails because
+ * of the predictor. `observe` learns each serving model's bias from its true lengths: the model in
+ * production may be one the training data never saw.
+ */
+export class ModelPredictor implements Predictor {
+  readonly name = 'model';
+  readonly #options: Required<Omit<ModelPredictorOptions, 'onError' | 'dir'>> & Pick<ModelPredictorOptions, 'onError'>;
+  readonly #fallback = heuristicPredictor();
+  readonly #cache: LRUCache<string, { readonly logP50: number; readonly p90Offset: number }>;
+  /** Per serving model: bias of log(1 + tokens), learnt from observations. */
+  readonly #bias = new Map<string, number>();
+  #model: LengthModel | undefined;
+  /** Loaded with the model: TF.js and the tokenizer load only when a router uses this predictor. */
+  #features: typeof Features | undefined;
+  #failed = false;
+  readonly #loading: Promise<void>;
+  #pending: Pending[] = [];
+  #scheduled = false;
+
+  constructor(options: ModelPredictorOptions = {}) {
+    this.#options = {
+      maxBatch: options.maxBatch ?? 64,
+      budgetMs: options.budgetMs ?? 20,
+      cacheSize: options.cacheSize ?? 10_000,
+      calibrationRate: options.calibrationRate ?? 0.05,
+      onError: options.onError,
+    };
+    this.#cache = new LRUCache({ max: this.#options.cacheSize });
+    this.#loading = Promise.all([import('./length-model.js'), import('./features.js')])
+      .then(async ([{ loadLengthModel }, features]) => {
+        this.#model = await loadLengthModel(options.dir ?? defaultModelDir());
+        this.#features = features;
+      })
+      .catch((err: unknown) => {
+        this.#failed = true;
+        this.#options.onError?.(err);
+      });
+  }
+
+  /** Resolves once the model is loaded, or has failed to load (then the heuristic answers). */
+  ready(): Promise<boolean> {
+    return this.#loading.then(() => this.#model !== undefined);
+  }
+
+  predict(request: RoutingRequest): Promise<Prediction> {
+    if (!this.#model) return this.#fallback.predict(request);
+    const key = cacheKey(request);
+    const hit = this.#cache.get(key);
+    if (hit) return Promise.resolve(this.#finish(request, hit.logP50, hit.p90Offset));
+    return new Promise((resolve) => {
+      let settled = false;
+      const timer = setTimeout(() => {
+        settled = true;
+        void this.#fallback.predict(request).then(resolve);
+      }, this.#options.budgetMs);
+      timer.unref?.();
+      this.#pending.push({
+        request,
+        key,
+        resolve: (prediction) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve(prediction);
+        },
+      });
+      if (this.#pending.length >= this.#options.maxBatch) this.#flush();
+      else if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  observe(request: RoutingRequest, outputTokens: number): void {
+    const hit = this.#cache.get(cacheKey(request));
+    if (!hit || !(outputTokens > 0)) return;
+    // The error against the uncorrected prediction: the bias converges to the mean log error.
+    const error = Math.log1p(outputTokens) - hit.logP50;
+    const model = request.model.toLowerCase();
+    const bias = this.#bias.get(model) ?? 0;
+    this.#bias.set(model, bias + this.#options.calibrationRate * (error - bias));
+  }
+
+  /** The learnt bias correction of a serving model (log space). */
+  bias(model: string): number {
+    return this.#bias.get(model.toLowerCase()) ?? 0;
+  }
+
+  async close(): Promise<void> {
+    await this.#loading;
+    this.#model?.dispose();
+    this.#model = undefined;
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const batch = this.#pending;
+    this.#pending = [];
+    const model = this.#model;
+    const f = this.#features;
+    if (batch.length === 0) return;
+    if (!model || !f || this.#failed) {
+      for (const p of batch) void this.#fallback.predict(p.request).then(p.resolve);
+      return;
+    }
+    try {
+      const features = new Float32Array(batch.length * f.FEATURE_LENGTH);
+      batch.forEach((p, i) => f.promptFeatures(p.request.promptText, p.request.maxTokens, features, i * f.FEATURE_LENGTH));
+      model.predictLog(features, batch.map((p) => p.request.model)).then(
+        (logs) => {
+          batch.forEach((p, i) => {
+            const entry = { logP50: logs[i]!, p90Offset: model.p90Offset(p.request.model) };
+            this.#cache.set(p.key, entry);
+            p.resolve(this.#finish(p.request, entry.logP50, entry.p90Offset));
+          });
+        },
+        (err: unknown) => this.#fail(batch, err),
+      );
+    } catch (err) {
+      this.#fail(batch, err);
+    }
+  }
+
+  #fail(batch: readonly Pending[], err: unknown): void {
+    this.#options.onError?.(err);
+    for (const p of batch) void this.#fallback.predict(p.request).then(p.resolve);
+  }
+
+  #finish(request: RoutingRequest, logP50: number, p90Offset: number): Prediction {
+    const log = logP50 + this.bias(request.model);
+    return capped(Math.expm1(log), Math.expm1(log + p90Offset), request.maxTokens, 'model');
+  }
+}
+
+/** Model, max_tokens and a hash of the prompt: what the prediction depends on, without keeping the text. */
+function cacheKey(request: RoutingRequest): string {
+  return `${request.model}\u0000${request.maxTokens ?? ''}\u0000${createHash('sha1').update(request.promptText).digest('base64')}`;
+}

@@ -1,0 +1,112 @@
+import { copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { FEATURE_LENGTH, modelSlot, promptFeatures, promptTokenCount } from '../../src/predict/features.js';
+import { defaultModelDir, ModelPredictor } from '../../src/predict/model-predictor.js';
+import { parseRequest } from '../../src/request/parse.js';
+import type { RoutingRequest } from '../../src/types.js';
+
+const request = (content: unknown, model = 'gpt-4-0314', maxTokens?: number): RoutingRequest =>
+  parseRequest('chat.completions', Buffer.from(JSON.stringify({ model, messages: [{ role: 'user', content }], ...(maxTokens ? { max_tokens: maxTokens } : {}) })), {
+    id: 'r',
+    arrivalMs: 0,
+    defaultTenant: 't',
+    defaultSloClass: 'standard',
+    header: () => undefined,
+  });
+
+async function copyModel(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'freesh-model-'));
+  for (const f of ['model.json', 'weights.bin', 'spec.json']) await copyFile(join(defaultModelDir(), f), join(dir, f));
+  return dir;
+}
+
+describe('length features', () => {
+  it('counts prompt tokens with a real BPE tokenizer, and estimates past 2,000 characters', () => {
+    expect(promptTokenCount('Hello world, how are you?')).toBe(7);
+    const long = 'word '.repeat(1_000);
+    expect(promptTokenCount(long)).toBe(promptTokenCount(long.slice(0, 2_000)) + 750);
+  });
+
+  it('fills a fixed-length vector; the same text always gives the same vector', () => {
+    const a = promptFeatures('Write a detailed essay about tides.', undefined);
+    expect(a).toHaveLength(FEATURE_LENGTH);
+    expect(promptFeatures('Write a detailed essay about tides.', undefined)).toEqual(a);
+    expect(promptFeatures('Write a detailed essay about tides.', 50)).not.toEqual(a);
+  });
+
+  it('maps serving model names onto known ones, and anything else to the unknown slot', () => {
+    const known = ['gpt-4-0314', 'mistral-7b-instruct-v0.1', 'claude-2'];
+    expect(modelSlot('GPT-4-0314', known)).toBe(0);
+    expect(modelSlot('mistral-7b-instruct', known)).toBe(1);
+    expect(modelSlot('llama-3-70b', known)).toBe(3);
+    expect(modelSlot('', known)).toBe(3);
+  });
+});
+
+describe('ModelPredictor', () => {
+  it('loads the shipped model and tells a one-word answer from an essay', async () => {
+    const predictor = new ModelPredictor();
+    expect(await predictor.ready()).toBe(true);
+    const essay = await predictor.predict(request('Write a detailed, step by step tutorial on building a web server in Rust, with code examples.'));
+    const short = await predictor.predict(request('Answer with one word: what is the capital of France?'));
+    expect(essay.source).toBe('model');
+    expect(essay.outputTokensP50).toBeGreaterThan(short.outputTokensP50);
+    expect(essay.outputTokensP90).toBeGreaterThan(essay.outputTokensP50);
+    await predictor.close();
+  });
+
+  it('caps by max_tokens, answers odd prompts, caches by prompt, and predicts 64 at once', async () => {
+    const predictor = new ModelPredictor();
+    await predictor.ready();
+    expect((await predictor.predict(request('Write a novel.', 'gpt-4-0314', 20))).outputTokensP90).toBeLessThanOrEqual(20);
+    for (const odd of ['', 'x'.repeat(1_000_000), [{ type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }]]) {
+      const p = await predictor.predict(request(odd, 'some-unknown-model'));
+      expect(p.source).toBe('model');
+      expect(p.outputTokensP50).toBeGreaterThanOrEqual(1);
+    }
+    const first = await predictor.predict(request('Explain quicksort.'));
+    expect(await predictor.predict(request('Explain quicksort.'))).toEqual(first);
+    const many = await Promise.all(Array.from({ length: 64 }, (_, i) => predictor.predict(request(`Question number ${i}: explain topic ${i}.`))));
+    expect(many.every((p) => p.source === 'model')).toBe(true);
+    await predictor.close();
+  });
+
+  it('learns a serving model\'s bias from observed lengths', async () => {
+    const predictor = new ModelPredictor({ calibrationRate: 0.5 });
+    await predictor.ready();
+    const r = request('Summarise the plot of Hamlet.', 'llama-3-70b');
+    const before = await predictor.predict(r);
+    for (let i = 0; i < 10; i++) predictor.observe(r, before.outputTokensP50 * 3);
+    expect(predictor.bias('llama-3-70b')).toBeCloseTo(Math.log1p(before.outputTokensP50 * 3) - Math.log1p(before.outputTokensP50), 1);
+    const after = await predictor.predict(r);
+    expect(after.outputTokensP50).toBeGreaterThan(before.outputTokensP50 * 2.5);
+    expect(predictor.bias('gpt-4-0314')).toBe(0);
+    await predictor.close();
+  });
+
+  it.each([
+    ['missing', async (dir: string) => writeFile(join(dir, 'spec.json'), '').then(() => import('node:fs/promises')).then((fs) => fs.rm(join(dir, 'weights.bin'))), /cannot read the length model/],
+    ['corrupt', async (dir: string) => writeFile(join(dir, 'weights.bin'), Buffer.from('garbage')), /corrupt/],
+    [
+      'of another feature version',
+      async (dir: string) => {
+        const spec = JSON.parse(await readFile(join(dir, 'spec.json'), 'utf8'));
+        await writeFile(join(dir, 'spec.json'), JSON.stringify({ ...spec, featureVersion: 999 }));
+      },
+      /feature version 999.*retrain it/,
+    ],
+  ])('falls back to the heuristic, and says why, when the model is %s', async (_name, damage, message) => {
+    const dir = await copyModel();
+    await damage(dir);
+    const errors: string[] = [];
+    const predictor = new ModelPredictor({ dir, onError: (err) => errors.push(String(err)) });
+    expect(await predictor.ready()).toBe(false);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(message);
+    const p = await predictor.predict(request('Explain quicksort.'));
+    expect(p.source).toBe('heuristic');
+    await predictor.close();
+  });
+});
