@@ -42,12 +42,27 @@ export function promptTokenCount(text: string): number {
 export function promptFeatures(text: string, maxTokens: number | undefined, out: Float32Array = new Float32Array(FEATURE_LENGTH), offset = 0): Float32Array {
   const view = text.length > HEAD_CHARS + TAIL_CHARS ? `${text.slice(0, HEAD_CHARS)} ${text.slice(-TAIL_CHARS)}` : text;
   const lower = view.toLowerCase();
-  let previous = '';
-  for (const match of lower.matchAll(/[a-z0-9']+/g)) {
-    const word = match[0];
-    out[offset + (fnv1a(word) % HASH_BUCKETS)] = 1;
-    if (previous) out[offset + (fnv1a(`${previous} ${word}`) % HASH_BUCKETS)] = 1;
+  // Words are runs of [a-z0-9']. A word hashes as FNV-1a of its characters; a word pair as FNV-1a of
+  // "first second", computed by carrying on from the first word's hash — no substrings are built.
+  let previous = -1; // FNV state after the previous word, -1 before the first
+  let start = -1;
+  for (let i = 0; i <= lower.length; i++) {
+    const c = i < lower.length ? lower.charCodeAt(i) : 32;
+    if ((c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 39) {
+      if (start === -1) start = i;
+      continue;
+    }
+    if (start === -1) continue;
+    let word = FNV_OFFSET;
+    for (let j = start; j < i; j++) word = Math.imul(word ^ lower.charCodeAt(j), FNV_PRIME);
+    out[offset + ((word >>> 0) % HASH_BUCKETS)] = 1;
+    if (previous !== -1) {
+      let pair = Math.imul(previous ^ 32, FNV_PRIME);
+      for (let j = start; j < i; j++) pair = Math.imul(pair ^ lower.charCodeAt(j), FNV_PRIME);
+      out[offset + ((pair >>> 0) % HASH_BUCKETS)] = 1;
+    }
     previous = word;
+    start = -1;
   }
   const h = offset + HASH_BUCKETS;
   out[h] = Math.log1p(promptTokenCount(text)) / 10;
@@ -63,15 +78,9 @@ export function promptFeatures(text: string, maxTokens: number | undefined, out:
   return out;
 }
 
-/** FNV-1a, 32-bit: a fast, well-spread string hash for feature hashing. */
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return hash >>> 0;
-}
+/** FNV-1a, 32-bit: a fast, well-spread hash for feature hashing. */
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
 
 function count(text: string, needle: string): number {
   let n = 0;

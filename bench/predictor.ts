@@ -1,0 +1,117 @@
+/**
+ * The length predictor: accuracy of the shipped model on the held-out questions against two
+ * baselines (the model card's figures), its cost per request at 1 and 64 concurrent requests, load
+ * time and memory, and how online calibration improves a model the training never saw. Last line:
+ * JSON.
+ *
+ *   npm run bench:predictor [-- --data ../shared/data/prompts]
+ */
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadLengthExamples, splitByQuestion } from '../src/predict/dataset.js';
+import { lengthMetrics } from '../src/predict/evaluation.js';
+import { defaultModelDir, ModelPredictor } from '../src/predict/model-predictor.js';
+import { DEFAULT_SEED, evaluateSaved, TEST_SHARE } from '../src/predict/train.js';
+import { parseRequest } from '../src/request/parse.js';
+import type { RoutingRequest } from '../src/types.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const { values } = parseArgs({ options: { data: { type: 'string', default: resolve(root, '../shared/data/prompts') } } });
+
+// Load time and memory first, while nothing of TF.js or the tokenizer is loaded yet.
+const memoryBefore = process.memoryUsage().rss;
+const loadStarted = performance.now();
+const predictor = new ModelPredictor({ cacheSize: 1, budgetMs: 10_000 });
+if (!(await predictor.ready())) throw new Error('the shipped model did not load');
+const loadMs = performance.now() - loadStarted;
+const loadMiB = (process.memoryUsage().rss - memoryBefore) / 2 ** 20;
+
+const examples = await loadLengthExamples(values.data);
+const report = await evaluateSaved(defaultModelDir(), examples, DEFAULT_SEED);
+const row = (name: string, m: { kendallTau: number; maeLog1p: number; shortLongAccuracy: number }) =>
+  `| ${name} | ${m.kendallTau.toFixed(3)} | ${m.maeLog1p.toFixed(3)} | ${m.shortLongAccuracy.toFixed(3)} |`;
+console.log(`Held-out questions: ${report.testRows} answers (${report.questions} questions in all, split by question, seed ${DEFAULT_SEED})`);
+console.log('| predictor | Kendall τ (per model, averaged) | MAE log(1+tokens) | short/long balanced accuracy |');
+console.log('|---|---:|---:|---:|');
+console.log(row('model', report.model));
+console.log(row('per-model mean', report.baselines.perModelMean));
+console.log(row('prompt-length regression', report.baselines.promptLength));
+
+const toRequest = (prompt: string, model: string, i: number): RoutingRequest =>
+  parseRequest('chat.completions', Buffer.from(JSON.stringify({ model, messages: [{ role: 'user', content: prompt }] })), {
+    id: `r${i}`,
+    arrivalMs: 0,
+    defaultTenant: 't',
+    defaultSloClass: 'standard',
+    header: () => undefined,
+  });
+
+// Cost: distinct prompts (no cache hits), one at a time and 64 at once.
+const prompts = [...new Set(examples.map((e) => e.prompt))];
+const requests = prompts.map((p, i) => toRequest(`${p} (${i})`, 'gpt-4-0314', i));
+for (const r of requests.slice(0, 64)) await predictor.predict(r); // warm up
+let started = performance.now();
+const sequential = requests.slice(0, 300);
+for (const r of sequential) await predictor.predict(r);
+const usSequential = ((performance.now() - started) * 1000) / sequential.length;
+const rounds = 20;
+started = performance.now();
+for (let round = 0; round < rounds; round++) {
+  const batch = Array.from({ length: 64 }, (_, i) => toRequest(`${prompts[(round * 64 + i) % prompts.length]} [${round}]`, 'gpt-4-0314', i));
+  await Promise.all(batch.map((r) => predictor.predict(r)));
+}
+const usBatched = ((performance.now() - started) * 1000) / (rounds * 64);
+console.log(`\nCost: ${usSequential.toFixed(1)} µs a request one at a time, ${usBatched.toFixed(1)} µs a request at 64 concurrent (features, tokenizer and network; target ≤ 50)`);
+console.log(`Load: ${loadMs.toFixed(0)} ms (TF.js WebAssembly backend, tokenizer, model); memory +${loadMiB.toFixed(1)} MiB RSS`);
+await predictor.close();
+
+// Online calibration: serve a model the training never saw (each answer re-labelled as an unknown
+// model's), feed its true lengths back, and measure the error on the answers not yet seen.
+const { test } = splitByQuestion(examples, TEST_SHARE, DEFAULT_SEED);
+// The served-as-unknown model: the one whose verbosity differs most from the default guess.
+const spec = (await import('node:fs/promises')).readFile(resolve(defaultModelDir(), 'spec.json'), 'utf8').then((t) => JSON.parse(t) as { verbosity: Record<string, number>; defaultVerbosity: number });
+const { verbosity, defaultVerbosity } = await spec;
+const unseenModel = Object.keys(verbosity).sort((a, b) => Math.abs(verbosity[b]! - defaultVerbosity) - Math.abs(verbosity[a]! - defaultVerbosity))[0]!;
+const unseen = test.filter((e) => e.model === unseenModel);
+const learner = new ModelPredictor({ calibrationRate: 0.1 });
+await learner.ready();
+const steps: { observed: number; maeLog1p: number; kendallTau: number }[] = [];
+const score = async (seen: number, from: number) => {
+  const rest = unseen.slice(from);
+  const predicted = await Promise.all(rest.map((e, i) => learner.predict(toRequest(e.prompt, 'unseen-model', i)).then((p) => p.outputTokensP50)));
+  const m = lengthMetrics(rest.map((e) => ({ ...e, model: 'unseen' })), predicted);
+  steps.push({ observed: seen, maeLog1p: Number(m.maeLog1p.toFixed(3)), kendallTau: Number(m.kendallTau.toFixed(3)) });
+};
+const half = Math.floor(unseen.length / 2);
+for (let seen = 0; seen <= half; seen += 10) {
+  if (seen > 0) {
+    for (const [i, e] of unseen.slice(seen - 10, seen).entries()) {
+      const r = toRequest(e.prompt, 'unseen-model', i);
+      await learner.predict(r);
+      learner.observe(r, e.outputTokens);
+    }
+  }
+  await score(seen, half); // always the same second half, never observed
+}
+await learner.close();
+console.log(`\nOnline calibration: ${unseenModel}'s held-out answers served under an unknown model name (error on the last ${unseen.length - half}, never observed):`);
+console.log('| observed | MAE log(1+tokens) | Kendall τ |');
+console.log('|---:|---:|---:|');
+for (const s of steps) console.log(`| ${s.observed} | ${s.maeLog1p} | ${s.kendallTau} |`);
+
+const round = (m: { kendallTau: number; maeLog1p: number; shortLongAccuracy: number }) => ({
+  kendallTau: Number(m.kendallTau.toFixed(4)),
+  maeLog1p: Number(m.maeLog1p.toFixed(4)),
+  shortLongAccuracy: Number(m.shortLongAccuracy.toFixed(4)),
+});
+console.log(
+  JSON.stringify({
+    ...round(report.model),
+    baselines: { perModelMean: round(report.baselines.perModelMean), promptLength: round(report.baselines.promptLength) },
+    usPerRequestC1: Number(usSequential.toFixed(1)),
+    usPerRequestC64: Number(usBatched.toFixed(1)),
+    loadMs: Math.round(loadMs),
+    calibration: steps,
+  }),
+);
