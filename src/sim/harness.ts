@@ -10,11 +10,11 @@ import { scaleTrace, type Trace } from './trace.js';
 import { buildWorkload } from './workload.js';
 
 /**
- * Log-space σ of the simulated predictor's error when a run does not use the oracle. Stands in for
- * the trained predictor's measured error until that predictor exists; a value of 0.8 means the p50
- * prediction is within ×2.2 of the truth about two times in three.
+ * Log-space σ of the simulated predictor's error when a run does not use the oracle, matched to the
+ * trained length model's measured error: MAE of log(1 + tokens) 0.493 on held-out questions
+ * (models/length-v1/MODEL_CARD.md), and a log-normal error of σ has MAE σ·√(2/π), so σ = 0.62.
  */
-export const DEFAULT_PREDICTION_SIGMA = 0.8;
+export const DEFAULT_PREDICTION_SIGMA = 0.62;
 
 /**
  * How each run name becomes a router set-up. Names not listed here are router policies run as they
