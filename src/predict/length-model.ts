@@ -66,12 +66,12 @@ export async function fitNetwork(
   network: tf.LayersModel,
   features: Float32Array,
   targets: Float32Array,
-  options: { epochs: number; onEpoch?: (epoch: number, loss: number) => void },
+  options: { epochs: number; learningRate?: number; onEpoch?: (epoch: number, loss: number) => void },
 ): Promise<void> {
   const n = targets.length;
   const x = tf.tensor2d(features, [n, FEATURE_LENGTH]);
   const y = tf.tensor2d(targets, [n, 1]);
-  network.compile({ optimizer: tf.train.adam(0.001), loss: 'meanSquaredError' });
+  network.compile({ optimizer: tf.train.adam(options.learningRate ?? 0.001), loss: 'meanSquaredError' });
   await network.fit(x, y, {
     epochs: options.epochs,
     batchSize: 32,
@@ -94,6 +94,18 @@ export async function questionEffects(network: tf.LayersModel, features: Float32
 export class LengthModel {
   readonly spec: LengthModelSpec;
   readonly #network: tf.LayersModel;
+
+  /** A copy with its own weights, for fine-tuning without touching the model in service. */
+  clone(): LengthModel {
+    const network = buildNetwork(this.spec.seed);
+    network.setWeights(this.#network.getWeights());
+    return new LengthModel(network, this.spec);
+  }
+
+  /** Trains the question-effect network further on (features, question effect) rows. */
+  fineTune(features: Float32Array, targets: Float32Array, epochs: number): Promise<void> {
+    return fitNetwork(this.#network, features, targets, { epochs, learningRate: 0.0005 });
+  }
 
   constructor(network: tf.LayersModel, spec: LengthModelSpec) {
     this.#network = network;

@@ -19,8 +19,32 @@ export interface ModelPredictorOptions {
   readonly cacheSize?: number;
   /** Weight of each new observation in a model's bias correction. Default 0.05 (about the last 20). */
   readonly calibrationRate?: number;
+  /** Observations kept for fine-tuning (features only, never prompt text). Default 2,000. */
+  readonly bufferSize?: number;
+  /** Fine-tune in the background after this many new observations; 0 turns it off. Default 500. */
+  readonly fineTuneEvery?: number;
+  /** Epochs of each fine-tuning round (the CPU it may spend). Default 5. */
+  readonly fineTuneEpochs?: number;
+  /** Told of each fine-tuning round's outcome. */
+  readonly onFineTune?: (result: FineTuneResult) => void;
   /** Told when the model cannot be loaded or fails (the heuristic answers meanwhile). */
   readonly onError?: (error: unknown) => void;
+}
+
+export interface FineTuneResult {
+  /** Error (MAE of log(1 + tokens)) on the held-back slice of recent traffic, before and after. */
+  readonly maeBefore: number;
+  readonly maeAfter: number;
+  /** Whether the new weights went into service (only when they did better). */
+  readonly swapped: boolean;
+  readonly samples: number;
+}
+
+/** One observation for fine-tuning: the prompt's features in sparse form and its question effect. */
+interface Observation {
+  readonly hashed: Uint16Array;
+  readonly dense: Float32Array;
+  readonly target: number;
 }
 
 interface Pending {
@@ -44,12 +68,18 @@ export function defaultModelDir(): string {
  * together in one network pass (micro-batching, flushed on the next turn of the event loop or at
  * `maxBatch`); results are cached by prompt hash; anything that is not ready within `budgetMs`, or
  * a model that is missing or broken, falls back to the heuristic — a request never fails because
- * of the predictor. `observe` learns each serving model's bias from its true lengths: the model in
- * production may be one the training data never saw.
+ * of the predictor. `observe` learns each serving model's bias from its true lengths at once (the
+ * model in production may be one the training data never saw), and keeps a bounded buffer of
+ * features and true lengths — never prompt text — on which it fine-tunes a copy of the network in
+ * the background now and then, swapping the new weights in only if they do better on the newest
+ * slice of traffic.
  */
 export class ModelPredictor implements Predictor {
   readonly name = 'model';
-  readonly #options: Required<Omit<ModelPredictorOptions, 'onError' | 'dir'>> & Pick<ModelPredictorOptions, 'onError'>;
+  readonly #options: Required<Omit<ModelPredictorOptions, 'onError' | 'dir' | 'onFineTune'>> & Pick<ModelPredictorOptions, 'onError' | 'onFineTune'>;
+  #buffer: Observation[] = [];
+  #sinceTuning = 0;
+  #tuning: Promise<void> | undefined;
   readonly #fallback = heuristicPredictor();
   readonly #cache: LRUCache<string, { readonly logP50: number; readonly p90Offset: number }>;
   /** Per serving model: bias of log(1 + tokens), learnt from observations. */
@@ -68,7 +98,11 @@ export class ModelPredictor implements Predictor {
       budgetMs: options.budgetMs ?? 20,
       cacheSize: options.cacheSize ?? 10_000,
       calibrationRate: options.calibrationRate ?? 0.05,
+      bufferSize: options.bufferSize ?? 2_000,
+      fineTuneEvery: options.fineTuneEvery ?? 500,
+      fineTuneEpochs: options.fineTuneEpochs ?? 5,
       onError: options.onError,
+      onFineTune: options.onFineTune,
     };
     this.#cache = new LRUCache({ max: this.#options.cacheSize });
     this.#loading = Promise.all([import('./length-model.js'), import('./features.js')])
@@ -125,6 +159,74 @@ export class ModelPredictor implements Predictor {
     const model = request.model.toLowerCase();
     const bias = this.#bias.get(model) ?? 0;
     this.#bias.set(model, bias + this.#options.calibrationRate * (error - bias));
+    if (this.#options.fineTuneEvery > 0 && this.#model && this.#features) this.#remember(request, outputTokens);
+  }
+
+  /** Resolves when the fine-tuning round in progress (if any) has finished. */
+  settled(): Promise<void> {
+    return this.#tuning ?? Promise.resolve();
+  }
+
+  /**
+   * Keeps the features (not the text) and the question effect the observation implies, and starts a
+   * background fine-tuning round every `fineTuneEvery` observations.
+   */
+  #remember(request: RoutingRequest, outputTokens: number): void {
+    const f = this.#features!;
+    const model = this.#model!;
+    const row = f.promptFeatures(request.promptText, request.maxTokens);
+    const hashed: number[] = [];
+    for (let i = 0; i < f.HASH_BUCKETS; i++) if (row[i] !== 0) hashed.push(i);
+    const target = Math.log1p(outputTokens) - model.verbosity(request.model) - this.bias(request.model);
+    this.#buffer.push({ hashed: Uint16Array.from(hashed), dense: row.slice(f.HASH_BUCKETS), target });
+    if (this.#buffer.length > this.#options.bufferSize) this.#buffer = this.#buffer.slice(-this.#options.bufferSize);
+    if (++this.#sinceTuning >= this.#options.fineTuneEvery && !this.#tuning && this.#buffer.length >= 50) {
+      this.#sinceTuning = 0;
+      this.#tuning = this.#fineTune().finally(() => {
+        this.#tuning = undefined;
+      });
+    }
+  }
+
+  /**
+   * Fine-tunes a copy of the network on the older 80% of the buffer and puts it into service only if
+   * it does better on the newest 20% — recent traffic it was not trained on.
+   */
+  async #fineTune(): Promise<void> {
+    const current = this.#model;
+    const f = this.#features;
+    if (!current || !f) return;
+    const rows = this.#buffer;
+    const cut = Math.floor(rows.length * 0.8);
+    const dense = (part: readonly Observation[]) => {
+      const out = new Float32Array(part.length * f.FEATURE_LENGTH);
+      part.forEach((o, i) => {
+        for (const j of o.hashed) out[i * f.FEATURE_LENGTH + j] = 1;
+        out.set(o.dense, i * f.FEATURE_LENGTH + f.HASH_BUCKETS);
+      });
+      return out;
+    };
+    const train = rows.slice(0, cut);
+    const check = rows.slice(cut);
+    const checkFeatures = dense(check);
+    const mae = async (m: LengthModel) => {
+      const effects = await m.questionEffects(checkFeatures, check.length);
+      return check.reduce((s, o, i) => s + Math.abs(effects[i]! - o.target), 0) / check.length;
+    };
+    try {
+      const candidate = current.clone();
+      await candidate.fineTune(dense(train), Float32Array.from(train, (o) => o.target), this.#options.fineTuneEpochs);
+      const [before, after] = [await mae(current), await mae(candidate)];
+      const swapped = after < before && this.#model === current;
+      if (swapped) {
+        this.#model = candidate;
+        this.#cache.clear();
+        current.dispose();
+      } else candidate.dispose();
+      this.#options.onFineTune?.({ maeBefore: before, maeAfter: after, swapped, samples: rows.length });
+    } catch (err) {
+      this.#options.onError?.(err);
+    }
   }
 
   /** The learnt bias correction of a serving model (log space). */
@@ -134,6 +236,7 @@ export class ModelPredictor implements Predictor {
 
   async close(): Promise<void> {
     await this.#loading;
+    await this.settled();
     this.#model?.dispose();
     this.#model = undefined;
   }

@@ -86,6 +86,27 @@ describe('ModelPredictor', () => {
     await predictor.close();
   });
 
+  it('fine-tunes in the background on observed traffic and swaps the weights in only when they do better', async () => {
+    const results: { swapped: boolean; maeBefore: number; maeAfter: number }[] = [];
+    const predictor = new ModelPredictor({ fineTuneEvery: 100, fineTuneEpochs: 30, bufferSize: 400, calibrationRate: 0, onFineTune: (r) => results.push(r) });
+    await predictor.ready();
+    // A traffic pattern the training data never showed: prompts about zebras get very long answers.
+    const prompt = (i: number) => (i % 2 === 0 ? `Tell me about zebra herd number ${i}.` : `Tell me about the weather on day ${i}.`);
+    const before = await predictor.predict(request(prompt(1_000)));
+    for (let i = 0; i < 100; i++) {
+      const r = request(prompt(i));
+      await predictor.predict(r);
+      predictor.observe(r, i % 2 === 0 ? 3_000 : 50);
+    }
+    await predictor.settled();
+    expect(results).toHaveLength(1);
+    expect(results[0]!.swapped).toBe(results[0]!.maeAfter < results[0]!.maeBefore);
+    expect(results[0]!.swapped).toBe(true);
+    const after = await predictor.predict(request(prompt(1_000)));
+    expect(after.outputTokensP50).toBeGreaterThan(before.outputTokensP50);
+    await predictor.close();
+  });
+
   it.each([
     ['missing', async (dir: string) => writeFile(join(dir, 'spec.json'), '').then(() => import('node:fs/promises')).then((fs) => fs.rm(join(dir, 'weights.bin'))), /cannot read the length model/],
     ['corrupt', async (dir: string) => writeFile(join(dir, 'weights.bin'), Buffer.from('garbage')), /corrupt/],
