@@ -2,10 +2,10 @@ import { countTokens } from 'gpt-tokenizer';
 
 /**
  * What the length model sees of a request: hashed words and word pairs of the prompt, a few cues
- * that words alone spread thin, the prompt's length, and max_tokens. Shared by training and serving,
+ * that words alone spread thin, the prompt's length, the number of messages, and max_tokens. Shared by training and serving,
  * so both compute exactly the same vector; bump FEATURE_VERSION whenever anything here changes.
  */
-export const FEATURE_VERSION = 1;
+export const FEATURE_VERSION = 2;
 export const HASH_BUCKETS = 1024;
 
 /** Prompts are tokenized up to this many characters; the rest counts at 4 characters a token. */
@@ -28,6 +28,7 @@ export const HANDCRAFTED = [
   'log requested count',
   'log max_tokens',
   'has max_tokens',
+  'log messages',
 ] as const;
 
 export const FEATURE_LENGTH = HASH_BUCKETS + HANDCRAFTED.length;
@@ -39,7 +40,13 @@ export function promptTokenCount(text: string): number {
 }
 
 /** Writes the feature vector of a prompt into `out` (length FEATURE_LENGTH) at `offset`. */
-export function promptFeatures(text: string, maxTokens: number | undefined, out: Float32Array = new Float32Array(FEATURE_LENGTH), offset = 0): Float32Array {
+export function promptFeatures(
+  text: string,
+  maxTokens: number | undefined,
+  messageCount = 1,
+  out: Float32Array = new Float32Array(FEATURE_LENGTH),
+  offset = 0,
+): Float32Array {
   const view = text.length > HEAD_CHARS + TAIL_CHARS ? `${text.slice(0, HEAD_CHARS)} ${text.slice(-TAIL_CHARS)}` : text;
   const lower = view.toLowerCase();
   // Words are runs of [a-z0-9']. A word hashes as FNV-1a of its characters; a word pair as FNV-1a of
@@ -75,6 +82,7 @@ export function promptFeatures(text: string, maxTokens: number | undefined, out:
   out[h + 6] = requested ? Math.log1p(Number(requested[1])) / 8 : 0;
   out[h + 7] = maxTokens === undefined ? 0 : Math.log1p(maxTokens) / 10;
   out[h + 8] = maxTokens === undefined ? 0 : 1;
+  out[h + 9] = Math.log1p(messageCount) / 3;
   return out;
 }
 

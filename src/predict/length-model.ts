@@ -48,17 +48,24 @@ export function initBackend(): Promise<string> {
   return backend;
 }
 
-/** The network: features → 32 ReLU units (dropout) → the question effect. */
+/** Branches averaged in the network: the question effect is noisy to learn from ~640 prompts. */
+export const ENSEMBLE = 5;
+
+/**
+ * The network: ENSEMBLE branches of features → 32 ReLU units (dropout) → a question effect, each
+ * from its own initialisation, averaged (less variance than any one branch).
+ */
 export function buildNetwork(seed: number): tf.LayersModel {
   const l2 = tf.regularizers.l2({ l2: 1e-3 });
-  return tf.sequential({
-    name: 'length',
-    layers: [
-      tf.layers.dense({ inputShape: [FEATURE_LENGTH], units: 32, activation: 'relu', kernelRegularizer: l2, kernelInitializer: tf.initializers.glorotUniform({ seed }) }),
-      tf.layers.dropout({ rate: 0.3, seed: seed + 1 }),
-      tf.layers.dense({ units: 1, kernelRegularizer: l2, kernelInitializer: tf.initializers.glorotUniform({ seed: seed + 2 }) }),
-    ],
+  const input = tf.input({ shape: [FEATURE_LENGTH], name: 'features' });
+  const branches = Array.from({ length: ENSEMBLE }, (_, k) => {
+    const s = seed + 10 * k;
+    const hidden = tf.layers.dense({ units: 32, activation: 'relu', kernelRegularizer: l2, kernelInitializer: tf.initializers.glorotUniform({ seed: s }) }).apply(input);
+    const dropped = tf.layers.dropout({ rate: 0.3, seed: s + 1 }).apply(hidden);
+    return tf.layers.dense({ units: 1, kernelRegularizer: l2, kernelInitializer: tf.initializers.glorotUniform({ seed: s + 2 }) }).apply(dropped) as tf.SymbolicTensor;
   });
+  const output = tf.layers.average().apply(branches) as tf.SymbolicTensor;
+  return tf.model({ inputs: input, outputs: output, name: 'length' });
 }
 
 /** Fits the network to question effects (mean squared error, Adam). */

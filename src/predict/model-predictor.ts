@@ -174,7 +174,7 @@ export class ModelPredictor implements Predictor {
   #remember(request: RoutingRequest, outputTokens: number): void {
     const f = this.#features!;
     const model = this.#model!;
-    const row = f.promptFeatures(request.promptText, request.maxTokens);
+    const row = f.promptFeatures(request.promptText, request.maxTokens, request.messageCount);
     const hashed: number[] = [];
     for (let i = 0; i < f.HASH_BUCKETS; i++) if (row[i] !== 0) hashed.push(i);
     const target = Math.log1p(outputTokens) - model.verbosity(request.model) - this.bias(request.model);
@@ -254,7 +254,7 @@ export class ModelPredictor implements Predictor {
     }
     try {
       const features = new Float32Array(batch.length * f.FEATURE_LENGTH);
-      batch.forEach((p, i) => f.promptFeatures(p.request.promptText, p.request.maxTokens, features, i * f.FEATURE_LENGTH));
+      batch.forEach((p, i) => f.promptFeatures(p.request.promptText, p.request.maxTokens, p.request.messageCount, features, i * f.FEATURE_LENGTH));
       model.predictLog(features, batch.map((p) => p.request.model)).then(
         (logs) => {
           batch.forEach((p, i) => {

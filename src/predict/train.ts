@@ -29,7 +29,8 @@ export interface TrainingReport {
 /** One feature row per distinct prompt, in first-seen order. */
 export function promptMatrix(prompts: readonly string[]): Float32Array {
   const features = new Float32Array(prompts.length * FEATURE_LENGTH);
-  prompts.forEach((p, i) => promptFeatures(p, undefined, features, i * FEATURE_LENGTH));
+  // The arena prompts are single-turn questions: one message each.
+  prompts.forEach((p, i) => promptFeatures(p, undefined, 1, features, i * FEATURE_LENGTH));
   return features;
 }
 
@@ -160,7 +161,7 @@ for the figures below; ${r.trainRows} answers to train on.
 log(1 + tokens) = question effect + model verbosity. Features (version ${spec.featureVersion}):
 ${spec.hashBuckets} hashed word and word-pair buckets of the prompt, prompt length in tokens, lines,
 code blocks, question marks, cue words for long and short answers, a requested count ("in 5
-sentences"), max_tokens. Network: 32 ReLU units (dropout 0.3, L2 1e-3) → the question effect,
+sentences"), the number of messages, max_tokens. Network: 32 ReLU units (dropout 0.3, L2 1e-3) → the question effect,
 trained for ${epochs} epochs (Adam, mean squared error) on each training question's mean deviation
 from its answering models' verbosity. Verbosity: each of the ${Object.keys(spec.verbosity).length} training models' mean log
 length (any other model gets the mean of those, until the router's online calibration learns it).

@@ -33,7 +33,8 @@ describe('length features', () => {
     const a = promptFeatures('Write a detailed essay about tides.', undefined);
     expect(a).toHaveLength(FEATURE_LENGTH);
     expect(promptFeatures('Write a detailed essay about tides.', undefined)).toEqual(a);
-    expect(promptFeatures('Write a detailed essay about tides.', 50)).not.toEqual(a);
+    expect(promptFeatures("Write a detailed essay about tides.", 50)).not.toEqual(a);
+    expect(promptFeatures("Write a detailed essay about tides.", undefined, 3)).not.toEqual(a);
   });
 
   it('maps serving model names onto known ones, and anything else to the unknown slot', () => {
