@@ -21,7 +21,12 @@ export interface ModelPredictorOptions {
   readonly calibrationRate?: number;
   /** Observations kept for fine-tuning (features only, never prompt text). Default 2,000. */
   readonly bufferSize?: number;
-  /** Fine-tune in the background after this many new observations; 0 turns it off. Default 500. */
+  /**
+   * Fine-tune after this many new observations; 0 (the default) turns it off. A round runs on the
+   * event loop and stalls requests while it trains (hundreds of ms for 2,000 rows): the overhead
+   * benchmark fell from ~14,000 to 140 req/s with rounds every 500 requests. Off until it runs in a
+   * worker thread.
+   */
   readonly fineTuneEvery?: number;
   /** Epochs of each fine-tuning round (the CPU it may spend). Default 5. */
   readonly fineTuneEpochs?: number;
@@ -69,10 +74,10 @@ export function defaultModelDir(): string {
  * `maxBatch`); results are cached by prompt hash; anything that is not ready within `budgetMs`, or
  * a model that is missing or broken, falls back to the heuristic — a request never fails because
  * of the predictor. `observe` learns each serving model's bias from its true lengths at once (the
- * model in production may be one the training data never saw), and keeps a bounded buffer of
- * features and true lengths — never prompt text — on which it fine-tunes a copy of the network in
- * the background now and then, swapping the new weights in only if they do better on the newest
- * slice of traffic.
+ * model in production may be one the training data never saw); with `fineTuneEvery` set, it also
+ * keeps a bounded buffer of features and true lengths — never prompt text — on which it fine-tunes
+ * a copy of the network now and then, swapping the new weights in only if they do better on the
+ * newest slice of traffic.
  */
 export class ModelPredictor implements Predictor {
   readonly name = 'model';
@@ -99,7 +104,7 @@ export class ModelPredictor implements Predictor {
       cacheSize: options.cacheSize ?? 10_000,
       calibrationRate: options.calibrationRate ?? 0.05,
       bufferSize: options.bufferSize ?? 2_000,
-      fineTuneEvery: options.fineTuneEvery ?? 500,
+      fineTuneEvery: options.fineTuneEvery ?? 0,
       fineTuneEpochs: options.fineTuneEpochs ?? 5,
       onError: options.onError,
       onFineTune: options.onFineTune,
@@ -281,7 +286,17 @@ export class ModelPredictor implements Predictor {
   }
 }
 
-/** Model, max_tokens and a hash of the prompt: what the prediction depends on, without keeping the text. */
+const keys = new WeakMap<RoutingRequest, string>();
+
+/**
+ * Model, max_tokens, message count and a hash of the prompt: what the prediction depends on, without
+ * keeping the text. Computed once per request (predict and observe both need it).
+ */
 function cacheKey(request: RoutingRequest): string {
-  return `${request.model}\u0000${request.maxTokens ?? ''}\u0000${createHash('sha1').update(request.promptText).digest('base64')}`;
+  let key = keys.get(request);
+  if (key === undefined) {
+    key = `${request.model}\u0000${request.maxTokens ?? ''}\u0000${request.messageCount}\u0000${createHash('sha1').update(request.promptText).digest('base64')}`;
+    keys.set(request, key);
+  }
+  return key;
 }

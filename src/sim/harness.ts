@@ -11,7 +11,7 @@ import { buildWorkload } from './workload.js';
 
 /**
  * Log-space σ of the simulated predictor's error when a run does not use the oracle, matched to the
- * trained length model's measured error: MAE of log(1 + tokens) 0.493 on held-out questions
+ * trained length model's measured error: MAE of log(1 + tokens) 0.498 on held-out questions
  * (models/length-v1/MODEL_CARD.md), and a log-normal error of σ has MAE σ·√(2/π), so σ = 0.62.
  */
 export const DEFAULT_PREDICTION_SIGMA = 0.62;
