@@ -29,6 +29,7 @@ import { TokenMeter } from './proxy/token-meter.js';
 import { isConnectError, type Transport, UndiciTransport, type UpstreamResponse } from './proxy/transport.js';
 import type { Plan } from './plan/plan.js';
 import { PoolPlanner } from './plan/pool-planner.js';
+import { inThreadSolver, workerSolver } from './plan/solver.js';
 import { AdmissionQueue } from './queue/admission-queue.js';
 import { FairShare } from './queue/fair-share.js';
 import { type RequestType, typeOf } from './request/request-type.js';
@@ -236,6 +237,7 @@ export class Router {
         maxUtilisation: plan.maxUtilisation,
         clockLevels: this.policy.planner?.clockScaling === false ? [1] : plan.clockLevels,
         onPlan,
+        solver: plan.solveInWorker ? workerSolver() : inThreadSolver(),
       });
     }
     this.#ready = this.#planner?.start() ?? Promise.resolve();
@@ -244,7 +246,7 @@ export class Router {
     });
   }
 
-  /** Resolves once the planner's solver is loaded (at once when no planner runs). */
+  /** Resolves once the planner's solver is ready (at once when no planner runs). */
   ready(): Promise<void> {
     return this.#ready;
   }
@@ -350,10 +352,10 @@ export class Router {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#planner?.stop();
+    const stopped = this.#planner?.stop();
     const err = noBackend('*', 'the router is shutting down');
     for (const queue of this.#queues.values()) queue.rejectAll(err);
-    await Promise.all([this.#transport.close(), this.#store.close(), this.#predictor.close?.(), this.#carbon.close?.()]);
+    await Promise.all([stopped, this.#transport.close(), this.#store.close(), this.#predictor.close?.(), this.#carbon.close?.()]);
   }
 
   async #dispatch(request: RoutingRequest, signal: CancelSignal | undefined): Promise<RoutedResponse> {

@@ -113,6 +113,8 @@ export const planSchema = z.strictObject({
   clockLevels: z.array(z.number().gte(0.5).lte(1)).min(1).default([1, 0.85, 0.7]),
   /** What parked instances draw: `idle` (default; they stay on) or `off` (powered down). */
   parkedPower: z.enum(['idle', 'off']).default('idle'),
+  /** Solve in a worker thread (default), so a solve never stalls requests; the simulator solves in line to stay deterministic. */
+  solveInWorker: z.boolean().default(true),
 });
 
 const routerShape = {

@@ -65,6 +65,33 @@ const SHORTFALL_PENALTY = 1e6;
  */
 export function solvePlan(highs: Highs, input: PlanInput): Plan {
   const started = performance.now();
+  const formulation = formulate(input);
+  return readSolution(input, formulation, solveLp(highs, formulation.lp), performance.now() - started);
+}
+
+/** What HiGHS returns that the planner reads. */
+export interface LpSolution {
+  readonly Status: string;
+  readonly ObjectiveValue: number;
+  readonly Columns: Readonly<Record<string, { readonly Primal: number }>>;
+}
+
+/** Solves an LP-format model; the options bound the time and the optimality gap. */
+export function solveLp(highs: Highs, lp: string): LpSolution {
+  const result = highs.solve(lp, { output_flag: false, mip_rel_gap: 1e-4, time_limit: 10 });
+  const columns: Record<string, { Primal: number }> = {};
+  for (const [name, column] of Object.entries(result.Columns) as [string, { Primal: number }][]) columns[name] = { Primal: column.Primal };
+  return { Status: result.Status, ObjectiveValue: result.ObjectiveValue, Columns: columns };
+}
+
+export interface Formulation {
+  /** The MILP in CPLEX LP format. */
+  readonly lp: string;
+  readonly variables: ReadonlyMap<string, { readonly backend: Backend; readonly clock: number; readonly type?: RequestType }>;
+}
+
+/** Writes the planning MILP for an input. */
+export function formulate(input: PlanInput): Formulation {
   const lines: string[] = [];
   const objective: string[] = [];
   const binaries: string[] = [];
@@ -117,9 +144,13 @@ export function solvePlan(highs: Highs, input: PlanInput): Plan {
   }
   lines.push(`some: ${binaries.join(' + ')} >= 1`);
 
-  const model = ['Minimize', ` obj: ${objective.join(' + ')}`, 'Subject To', ...lines.map((l) => ` ${l}`), ...capacityRows.map((l) => ` ${l}`), 'Binaries', ` ${binaries.join(' ')}`, 'End'].join('\n');
-  const result = highs.solve(model, { output_flag: false, mip_rel_gap: 1e-4, time_limit: 10 });
-  const solveMs = performance.now() - started;
+  const lp = ['Minimize', ` obj: ${objective.join(' + ')}`, 'Subject To', ...lines.map((l) => ` ${l}`), ...capacityRows.map((l) => ` ${l}`), 'Binaries', ` ${binaries.join(' ')}`, 'End'].join('\n');
+  return { lp, variables };
+}
+
+/** Turns a solution of `formulation` into a plan. */
+export function readSolution(input: PlanInput, formulation: Formulation, result: LpSolution, solveMs: number): Plan {
+  const variables = formulation.variables;
   if (result.Status !== 'Optimal') {
     throw new Error(`planner: HiGHS ended with status ${result.Status}`);
   }
@@ -128,7 +159,7 @@ export function solvePlan(highs: Highs, input: PlanInput): Plan {
   const clockFraction = new Map<string, number>();
   const routed = new Map<RequestType, Map<string, number>>(REQUEST_TYPES.map((k) => [k, new Map()]));
   let shortfall = 0;
-  for (const [name, column] of Object.entries(result.Columns) as [string, { Primal: number }][]) {
+  for (const [name, column] of Object.entries(result.Columns)) {
     const value = column.Primal;
     if (name.startsWith('u_')) shortfall += value;
     const v = variables.get(name);

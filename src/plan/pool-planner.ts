@@ -7,7 +7,8 @@ import type { SloClass } from '../request/slo.js';
 import type { PlanRecord, StateStore } from '../state/store.js';
 import type { Backend } from '../types.js';
 import { initialPlan, type Plan, type PlanView } from './plan.js';
-import { loadSolver, solvePlan, type TypeDemand } from './planner.js';
+import { formulate, type PlanInput, readSolution, type TypeDemand } from './planner.js';
+import type { Solver } from './solver.js';
 
 /** Published on `freesh:plan` (node:diagnostics_channel) for every new plan. */
 export const planChannel = channel('freesh:plan');
@@ -27,6 +28,8 @@ export interface PoolPlannerOptions {
   readonly clockLevels: readonly number[];
   /** Called with every new plan (the simulator applies clocks and parking to its instances here). */
   readonly onPlan?: ((plan: Plan) => void) | undefined;
+  /** Where MILPs are solved: a worker thread in production, the calling thread in the simulator. */
+  readonly solver: Solver;
 }
 
 interface Arrival {
@@ -64,15 +67,16 @@ export class PoolPlanner {
     return { plan: this.#plan, assigned: this.#assigned };
   }
 
-  /** Loads the solver and schedules the first re-plan one step from now. */
+  /** Readies the solver and schedules the first re-plan one step from now. */
   async start(): Promise<void> {
-    await loadSolver();
+    await this.#options.solver.ready();
     if (!this.#stopped && !this.#timer) this.#schedule();
   }
 
-  stop(): void {
+  stop(): Promise<void> {
     this.#stopped = true;
     this.#timer?.cancel();
+    return this.#options.solver.close();
   }
 
   /** Records an arrival for the demand forecast. */
@@ -105,7 +109,7 @@ export class PoolPlanner {
         meanOutputTokens: of.length ? of.reduce((s, a) => s + a.predictedTokens, 0) / of.length : 128,
       };
     }
-    const plan = solvePlan(await loadSolver(), {
+    const input: PlanInput = {
       backends: o.backends,
       nowMs: now,
       demand,
@@ -116,7 +120,11 @@ export class PoolPlanner {
       maxUtilisation: o.maxUtilisation,
       slo: o.slo,
       frequency: o.frequency,
-    });
+    };
+    const started = performance.now();
+    const formulation = formulate(input);
+    const solution = await o.solver.solve(formulation.lp);
+    const plan = readSolution(input, formulation, solution, performance.now() - started);
     this.#plan = plan;
     this.#assigned = new Map();
     o.onPlan?.(plan);

@@ -125,6 +125,8 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   const router: Router = createRouter({
     ...fleetRouterConfig(fleet, (id) => `${MODEL_BASE}/${id}/v1`),
     ...run.router,
+    // Solving in line keeps plans at exact virtual times: a worker would answer in real time.
+    plan: { ...run.router?.plan, solveInWorker: false },
     policy: run.policy,
     clock,
     rng: seededRng(options.seed ?? 1),

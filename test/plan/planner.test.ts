@@ -67,3 +67,28 @@ describe('pool planner (HiGHS)', () => {
     expect(plan.note).toMatch(/exceeds what the SLOs allow/);
   });
 });
+
+describe('solving off the event loop', () => {
+  it('a worker thread (the compiled one) finds the same plan as the calling thread', async () => {
+    // The worker runs compiled JavaScript: `npm test` builds first.
+    const { workerSolver, inThreadSolver } = (await import(new URL('../../dist/src/plan/solver.js', import.meta.url).href)) as typeof import('../../src/plan/solver.js');
+    const { formulate } = await import('../../src/plan/planner.js');
+    const lp = formulate(input({ demand: demand(3) })).lp;
+    const worker = workerSolver();
+    const local = inThreadSolver();
+    const [a, b] = await Promise.all([worker.solve(lp), local.solve(lp)]);
+    expect(a.Status).toBe('Optimal');
+    expect(a.ObjectiveValue).toBeCloseTo(b.ObjectiveValue, 6);
+    // The event loop keeps turning while the worker solves a larger model.
+    const many = Array.from({ length: 24 }, (_, i) => backend(`b${i}`, i % 2 === 0 ? 'fr' : 'de', ['2xA100', '4xA100', '8xA100', '4xH100'][i % 4]!));
+    let ticks = 0;
+    const ticking = setInterval(() => ticks++, 1);
+    const started = performance.now();
+    await worker.solve(formulate(input({ backends: many, demand: demand(8) })).lp);
+    const tookMs = performance.now() - started;
+    clearInterval(ticking);
+    if (tookMs > 20) expect(ticks).toBeGreaterThan(1);
+    expect((await worker.solve('not an LP model')).Status).not.toBe('Optimal');
+    await worker.close();
+  });
+});
