@@ -1,0 +1,61 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { startFixedBackend } from '../../src/sim/fixed-backend.js';
+import { chatBody, post } from '../helpers/servers.js';
+
+// The compiled CLI, as `npx freesh` runs it (`npm test` builds first).
+const CLI = fileURLToPath(new URL('../../dist/src/cli.js', import.meta.url));
+
+function run(args: string[]) {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  return { child, output: () => out };
+}
+
+const backend = startFixedBackend();
+afterAll(async () => (await backend).close());
+
+describe('freesh serve', () => {
+  it('refuses a bad config at start, naming the field and the bad value, with exit code 2', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'freesh-cli-'));
+    const file = join(dir, 'bad.json');
+    await writeFile(file, JSON.stringify({ sites: [{ id: 'a' }], backends: [{ id: 'b', site: 'a', baseURL: 'http://127.0.0.1:1/v1', models: ['m'], maxConcurrency: 0 }] }));
+    const { child, output } = run(['serve', '--config', file]);
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(output()).toMatch(/`backends\[0\]\.maxConcurrency`.*got `0`/);
+  });
+
+  it('serves a config file, then drains and exits 0 on SIGTERM', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'freesh-cli-'));
+    const file = join(dir, 'good.json');
+    await writeFile(
+      file,
+      JSON.stringify({ server: { port: 0 }, sites: [{ id: 'a' }], backends: [{ id: 'b', site: 'a', baseURL: (await backend).baseURL, models: ['m'] }] }),
+    );
+    const { child, output } = run(['serve', '--config', file]);
+    while (!/listening on (\S+)/.test(output())) await new Promise((r) => setTimeout(r, 20));
+    const url = /listening on (\S+)/.exec(output())![1]!;
+    const res = await post(`${url}/v1/chat/completions`, chatBody());
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-freesh-backend')).toBe('b');
+    child.kill('SIGTERM');
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(0);
+    expect(output()).toMatch(/SIGTERM: draining/);
+  });
+
+  it('explains an unknown command', async () => {
+    const { child, output } = run(['fly']);
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(output()).toMatch(/unknown command `fly`/);
+  });
+});
