@@ -11,6 +11,13 @@ export class FairShare {
   /** Service units per output token; input tokens count 1. */
   static readonly OUTPUT_WEIGHT = 2;
 
+  /**
+   * Counters kept at most; past this, tenants with nothing waiting are forgotten (tenant names come
+   * from a request header, so their number is the client's to choose). Forgetting is harmless: a
+   * returning tenant is lifted to the least waiting counter anyway.
+   */
+  static readonly MAX_TENANTS = 10_000;
+
   counter(tenant: string): number {
     return this.#counters.get(tenant) ?? 0;
   }
@@ -18,6 +25,14 @@ export class FairShare {
   /** Adds service (may be negative, to correct a prediction once the true length is known). */
   charge(tenant: string, units: number): void {
     this.#counters.set(tenant, Math.max(0, this.counter(tenant) + units));
+    if (this.#counters.size > FairShare.MAX_TENANTS) {
+      for (const name of this.#counters.keys()) if (!this.#waiting.has(name)) this.#counters.delete(name);
+    }
+  }
+
+  /** Tenants with a counter. */
+  get size(): number {
+    return this.#counters.size;
   }
 
   /** A request of `tenant` starts waiting in some queue. */

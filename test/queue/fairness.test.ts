@@ -60,4 +60,13 @@ describe('least-laxity-first with tenant fairness', () => {
     fair.charge('back', -50_000);
     expect(fair.counter('back')).toBe(0);
   });
+
+  it('forgets idle tenants past its bound, so random tenant names cannot grow memory without limit', () => {
+    const fair = new FairShare();
+    fair.startWaiting('waiting');
+    fair.charge('waiting', 5);
+    for (let i = 0; i < FairShare.MAX_TENANTS + 10; i++) fair.charge(`t${i}`, 1);
+    expect(fair.size).toBeLessThanOrEqual(FairShare.MAX_TENANTS);
+    expect(fair.counter('waiting')).toBe(5);
+  });
 });
