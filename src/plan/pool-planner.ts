@@ -32,12 +32,16 @@ export interface PoolPlannerOptions {
   readonly solver: Solver;
 }
 
-interface Arrival {
-  readonly atMs: number;
-  readonly type: RequestType;
-  readonly promptTokens: number;
-  readonly predictedTokens: number;
+/** Arrivals of one stretch of time, summed per request type: memory stays bounded at any rate. */
+interface Bucket {
+  readonly startMs: number;
+  readonly count: Record<RequestType, number>;
+  readonly promptTokens: Record<RequestType, number>;
+  readonly predictedTokens: Record<RequestType, number>;
 }
+
+const BUCKET_MS = 10_000;
+const zeros = (): Record<RequestType, number> => ({ SS: 0, SL: 0, LS: 0, LL: 0 });
 
 /**
  * Runs the planner every step on the router's clock, over the demand seen in the last window, and
@@ -46,7 +50,7 @@ interface Arrival {
  */
 export class PoolPlanner {
   readonly #options: PoolPlannerOptions;
-  #arrivals: Arrival[] = [];
+  #buckets: Bucket[] = [];
   #plan: Plan;
   #assigned = new Map<RequestType, Map<string, number>>();
   #timer: Timer | undefined;
@@ -81,7 +85,14 @@ export class PoolPlanner {
 
   /** Records an arrival for the demand forecast. */
   observe(type: RequestType, promptTokens: number, predictedTokens: number, nowMs: number): void {
-    this.#arrivals.push({ atMs: nowMs, type, promptTokens, predictedTokens });
+    let bucket = this.#buckets.at(-1);
+    if (!bucket || nowMs >= bucket.startMs + BUCKET_MS) {
+      bucket = { startMs: nowMs - (nowMs % BUCKET_MS), count: zeros(), promptTokens: zeros(), predictedTokens: zeros() };
+      this.#buckets.push(bucket);
+    }
+    bucket.count[type]++;
+    bucket.promptTokens[type] += promptTokens;
+    bucket.predictedTokens[type] += predictedTokens;
   }
 
   /** Records where a request of a type was sent, for the plan-share scorer. */
@@ -96,17 +107,22 @@ export class PoolPlanner {
     const o = this.#options;
     const now = o.clock.now();
     const since = now - o.windowMs;
-    let first = 0;
-    while (first < this.#arrivals.length && this.#arrivals[first]!.atMs < since) first++;
-    this.#arrivals = this.#arrivals.slice(first);
+    this.#buckets = this.#buckets.filter((b) => b.startMs + BUCKET_MS > since);
     const spanS = Math.max(1, (now - Math.max(since, this.#startedMs)) / 1000);
     const demand = {} as Record<RequestType, TypeDemand>;
     for (const k of REQUEST_TYPES) {
-      const of = this.#arrivals.filter((a) => a.type === k);
+      let count = 0;
+      let prompt = 0;
+      let predicted = 0;
+      for (const b of this.#buckets) {
+        count += b.count[k];
+        prompt += b.promptTokens[k];
+        predicted += b.predictedTokens[k];
+      }
       demand[k] = {
-        rps: of.length / spanS,
-        meanPromptTokens: of.length ? of.reduce((s, a) => s + a.promptTokens, 0) / of.length : 512,
-        meanOutputTokens: of.length ? of.reduce((s, a) => s + a.predictedTokens, 0) / of.length : 128,
+        rps: count / spanS,
+        meanPromptTokens: count ? prompt / count : 512,
+        meanOutputTokens: count ? predicted / count : 128,
       };
     }
     const input: PlanInput = {
@@ -124,6 +140,7 @@ export class PoolPlanner {
     const started = performance.now();
     const formulation = formulate(input);
     const solution = await o.solver.solve(formulation.lp);
+    if (this.#stopped) return this.#plan;
     const plan = readSolution(input, formulation, solution, performance.now() - started);
     this.#plan = plan;
     this.#assigned = new Map();

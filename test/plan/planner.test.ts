@@ -92,3 +92,41 @@ describe('solving off the event loop', () => {
     await worker.close();
   });
 });
+
+describe('PoolPlanner', () => {
+  it('plans every step from the window\'s demand, tells onPlan and publishes to the store', async () => {
+    const { PoolPlanner } = await import('../../src/plan/pool-planner.js');
+    const { inThreadSolver } = await import('../../src/plan/solver.js');
+    const { VirtualClock } = await import('../../src/sim/virtual-clock.js');
+    const { MemoryStateStore } = await import('../../src/state/memory-store.js');
+    const clock = new VirtualClock();
+    const store = new MemoryStateStore();
+    const plans: unknown[] = [];
+    const planner = new PoolPlanner({
+      ...input({}),
+      backends: input({}).backends,
+      clock,
+      carbon: { gramsPerKWh: (site) => (site === 'fr' ? 50 : 500) },
+      store,
+      stepMs: 300_000,
+      windowMs: 1_800_000,
+      solver: inThreadSolver(),
+      onPlan: (p) => plans.push(p),
+    });
+    expect(planner.plan.status).toBe('initial');
+    await planner.start();
+    // 0.5 SS requests a second for five minutes.
+    for (let t = 0; t < 300_000; t += 2_000) planner.observe('SS', 500, 120, t);
+    clock.advance(300_000);
+    await new Promise((r) => setImmediate(r));
+    expect(plans).toHaveLength(1);
+    expect(planner.plan.status).toBe('optimal');
+    expect(planner.plan.forecastRps.SS).toBeCloseTo(0.5, 6);
+    expect([...planner.plan.active]).toEqual(['clean']);
+    expect((await store.readPlan())?.active).toEqual(['clean']);
+    await planner.stop();
+    clock.advance(600_000);
+    await new Promise((r) => setImmediate(r));
+    expect(plans).toHaveLength(1);
+  });
+});
