@@ -75,7 +75,7 @@ const { verbosity, defaultVerbosity } = await spec;
 const unseenModel = Object.keys(verbosity).sort((a, b) => Math.abs(verbosity[b]! - defaultVerbosity) - Math.abs(verbosity[a]! - defaultVerbosity))[0]!;
 const unseen = test.filter((e) => e.model === unseenModel);
 let swaps = 0;
-const learner = new ModelPredictor({ calibrationRate: 0.1, fineTuneEvery: 10, fineTuneEpochs: 10, onFineTune: (r) => void (swaps += r.swapped ? 1 : 0) });
+const learner = new ModelPredictor({ calibrationRate: 0.1, fineTuneEvery: 10, fineTuneIntervalMs: 0, fineTuneEpochs: 10, onFineTune: (r) => void (swaps += r.swapped ? 1 : 0) });
 await learner.ready();
 const steps: { observed: number; maeLog1p: number; kendallTau: number }[] = [];
 const score = async (seen: number, from: number) => {

@@ -109,6 +109,29 @@ export class LengthModel {
     return new LengthModel(network, this.spec);
   }
 
+  /** The network's weights, copied out (to send to a worker). */
+  weightData(): Float32Array[] {
+    return this.#network.getWeights().map((w) => w.dataSync() as Float32Array);
+  }
+
+  /** A copy of this model carrying other weights (from a fine-tuning worker). */
+  withWeights(data: readonly Float32Array[]): LengthModel {
+    const copy = this.clone();
+    const shapes = this.#network.getWeights().map((w) => w.shape);
+    const tensors = data.map((d, i) => tf.tensor(d, shapes[i]));
+    copy.#network.setWeights(tensors);
+    tf.dispose(tensors);
+    return copy;
+  }
+
+  /** Mean absolute error of the question effect on (features, effect) rows. */
+  async questionEffectError(features: Float32Array, targets: Float32Array): Promise<number> {
+    const effects = await questionEffects(this.#network, features, targets.length);
+    let sum = 0;
+    for (let i = 0; i < targets.length; i++) sum += Math.abs(effects[i]! - targets[i]!);
+    return sum / Math.max(1, targets.length);
+  }
+
   /** Trains the question-effect network further on (features, question effect) rows. */
   fineTune(features: Float32Array, targets: Float32Array, epochs: number): Promise<void> {
     return fitNetwork(this.#network, features, targets, { epochs, learningRate: 0.0005 });
@@ -133,16 +156,29 @@ export class LengthModel {
 
   /** A model's verbosity: by exact name, else the longest known name it contains or is contained in, else the default. */
   verbosity(model: string): number {
-    const known = Object.keys(this.spec.verbosity);
-    const slot = modelSlot(model, known);
-    return slot < known.length ? this.spec.verbosity[known[slot]!]! : this.spec.defaultVerbosity;
+    return this.#perModel(model).verbosity;
   }
 
   /** log p90 − log p50 for a model. */
   p90Offset(model: string): number {
-    const known = Object.keys(this.spec.p90Offset);
-    const slot = modelSlot(model, known);
-    return slot < known.length ? this.spec.p90Offset[known[slot]!]! : this.spec.defaultP90Offset;
+    return this.#perModel(model).p90Offset;
+  }
+
+  /** Name matching is a scan of the known names: done once per serving model name. */
+  readonly #byName = new Map<string, { verbosity: number; p90Offset: number }>();
+
+  #perModel(model: string): { verbosity: number; p90Offset: number } {
+    let entry = this.#byName.get(model);
+    if (!entry) {
+      const lookup = (table: Readonly<Record<string, number>>, fallback: number) => {
+        const known = Object.keys(table);
+        const slot = modelSlot(model, known);
+        return slot < known.length ? table[known[slot]!]! : fallback;
+      };
+      entry = { verbosity: lookup(this.spec.verbosity, this.spec.defaultVerbosity), p90Offset: lookup(this.spec.p90Offset, this.spec.defaultP90Offset) };
+      if (this.#byName.size < 1_000) this.#byName.set(model, entry);
+    }
+    return entry;
   }
 
   dispose(): void {

@@ -2,11 +2,16 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
 import type { Prediction, RoutingRequest } from '../types.js';
 import type * as Features from './features.js';
 import type { LengthModel } from './length-model.js';
 import { capped, heuristicPredictor, type Predictor } from './predictor.js';
+import type { PackedRows, TuningReply, TuningRequest } from './tuning-worker.js';
+
+/** The compiled fine-tuning worker; absent when running from TypeScript sources. */
+const TUNING_WORKER = fileURLToPath(new URL('./tuning-worker.js', import.meta.url));
 
 export interface ModelPredictorOptions {
   /** Folder of the trained model. Default: the package's models/length-v1. */
@@ -22,14 +27,18 @@ export interface ModelPredictorOptions {
   /** Observations kept for fine-tuning (features only, never prompt text). Default 2,000. */
   readonly bufferSize?: number;
   /**
-   * Fine-tune after this many new observations; 0 (the default) turns it off. A round runs on the
-   * event loop and stalls requests while it trains (hundreds of ms for 2,000 rows): the overhead
-   * benchmark fell from ~14,000 to 140 req/s with rounds every 500 requests. Off until it runs in a
-   * worker thread.
+   * Fine-tune after this many new observations; 0 turns it off. Default 500 where the compiled
+   * worker thread exists, else 0: on the event loop a round stalls requests while it trains (the
+   * overhead benchmark fell from ~14,000 to 140 req/s with in-line rounds every 500 requests).
    */
   readonly fineTuneEvery?: number;
   /** Epochs of each fine-tuning round (the CPU it may spend). Default 5. */
   readonly fineTuneEpochs?: number;
+  /**
+   * Least time between fine-tuning rounds (ms): the CPU budget. Default 10 minutes — a round takes a
+   * core for about a second, and back-to-back rounds cut the proxy's throughput by half on two cores.
+   */
+  readonly fineTuneIntervalMs?: number;
   /** Told of each fine-tuning round's outcome. */
   readonly onFineTune?: (result: FineTuneResult) => void;
   /** Told when the model cannot be loaded or fails (the heuristic answers meanwhile). */
@@ -45,11 +54,21 @@ export interface FineTuneResult {
   readonly samples: number;
 }
 
-/** One observation for fine-tuning: the prompt's features in sparse form and its question effect. */
-interface Observation {
+/** A prompt's features in sparse form: the set hashed buckets, then the dense tail. */
+interface SparseFeatures {
   readonly hashed: Uint16Array;
   readonly dense: Float32Array;
+}
+
+/** One observation for fine-tuning: the prompt's features and its question effect — no text. */
+interface Observation extends SparseFeatures {
   readonly target: number;
+}
+
+interface CacheEntry {
+  readonly logP50: number;
+  readonly p90Offset: number;
+  readonly features: SparseFeatures;
 }
 
 interface Pending {
@@ -86,7 +105,12 @@ export class ModelPredictor implements Predictor {
   #sinceTuning = 0;
   #tuning: Promise<void> | undefined;
   readonly #fallback = heuristicPredictor();
-  readonly #cache: LRUCache<string, { readonly logP50: number; readonly p90Offset: number }>;
+  readonly #cache: LRUCache<string, CacheEntry>;
+  readonly #dir: string;
+  #worker: Worker | undefined;
+  #nextTuning = 0;
+  /** The first round waits a full interval too: until then there is little traffic to learn from. */
+  #lastTuningMs = performance.now();
   /** Per serving model: bias of log(1 + tokens), learnt from observations. */
   readonly #bias = new Map<string, number>();
   #model: LengthModel | undefined;
@@ -104,15 +128,17 @@ export class ModelPredictor implements Predictor {
       cacheSize: options.cacheSize ?? 10_000,
       calibrationRate: options.calibrationRate ?? 0.05,
       bufferSize: options.bufferSize ?? 2_000,
-      fineTuneEvery: options.fineTuneEvery ?? 0,
+      fineTuneEvery: options.fineTuneEvery ?? (existsSync(TUNING_WORKER) ? 500 : 0),
       fineTuneEpochs: options.fineTuneEpochs ?? 5,
+      fineTuneIntervalMs: options.fineTuneIntervalMs ?? 600_000,
       onError: options.onError,
       onFineTune: options.onFineTune,
     };
     this.#cache = new LRUCache({ max: this.#options.cacheSize });
+    this.#dir = options.dir ?? defaultModelDir();
     this.#loading = Promise.all([import('./length-model.js'), import('./features.js')])
       .then(async ([{ loadLengthModel }, features]) => {
-        this.#model = await loadLengthModel(options.dir ?? defaultModelDir());
+        this.#model = await loadLengthModel(this.#dir);
         this.#features = features;
       })
       .catch((err: unknown) => {
@@ -164,7 +190,7 @@ export class ModelPredictor implements Predictor {
     const model = request.model.toLowerCase();
     const bias = this.#bias.get(model) ?? 0;
     this.#bias.set(model, bias + this.#options.calibrationRate * (error - bias));
-    if (this.#options.fineTuneEvery > 0 && this.#model && this.#features) this.#remember(request, outputTokens);
+    if (this.#options.fineTuneEvery > 0 && this.#model) this.#remember(request, hit, outputTokens);
   }
 
   /** Resolves when the fine-tuning round in progress (if any) has finished. */
@@ -176,17 +202,15 @@ export class ModelPredictor implements Predictor {
    * Keeps the features (not the text) and the question effect the observation implies, and starts a
    * background fine-tuning round every `fineTuneEvery` observations.
    */
-  #remember(request: RoutingRequest, outputTokens: number): void {
-    const f = this.#features!;
-    const model = this.#model!;
-    const row = f.promptFeatures(request.promptText, request.maxTokens, request.messageCount);
-    const hashed: number[] = [];
-    for (let i = 0; i < f.HASH_BUCKETS; i++) if (row[i] !== 0) hashed.push(i);
-    const target = Math.log1p(outputTokens) - model.verbosity(request.model) - this.bias(request.model);
-    this.#buffer.push({ hashed: Uint16Array.from(hashed), dense: row.slice(f.HASH_BUCKETS), target });
-    if (this.#buffer.length > this.#options.bufferSize) this.#buffer = this.#buffer.slice(-this.#options.bufferSize);
-    if (++this.#sinceTuning >= this.#options.fineTuneEvery && !this.#tuning && this.#buffer.length >= 50) {
+  #remember(request: RoutingRequest, hit: CacheEntry, outputTokens: number): void {
+    const target = Math.log1p(outputTokens) - this.#model!.verbosity(request.model) - this.bias(request.model);
+    this.#buffer.push({ ...hit.features, target });
+    // Trimmed in batches: copying the buffer on every observation would cost O(bufferSize) each.
+    if (this.#buffer.length >= 2 * this.#options.bufferSize) this.#buffer = this.#buffer.slice(-this.#options.bufferSize);
+    const now = performance.now();
+    if (++this.#sinceTuning >= this.#options.fineTuneEvery && !this.#tuning && this.#buffer.length >= 50 && now - this.#lastTuningMs >= this.#options.fineTuneIntervalMs) {
       this.#sinceTuning = 0;
+      this.#lastTuningMs = now;
       this.#tuning = this.#fineTune().finally(() => {
         this.#tuning = undefined;
       });
@@ -201,37 +225,56 @@ export class ModelPredictor implements Predictor {
     const current = this.#model;
     const f = this.#features;
     if (!current || !f) return;
-    const rows = this.#buffer;
+    const rows = this.#buffer.slice(-this.#options.bufferSize);
     const cut = Math.floor(rows.length * 0.8);
-    const dense = (part: readonly Observation[]) => {
-      const out = new Float32Array(part.length * f.FEATURE_LENGTH);
-      part.forEach((o, i) => {
-        for (const j of o.hashed) out[i * f.FEATURE_LENGTH + j] = 1;
-        out.set(o.dense, i * f.FEATURE_LENGTH + f.HASH_BUCKETS);
-      });
-      return out;
-    };
-    const train = rows.slice(0, cut);
-    const check = rows.slice(cut);
-    const checkFeatures = dense(check);
-    const mae = async (m: LengthModel) => {
-      const effects = await m.questionEffects(checkFeatures, check.length);
-      return check.reduce((s, o, i) => s + Math.abs(effects[i]! - o.target), 0) / check.length;
+    const request: Omit<TuningRequest, 'id'> = {
+      dir: this.#dir,
+      weights: current.weightData(),
+      train: pack(rows.slice(0, cut), f.FEATURE_LENGTH - f.HASH_BUCKETS),
+      check: pack(rows.slice(cut), f.FEATURE_LENGTH - f.HASH_BUCKETS),
+      epochs: this.#options.fineTuneEpochs,
     };
     try {
-      const candidate = current.clone();
-      await candidate.fineTune(dense(train), Float32Array.from(train, (o) => o.target), this.#options.fineTuneEpochs);
-      const [before, after] = [await mae(current), await mae(candidate)];
-      const swapped = after < before && this.#model === current;
+      const reply: Omit<TuningReply, 'id'> = existsSync(TUNING_WORKER)
+        ? await this.#tuneInWorker(request)
+        : await (await import('./tuning-worker.js')).fineTuneCopy(current, request);
+      if (reply.error !== undefined) throw new Error(reply.error);
+      const swapped = reply.weights !== undefined && this.#model === current;
       if (swapped) {
-        this.#model = candidate;
+        this.#model = current.withWeights(reply.weights!);
         this.#cache.clear();
         current.dispose();
-      } else candidate.dispose();
-      this.#options.onFineTune?.({ maeBefore: before, maeAfter: after, swapped, samples: rows.length });
+      }
+      this.#options.onFineTune?.({ maeBefore: reply.maeBefore!, maeAfter: reply.maeAfter!, swapped, samples: rows.length });
     } catch (err) {
       this.#options.onError?.(err);
     }
+  }
+
+  #tuneInWorker(request: Omit<TuningRequest, 'id'>): Promise<TuningReply> {
+    if (!this.#worker) {
+      this.#worker = new Worker(TUNING_WORKER);
+      this.#worker.unref();
+    }
+    const worker = this.#worker;
+    const id = this.#nextTuning++;
+    return new Promise((resolve, reject) => {
+      const onMessage = (reply: TuningReply) => {
+        if (reply.id !== id) return;
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        resolve(reply);
+      };
+      const onError = (err: Error) => {
+        worker.off('message', onMessage);
+        this.#worker = undefined;
+        reject(err);
+      };
+      worker.on('message', onMessage);
+      worker.once('error', onError);
+      const transfer = [request.train, request.check].flatMap((r) => [r.indices.buffer, r.offsets.buffer, r.tails.buffer, r.targets.buffer]) as ArrayBuffer[];
+      worker.postMessage({ ...request, id } satisfies TuningRequest, transfer);
+    });
   }
 
   /** The learnt bias correction of a serving model (log space). */
@@ -242,6 +285,8 @@ export class ModelPredictor implements Predictor {
   async close(): Promise<void> {
     await this.#loading;
     await this.settled();
+    await this.#worker?.terminate();
+    this.#worker = undefined;
     this.#model?.dispose();
     this.#model = undefined;
   }
@@ -263,7 +308,7 @@ export class ModelPredictor implements Predictor {
       model.predictLog(features, batch.map((p) => p.request.model)).then(
         (logs) => {
           batch.forEach((p, i) => {
-            const entry = { logP50: logs[i]!, p90Offset: model.p90Offset(p.request.model) };
+            const entry: CacheEntry = { logP50: logs[i]!, p90Offset: model.p90Offset(p.request.model), features: sparse(features, i, f) };
             this.#cache.set(p.key, entry);
             p.resolve(this.#finish(p.request, entry.logP50, entry.p90Offset));
           });
@@ -299,4 +344,25 @@ function cacheKey(request: RoutingRequest): string {
     keys.set(request, key);
   }
   return key;
+}
+
+/** Row `i` of a feature matrix in sparse form (kept with the cached prediction, for fine-tuning). */
+function sparse(features: Float32Array, i: number, f: typeof Features): SparseFeatures {
+  const start = i * f.FEATURE_LENGTH;
+  const hashed: number[] = [];
+  for (let j = 0; j < f.HASH_BUCKETS; j++) if (features[start + j] !== 0) hashed.push(j);
+  return { hashed: Uint16Array.from(hashed), dense: features.slice(start + f.HASH_BUCKETS, start + f.FEATURE_LENGTH) };
+}
+
+/** Observations packed for the worker: no dense matrix is built on the router's thread. */
+function pack(rows: readonly Observation[], tail: number): PackedRows {
+  const offsets = new Uint32Array(rows.length + 1);
+  rows.forEach((o, r) => (offsets[r + 1] = offsets[r]! + o.hashed.length));
+  const indices = new Uint16Array(offsets[rows.length]!);
+  const tails = new Float32Array(rows.length * tail);
+  rows.forEach((o, r) => {
+    indices.set(o.hashed, offsets[r]!);
+    tails.set(o.dense, r * tail);
+  });
+  return { indices, offsets, tails, targets: Float32Array.from(rows, (o) => o.target) };
 }

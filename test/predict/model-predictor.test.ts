@@ -87,9 +87,14 @@ describe('ModelPredictor', () => {
     await predictor.close();
   });
 
-  it('fine-tunes in the background on observed traffic and swaps the weights in only when they do better', async () => {
+  it.each([
+    ['on the calling thread (TypeScript sources)', async () => ModelPredictor],
+    // The compiled build has the worker thread: `npm test` builds first.
+    ['in a worker thread (the compiled build)', async () => (await import(new URL('../../dist/src/predict/model-predictor.js', import.meta.url).href)).ModelPredictor as typeof ModelPredictor],
+  ])('fine-tunes %s on observed traffic and swaps the weights in only when they do better', async (_where, load) => {
+    const Predictor = await load();
     const results: { swapped: boolean; maeBefore: number; maeAfter: number }[] = [];
-    const predictor = new ModelPredictor({ fineTuneEvery: 100, fineTuneEpochs: 30, bufferSize: 400, calibrationRate: 0, onFineTune: (r) => results.push(r) });
+    const predictor = new Predictor({ fineTuneEvery: 100, fineTuneIntervalMs: 0, fineTuneEpochs: 30, bufferSize: 400, calibrationRate: 0, onFineTune: (r) => results.push(r) });
     await predictor.ready();
     // A traffic pattern the training data never showed: prompts about zebras get very long answers.
     const prompt = (i: number) => (i % 2 === 0 ? `Tell me about zebra herd number ${i}.` : `Tell me about the weather on day ${i}.`);
