@@ -346,12 +346,15 @@ function cacheKey(request: RoutingRequest): string {
   return key;
 }
 
+let scratch = new Uint16Array(0);
+
 /** Row `i` of a feature matrix in sparse form (kept with the cached prediction, for fine-tuning). */
 function sparse(features: Float32Array, i: number, f: typeof Features): SparseFeatures {
   const start = i * f.FEATURE_LENGTH;
-  const hashed: number[] = [];
-  for (let j = 0; j < f.HASH_BUCKETS; j++) if (features[start + j] !== 0) hashed.push(j);
-  return { hashed: Uint16Array.from(hashed), dense: features.slice(start + f.HASH_BUCKETS, start + f.FEATURE_LENGTH) };
+  const hashed = scratch.length >= f.HASH_BUCKETS ? scratch : (scratch = new Uint16Array(f.HASH_BUCKETS));
+  let n = 0;
+  for (let j = 0; j < f.HASH_BUCKETS; j++) if (features[start + j] !== 0) hashed[n++] = j;
+  return { hashed: hashed.slice(0, n), dense: features.slice(start + f.HASH_BUCKETS, start + f.FEATURE_LENGTH) };
 }
 
 /** Observations packed for the worker: no dense matrix is built on the router's thread. */
