@@ -574,14 +574,15 @@ export class Router {
     return { status: upstream.status, headers, body, eventStream, placement };
   }
 
-  #count(
+  /** Counts how a request ended and tells completion subscribers; returns the error, for `throw`. */
+  #count<E extends FreeshError | undefined>(
     outcome: Outcome,
     backendId: string | undefined,
-    error: FreeshError | undefined,
+    error: E,
     request?: RoutingRequest,
     placement?: Placement,
     outputTokens?: number,
-  ): FreeshError {
+  ): E {
     this.metrics.count(outcome, backendId);
     if (request && completionChannel.hasSubscribers) {
       completionChannel.publish({
@@ -593,7 +594,7 @@ export class Router {
         error,
       } satisfies CompletionEvent);
     }
-    return error!;
+    return error;
   }
 
   #settled(): void {

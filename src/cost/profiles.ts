@@ -53,6 +53,17 @@ export function decodeStepMs(profile: InstanceProfile, batch: number): number {
   return interpolate(profile.decodeStepMs, Math.max(1, batch));
 }
 
+/**
+ * Requests per second an instance sustains with continuous batching: a batch of `batch` produces
+ * `batch` tokens per decode step, and each request also costs one prefill during which nothing
+ * decodes, so x requests/s need x·prefill seconds of prefill and x·outputTokens tokens:
+ *   x = (batch / step) / (outputTokens + prefill · batch / step).
+ */
+export function throughputRps(batch: number, stepMs: number, prefillTimeMs: number, outputTokens: number): number {
+  const tokensPerS = (batch / stepMs) * 1000;
+  return tokensPerS / (outputTokens + (prefillTimeMs / 1000) * tokensPerS);
+}
+
 export function prefillMs(profile: InstanceProfile, promptTokens: number): number {
   const [x0, y0] = profile.prefillMs[0]!;
   // Below the first measured point, prefill time shrinks in proportion to the prompt.

@@ -1,6 +1,6 @@
 import highsLoader, { type Highs } from 'highs';
 import type { FrequencyModel } from '../cost/frequency.js';
-import { decodePowerW, decodeStepMs, prefillMs } from '../cost/profiles.js';
+import { decodePowerW, decodeStepMs, prefillMs, throughputRps } from '../cost/profiles.js';
 import { REQUEST_TYPES, type RequestType } from '../request/request-type.js';
 import { type SloClass, ttftTargetMs } from '../request/slo.js';
 import type { Backend } from '../types.js';
@@ -119,8 +119,7 @@ export function formulate(input: PlanInput): Formulation {
         const d = input.demand[k];
         const prefill = prefillMs(p, d.meanPromptTokens) * input.frequency.prefillTime(clock);
         if (stepMs >= input.slo.tbtMs || prefill + stepMs > ttftTargetMs(input.slo, d.meanPromptTokens)) continue;
-        const tokensPerS = (batch / stepMs) * 1000;
-        const capacity = tokensPerS / (d.meanOutputTokens + (prefill / 1000) * tokensPerS);
+        const capacity = throughputRps(batch, stepMs, prefill, d.meanOutputTokens);
         const energyJ =
           (prefill / 1000) * (p.prefillW - p.idleW) * dynamic + (d.meanOutputTokens * stepMs * (decodePowerW(p, batch) - p.idleW) * dynamic) / batch / 1000;
         const l = `l_${bi}_${fi}_${ki}`;

@@ -197,6 +197,11 @@ export async function saveLengthModel(network: tf.LayersModel, spec: LengthModel
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
     }),
   );
+  await writeSpec(spec, dir);
+}
+
+/** Writes spec.json alone (the weights stay as they are). */
+export async function writeSpec(spec: LengthModelSpec, dir: string): Promise<void> {
   await writeFile(join(dir, 'spec.json'), `${JSON.stringify(spec, null, 2)}\n`);
 }
 

@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { type LengthExample, loadLengthExamples, splitByQuestion } from './dataset.js';
 import { lengthMetrics, type LengthMetrics, perModelMeanBaseline, promptLengthBaseline } from './evaluation.js';
 import { FEATURE_LENGTH, FEATURE_VERSION, HASH_BUCKETS, promptFeatures, promptTokenCount } from './features.js';
-import { buildNetwork, fitNetwork, initBackend, type LengthModel, type LengthModelSpec, loadLengthModel, questionEffects, saveLengthModel } from './length-model.js';
+import { buildNetwork, fitNetwork, initBackend, type LengthModel, type LengthModelSpec, loadLengthModel, questionEffects, saveLengthModel, writeSpec } from './length-model.js';
 
 export const TEST_SHARE = 0.2;
 export const DEFAULT_SEED = 7;
@@ -134,7 +134,8 @@ async function main(): Promise<void> {
   };
   await saveLengthModel(network, spec, values.out);
   const report = await evaluateSaved(values.out, examples, seed);
-  await saveLengthModel(network, { ...spec, metrics: report }, values.out);
+  // The measured figures join the spec; the weights written above are the ones measured.
+  await writeSpec({ ...spec, metrics: report }, values.out);
   await writeFile(join(values.out, 'MODEL_CARD.md'), modelCard(report, spec, epochs));
   console.log(JSON.stringify(report));
 }

@@ -1,14 +1,11 @@
-import { BUILTIN_PROFILES, decodeStepMs, prefillMs } from '../cost/profiles.js';
+import { BUILTIN_PROFILES, decodeStepMs, prefillMs, throughputRps } from '../cost/profiles.js';
 import type { FleetSpec } from './fleet.js';
 import type { Trace } from './trace.js';
 
 /**
- * Requests per second the fleet sustains for a trace's mix, at full clock with every instance on.
- * An instance running batch B (its admitted concurrency) produces B tokens per decode step; each
- * request also costs one prefill of the mean prompt, during which nothing decodes. So x requests/s
- * need x·prefill seconds of prefill and x·meanOut tokens, and
- *   x = (B / step(B)) / (meanOut + prefill(meanPrompt) · B / step(B)).
- * Utilisation = offered request rate / the sum of x over instances.
+ * Requests per second the fleet sustains for a trace's mix, at full clock with every instance on:
+ * the sum over instances of `throughputRps` at the instance's admitted batch, the trace's mean
+ * prompt and mean output. Utilisation = offered request rate / this.
  */
 export function fleetCapacityRps(fleet: FleetSpec, trace: Trace): number {
   const n = trace.requests.length;
@@ -18,8 +15,7 @@ export function fleetCapacityRps(fleet: FleetSpec, trace: Trace): number {
   for (const b of fleet.backends) {
     const profile = BUILTIN_PROFILES[b.mode]!;
     const batch = Math.min(b.maxConcurrency, profile.maxBatch);
-    const tokensPerS = (batch / decodeStepMs(profile, batch)) * 1000;
-    total += tokensPerS / (meanOut + (prefillMs(profile, meanPrompt) / 1000) * tokensPerS);
+    total += throughputRps(batch, decodeStepMs(profile, batch), prefillMs(profile, meanPrompt), meanOut);
   }
   return total;
 }

@@ -4,13 +4,12 @@ import { dirname, join } from 'node:path';
 import type { RunMetrics } from './evaluate.js';
 import type { Evaluation } from './harness.js';
 
+/** The figures of one run that the benchmark's last JSON line carries. */
+export type HeadlineFigures = Pick<RunMetrics, 'energyKWh' | 'carbonKg' | 'sloAttainment' | 'jain' | 'vtcGap' | 'ttftP99Ms' | 'completed' | 'rejected'>;
+
 /** The headline figures per run, as the benchmark's last JSON line carries them. */
-export function headline(evaluation: Evaluation): {
-  trace: string;
-  utilisation: number;
-  policies: Record<string, Pick<RunMetrics, 'energyKWh' | 'carbonKg' | 'sloAttainment' | 'jain' | 'vtcGap' | 'ttftP99Ms' | 'completed' | 'rejected'>>;
-} {
-  const policies: Record<string, Pick<RunMetrics, 'energyKWh' | 'carbonKg' | 'sloAttainment' | 'jain' | 'vtcGap' | 'ttftP99Ms' | 'completed' | 'rejected'>> = {};
+export function headline(evaluation: Evaluation): { trace: string; utilisation: number; policies: Record<string, HeadlineFigures> } {
+  const policies: Record<string, HeadlineFigures> = {};
   for (const { spec, metrics: m } of evaluation.runs) {
     policies[spec.name] = {
       energyKWh: round(m.energyKWh, 3),

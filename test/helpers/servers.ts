@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FileConfigInput } from '../../src/config/schema.js';
+import { closeServer } from '../../src/sim/backend-server.js';
 import { type RunningProxy, startProxy } from '../../src/proxy/standalone.js';
 import type { RouterOptions } from '../../src/router.js';
 
@@ -22,11 +23,7 @@ export async function upstream(handler: (req: IncomingMessage, res: ServerRespon
   return {
     baseURL: `http://127.0.0.1:${port}/v1`,
     server,
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => closeServer(server),
   };
 }
 
