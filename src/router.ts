@@ -477,7 +477,8 @@ export class Router {
       prediction,
       requestType,
       slo,
-      deadlineMs: this.#deadline(request, prediction, slo, candidates),
+      deadlineMs: this.#deadline(request, prediction.outputTokensP50, slo, candidates, (c) => c.cost.e2eMs),
+      deadlineP90Ms: this.#deadline(request, prediction.outputTokensP90, slo, candidates, (c) => c.cost.e2eP90Ms),
       nowMs,
       rng: this.#rng,
       objective: this.config.objective,
@@ -497,14 +498,15 @@ export class Router {
   }
 
   /**
-   * `targets`: arrival + the class's TTFT target + (p50 − 1) × its TBT target. `slack` (FREESH):
-   * arrival + slackFactor × (TTFT + (p50 − 1) × TBT) on the fastest candidate as if idle.
+   * When a request of `outputTokens` should finish. `targets`: arrival + the class's TTFT target +
+   * (tokens − 1) × its TBT target. `slack` (FREESH): arrival + slackFactor × the fastest candidate's
+   * `e2e` (the estimate for those tokens) as if idle.
    */
-  #deadline(request: RoutingRequest, prediction: Prediction, slo: SloClass, candidates: readonly Candidate[]): number {
+  #deadline(request: RoutingRequest, outputTokens: number, slo: SloClass, candidates: readonly Candidate[], e2e: (c: Candidate) => number): number {
     const rule = this.config.deadline;
-    if (rule.mode === 'targets') return request.arrivalMs + ttftTargetMs(slo, request.promptTokens) + (prediction.outputTokensP50 - 1) * slo.tbtMs;
+    if (rule.mode === 'targets') return request.arrivalMs + ttftTargetMs(slo, request.promptTokens) + (outputTokens - 1) * slo.tbtMs;
     let best = Number.POSITIVE_INFINITY;
-    for (const c of candidates) best = Math.min(best, c.cost.e2eMs - c.cost.waitMs);
+    for (const c of candidates) best = Math.min(best, e2e(c) - c.cost.waitMs);
     return request.arrivalMs + rule.slackFactor * (Number.isFinite(best) ? best : 0);
   }
 

@@ -30,7 +30,7 @@ export const deadlineFilter: Filter = Object.freeze<Filter>({
   keep: (c, ctx) =>
     c.cost.ttftMs <= ttftTargetMs(ctx.slo, ctx.request.promptTokens) &&
     c.cost.tbtMs <= TBT_HEADROOM * Math.min(ctx.slo.tbtMs, c.strictestTbtMs) &&
-    ctx.nowMs + c.cost.e2eP90Ms <= ctx.deadlineMs,
+    ctx.nowMs + c.cost.e2eP90Ms <= ctx.deadlineP90Ms,
 });
 
 /** Share of a TBT target a placement may plan to use. */

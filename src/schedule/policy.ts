@@ -12,6 +12,8 @@ export interface DecisionContext {
   readonly slo: SloClass;
   /** When the request should be finished (router clock, ms). */
   readonly deadlineMs: number;
+  /** The same deadline for an output as long as the p90 prediction: feasibility is judged against it. */
+  readonly deadlineP90Ms: number;
   readonly nowMs: number;
   readonly rng: Rng;
   /** What the policy minimises. */

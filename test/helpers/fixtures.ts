@@ -56,6 +56,7 @@ export function decisionContext(overrides: Partial<DecisionContext> = {}): Decis
     requestType: 'SS',
     slo: DEFAULT_SLO_CLASSES.standard!,
     deadlineMs: 10_000,
+    deadlineP90Ms: 15_000,
     nowMs: 0,
     rng: seededRng(1),
     objective: 'carbon',

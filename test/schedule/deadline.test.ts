@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { heuristicPredictor } from '../../src/predict/predictor.js';
 import { createRouter } from '../../src/router.js';
+import { maxScorePicker } from '../../src/schedule/plugins.js';
+import type { DecisionContext, Policy } from '../../src/schedule/policy.js';
 
 const config = {
   sites: [{ id: 's', carbon: { gramsPerKWh: 100 } }],
@@ -33,6 +35,35 @@ describe('deadlines', () => {
     expect(fastest).toBeDefined();
     expect(placement.deadlineMs - request.arrivalMs).toBeCloseTo(1.4 * (fastest!.e2eMs - fastest!.waitMs), 6);
     await router.close();
+  });
+
+  it('a p90 end is judged against the same rule applied to the p90 length, not against the p50 deadline', async () => {
+    const seen: DecisionContext[] = [];
+    const recording: Policy = {
+      name: 'recording',
+      filters: [{ name: 'record', keep: (_c, ctx) => (seen.push(ctx), true) }],
+      scorers: [],
+      picker: maxScorePicker(),
+    };
+    const request = (router: ReturnType<typeof createRouter>) =>
+      router.parse({ endpoint: 'chat.completions', body: Buffer.from(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x'.repeat(4_000) }], max_tokens: 1_000 })), header: (n) => headers[n] });
+    // The heuristic predicts p50 129 and p90 424 tokens.
+    const targets = createRouter({ ...config, policy: recording });
+    const a = request(targets);
+    await targets.route(a);
+    expect(seen.at(-1)!.deadlineMs - a.arrivalMs).toBeCloseTo(1_000 + 128 * 100, 6);
+    expect(seen.at(-1)!.deadlineP90Ms - a.arrivalMs).toBeCloseTo(1_000 + 423 * 100, 6);
+    await targets.close();
+
+    const slack = createRouter({ ...config, policy: recording, deadline: { mode: 'slack', slackFactor: 1.4 } });
+    const b = request(slack);
+    await slack.route(b);
+    const ctx = seen.at(-1)!;
+    const idle = (pick: (c: DecisionContext['candidates'][number]) => number) => Math.min(...ctx.candidates.map((c) => pick(c) - c.cost.waitMs));
+    expect(ctx.deadlineMs - b.arrivalMs).toBeCloseTo(1.4 * idle((c) => c.cost.e2eMs), 6);
+    expect(ctx.deadlineP90Ms - b.arrivalMs).toBeCloseTo(1.4 * idle((c) => c.cost.e2eP90Ms), 6);
+    expect(ctx.deadlineP90Ms).toBeGreaterThan(ctx.deadlineMs);
+    await slack.close();
   });
 
   it('an unknown SLO class is a 400 naming the known ones; a class may reject late requests with 503', async () => {

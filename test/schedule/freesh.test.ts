@@ -22,9 +22,10 @@ describe('freesh plugins', () => {
     expect([objectiveScorer.score(a, energy), objectiveScorer.score(b, energy)]).toEqual([0.25, 1]);
   });
 
-  it('the deadline filter checks TTFT, TBT (against the tightest running target too) and the p90 end', () => {
+  it('the deadline filter checks TTFT, TBT (against the tightest running target too) and the p90 end against the p90 deadline', () => {
     const slo = DEFAULT_SLO_CLASSES.standard!; // TTFT 2 s + 1 ms/token, TBT 150 ms
-    const ctx = decisionContext({ slo, nowMs: 0, deadlineMs: 20_000 }); // prompt of 512 tokens: TTFT target 2,512 ms
+    // Prompt of 512 tokens: TTFT target 2,512 ms. The p50 deadline is not what a p90 end is held to.
+    const ctx = decisionContext({ slo, nowMs: 0, deadlineMs: 12_000, deadlineP90Ms: 20_000 });
     const ok = costed('ok', { ttftMs: 2_000, tbtMs: 100, e2eP90Ms: 19_000 });
     expect(deadlineFilter.keep(ok, ctx)).toBe(true);
     expect(deadlineFilter.keep(costed('slow-start', { ttftMs: 2_600, tbtMs: 100, e2eP90Ms: 19_000 }), ctx)).toBe(false);
