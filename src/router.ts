@@ -5,7 +5,7 @@ import { carbonSignalFromConfig } from './carbon/from-config.js';
 import type { CarbonSignal } from './carbon/signal.js';
 import { type Clock, type Rng, systemClock } from './clock.js';
 import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
-import { type CostModel, createCostModel } from './cost/cost-model.js';
+import { type CostModel, createCostModel, prefillTokensPerMs } from './cost/cost-model.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './cost/frequency.js';
 import { BUILTIN_PROFILES } from './cost/profiles.js';
 import {
@@ -40,6 +40,7 @@ import { TBT_HEADROOM } from './schedule/freesh.js';
 import { type DecisionTrace, decide } from './schedule/orchestrator.js';
 import type { DecisionContext, Policy } from './schedule/policy.js';
 import { MemoryStateStore } from './state/memory-store.js';
+import { PrefillBacklog } from './state/prefill-backlog.js';
 import { RateMeter } from './state/rate-meter.js';
 import type { StateStore } from './state/store.js';
 import type { Backend, Candidate, CostEstimate, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
@@ -132,6 +133,7 @@ export class Router {
   readonly #store: StateStore;
   readonly #predictor: Predictor;
   readonly #costModel: CostModel;
+  readonly #frequency: FrequencyModel;
   readonly #carbon: CarbonSignal;
   readonly #planner: PoolPlanner | undefined;
   readonly #fairShare: FairShare | undefined;
@@ -139,6 +141,8 @@ export class Router {
   readonly #byModel = new Map<string, Backend[]>();
   readonly #queues = new Map<string, AdmissionQueue>();
   readonly #prefillLoad = new Map<string, RateMeter>();
+  /** Prompt tokens each backend has been sent and not yet prefilled, by this router's reckoning. */
+  readonly #prefillBacklog = new Map<string, PrefillBacklog>();
   /** Per backend, requests running by their TBT target: the tightest one bounds new placements. */
   readonly #runningTbt = new Map<string, Map<number, number>>();
   readonly #backendIds: readonly string[];
@@ -168,6 +172,7 @@ export class Router {
         onError: (err) => console.warn(`freesh: the length model is unavailable, using the heuristic predictor: ${String(err)}`),
       });
     const frequency = frequencyModel ?? DEFAULT_FREQUENCY_MODEL;
+    this.#frequency = frequency;
     this.#costModel = costModel ?? createCostModel(frequency);
 
     if (typeof policy === 'object') this.policy = policy;
@@ -194,6 +199,7 @@ export class Router {
           baseURL: b.baseURL,
           models: new Set(b.models),
           maxConcurrency: b.maxConcurrency,
+          prefillChunkTokens: b.prefillChunkTokens,
           profile: BUILTIN_PROFILES[b.mode]!,
           apiKey: b.apiKey,
         }),
@@ -206,6 +212,7 @@ export class Router {
     for (const backend of this.backends) {
       for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
       this.#prefillLoad.set(backend.id, new RateMeter(PREFILL_LOAD_TAU_MS));
+      this.#prefillBacklog.set(backend.id, new PrefillBacklog());
       this.#runningTbt.set(backend.id, new Map());
       this.#queues.set(
         backend.id,
@@ -391,6 +398,7 @@ export class Router {
       const leaseId = `${request.id}#${attempt}`;
       const sentAtMs = this.#clock.now();
       this.#prefillLoad.get(backend.id)!.add(request.promptTokens, sentAtMs);
+      this.#prefillBacklog.get(backend.id)!.add(request.promptTokens, sentAtMs);
       const tbtTarget = this.config.sloClasses[request.sloClass]!.tbtMs;
       const running = this.#runningTbt.get(backend.id)!;
       running.set(tbtTarget, (running.get(tbtTarget) ?? 0) + 1);
@@ -455,6 +463,8 @@ export class Router {
       const state = states.get(backend.id)!;
       const queued = this.#queues.get(backend.id)!.waiting;
       const promptTokensPerS = this.#prefillLoad.get(backend.id)!.perSecond(nowMs);
+      const clockFraction = planView?.plan.clockFraction.get(backend.id) ?? 1;
+      const prefillBacklogTokens = this.#prefillBacklog.get(backend.id)!.pending(nowMs, prefillTokensPerMs(backend, state.inFlight, clockFraction, this.#frequency));
       const cost = this.#costModel.estimate({
         request,
         prediction,
@@ -462,9 +472,10 @@ export class Router {
         state,
         queued,
         promptTokensPerS,
+        prefillBacklogTokens,
         nowMs,
         gramsPerKWh: this.#carbon.gramsPerKWh(backend.site.id, nowMs),
-        clockFraction: planView?.plan.clockFraction.get(backend.id) ?? 1,
+        clockFraction,
       });
       let strictestTbtMs = Number.POSITIVE_INFINITY;
       for (const tbt of this.#runningTbt.get(backend.id)!.keys()) strictestTbtMs = Math.min(strictestTbtMs, tbt);

@@ -50,6 +50,8 @@ export interface Backend {
   readonly models: ReadonlySet<string>;
   /** Requests this backend runs at once; more wait in its admission queue. */
   readonly maxConcurrency: number;
+  /** Prompt tokens the backend prefills per step (chunked prefill). */
+  readonly prefillChunkTokens: number;
   /** Power and speed curves of the instance (GPU type, count and parallelism mode). */
   readonly profile: InstanceProfile;
   /** Sent as `Authorization: Bearer ...` to this backend, replacing the caller's. */

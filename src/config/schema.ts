@@ -60,6 +60,11 @@ export const backendSchema = z.strictObject({
   models: z.array(z.string().min(1)).min(1),
   /** Requests run at once; more wait in the router's queue. Default 64. */
   maxConcurrency: z.int().positive().max(100_000).default(64),
+  /**
+   * Prompt tokens the backend prefills per step with chunked prefill (vLLM's `max_num_batched_tokens`).
+   * The cost model queues prompts behind each other at this rate. Default 512.
+   */
+  prefillChunkTokens: z.int().positive().max(1_000_000).default(512),
   /** Parallelism mode naming a built-in instance profile (`2xA100`, `4xA100`, `8xA100`, `2xH100`, `4xH100`). Default `2xA100`. */
   mode: z.enum(Object.keys(BUILTIN_PROFILES) as [string, ...string[]]).default('2xA100'),
   /** Bearer token sent to this backend instead of the caller's Authorization header. */

@@ -1,6 +1,6 @@
 import type { Backend, BackendState, CostEstimate, Prediction, RoutingRequest } from '../types.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './frequency.js';
-import { decodePowerW, decodeStepMs, type InstanceProfile, prefillMs } from './profiles.js';
+import { decodePowerW, decodeStepMs, prefillMs } from './profiles.js';
 
 /**
  * Estimates what a request would cost on a backend. Contract: pure and synchronous (no I/O, no
@@ -19,6 +19,8 @@ export interface CostInput {
   readonly queued: number;
   /** Prompt tokens sent to the backend lately, per second: prefill steals time from decoding. */
   readonly promptTokensPerS: number;
+  /** Prompt tokens sent to the backend and not yet prefilled (see PrefillBacklog): this prompt waits for them. */
+  readonly prefillBacklogTokens: number;
   readonly nowMs: number;
   /** The site's carbon intensity now (gCO2e/kWh). */
   readonly gramsPerKWh: number;
@@ -36,15 +38,16 @@ const JOULES_PER_KWH = 3.6e6;
  */
 export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MODEL): CostModel {
   return Object.freeze<CostModel>({
-    estimate({ request, prediction, backend, state, queued, promptTokensPerS, gramsPerKWh, clockFraction }: CostInput): CostEstimate {
+    estimate({ request, prediction, backend, state, queued, promptTokensPerS, prefillBacklogTokens, gramsPerKWh, clockFraction }: CostInput): CostEstimate {
       const profile = backend.profile;
       const batch = Math.min(backend.maxConcurrency, state.inFlight + 1);
       // With continuous batching, prompts prefill in the same steps that decode: the share of time
       // spent prefilling stretches every running request's time between tokens.
-      const prefillShare = Math.min(0.9, (promptTokensPerS * prefillMsPerToken(profile) * frequency.prefillTime(clockFraction)) / 1000);
+      const prefillShare = Math.min(0.9, (promptTokensPerS * prefillMsPerToken(backend) * frequency.prefillTime(clockFraction)) / 1000);
       const tbtMs = (decodeStepMs(profile, batch) * frequency.decodeTime(clockFraction)) / (1 - prefillShare);
-      // A prompt also waits for the prefills already scheduled ahead of it: the same stretch applies.
-      const firstMs = (prefillMs(profile, request.promptTokens) * frequency.prefillTime(clockFraction)) / (1 - prefillShare) + tbtMs;
+      // Chunked prefill: the prompt is prefilled after the backlog ahead of it, a chunk a step, each
+      // step also decoding the running batch; its first token comes out of the step that finishes it.
+      const firstMs = (prefillBacklogTokens + request.promptTokens) / prefillTokensPerMs(backend, state.inFlight, clockFraction, frequency);
       const serviceMs = firstMs + (prediction.outputTokensP50 - 1) * tbtMs;
       // Waiting requests drain maxConcurrency at a time, each taking about one service time.
       const ahead = state.inFlight + queued + 1 - backend.maxConcurrency;
@@ -66,7 +69,19 @@ export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MO
 
 export const profileCostModel: CostModel = createCostModel();
 
-/** Prefill time per prompt token at a typical prompt length (1,024 tokens). */
-export function prefillMsPerToken(profile: InstanceProfile): number {
-  return prefillMs(profile, 1024) / 1024;
+/**
+ * Prompt tokens a backend prefills per ms while `running` sequences decode: one chunk of
+ * `prefillChunkTokens` a step, and each step also decodes the batch.
+ */
+export function prefillTokensPerMs(backend: Backend, running: number, clockFraction: number, frequency: FrequencyModel = DEFAULT_FREQUENCY_MODEL): number {
+  const chunk = backend.prefillChunkTokens;
+  const batch = Math.min(backend.maxConcurrency, running);
+  const stepMs =
+    prefillMs(backend.profile, chunk) * frequency.prefillTime(clockFraction) + (batch > 0 ? decodeStepMs(backend.profile, batch) * frequency.decodeTime(clockFraction) : 0);
+  return chunk / stepMs;
+}
+
+/** Prefill time per prompt token, prefilled a chunk at a time. */
+export function prefillMsPerToken(backend: Backend): number {
+  return prefillMs(backend.profile, backend.prefillChunkTokens) / backend.prefillChunkTokens;
 }

@@ -1,9 +1,26 @@
 import { describe, expect, it } from 'vitest';
-import { profileCostModel } from '../../src/cost/cost-model.js';
+import { type CostInput, prefillTokensPerMs, profileCostModel } from '../../src/cost/cost-model.js';
 import { BUILTIN_PROFILES, decodePowerW, decodeStepMs, interpolate, prefillMs } from '../../src/cost/profiles.js';
 import { backend, request } from '../helpers/fixtures.js';
 
 const prediction = { outputTokensP50: 100, outputTokensP90: 300, source: 'test' };
+
+/** An idle 2×A100 backend at full clock, a 512-token prompt, nothing sent lately. */
+function input(overrides: Partial<CostInput> = {}): CostInput {
+  return {
+    request: request(),
+    prediction,
+    backend: backend('a'),
+    state: { inFlight: 0, healthy: true },
+    queued: 0,
+    promptTokensPerS: 0,
+    prefillBacklogTokens: 0,
+    nowMs: 0,
+    gramsPerKWh: 400,
+    clockFraction: 1,
+    ...overrides,
+  };
+}
 
 describe('profile cost model', () => {
   it('interpolates and extrapolates curves linearly', () => {
@@ -20,24 +37,23 @@ describe('profile cost model', () => {
     expect(p.idleW).toBe(126);
   });
 
-  it('an idle backend: no wait, TTFT = prefill + a step, e2e = TTFT + (tokens − 1) × TBT, energy from power × time × PUE', () => {
+  it('an idle backend: no wait, TTFT = the prefill, e2e = TTFT + (tokens − 1) × TBT, energy from power × time × PUE', () => {
     const b = backend('a');
-    const est = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, promptTokensPerS: 0, gramsPerKWh: 400, clockFraction: 1 });
+    const est = profileCostModel.estimate(input({ backend: b }));
     const tbt = decodeStepMs(b.profile, 1);
     expect(est.waitMs).toBe(0);
     expect(est.tbtMs).toBe(tbt);
-    expect(est.ttftMs).toBeCloseTo(196 + tbt, 9);
-    expect(est.e2eMs).toBeCloseTo(196 + tbt + 99 * tbt, 9);
-    expect(est.e2eP90Ms).toBeCloseTo(196 + tbt + 299 * tbt, 9);
+    expect(est.ttftMs).toBeCloseTo(196, 9); // one 512-token chunk
+    expect(est.e2eMs).toBeCloseTo(196 + 99 * tbt, 9);
+    expect(est.e2eP90Ms).toBeCloseTo(196 + 299 * tbt, 9);
     expect(est.energyJ).toBeCloseTo((decodePowerW(b.profile, 1) * est.e2eMs * 1.2) / 1000, 9);
     expect(est.carbonG).toBeCloseTo((est.energyJ / 3.6e6) * 400, 12);
   });
 
   it('a lower clock slows decode a little, prefill a lot, and cuts energy (the frequency model)', () => {
     const b = backend('a');
-    const input = { request: request(), prediction, backend: b, state: { inFlight: 3, healthy: true }, queued: 0, promptTokensPerS: 0, nowMs: 0, gramsPerKWh: 400 };
-    const full = profileCostModel.estimate({ ...input, clockFraction: 1 });
-    const slow = profileCostModel.estimate({ ...input, clockFraction: 0.7 });
+    const full = profileCostModel.estimate(input({ backend: b, state: { inFlight: 3, healthy: true } }));
+    const slow = profileCostModel.estimate(input({ backend: b, state: { inFlight: 3, healthy: true }, clockFraction: 0.7 }));
     expect(slow.tbtMs / full.tbtMs).toBeCloseTo(1 + 0.05 * (1 / 0.7 - 1), 9);
     expect(slow.ttftMs).toBeGreaterThan(full.ttftMs * 1.2);
     expect(slow.energyJ).toBeLessThan(full.energyJ * 0.8);
@@ -45,26 +61,41 @@ describe('profile cost model', () => {
 
   it('prefill load stretches the time between tokens', () => {
     const b = backend('a');
-    const input = { request: request(), prediction, backend: b, state: { inFlight: 3, healthy: true }, queued: 0, nowMs: 0, gramsPerKWh: 400, clockFraction: 1 };
-    const quiet = profileCostModel.estimate({ ...input, promptTokensPerS: 0 });
-    // 1,024 prompt tokens a second, each second: half the time goes to prefill.
-    const perToken = prefillMs(b.profile, 1024) / 1024;
-    const busy = profileCostModel.estimate({ ...input, promptTokensPerS: 500 / perToken });
+    const quiet = profileCostModel.estimate(input({ backend: b, state: { inFlight: 3, healthy: true } }));
+    // Prompt tokens at a rate that fills half of every second with prefill chunks of 512 tokens.
+    const perToken = prefillMs(b.profile, 512) / 512;
+    const busy = profileCostModel.estimate(input({ backend: b, state: { inFlight: 3, healthy: true }, promptTokensPerS: 500 / perToken }));
     expect(busy.tbtMs / quiet.tbtMs).toBeCloseTo(2, 9);
   });
 
+  it('a prompt waits for the prompts sent before it, prefilled a chunk a step between decode steps', () => {
+    const b = backend('a');
+    const running = { inFlight: 4, healthy: true };
+    const alone = profileCostModel.estimate(input({ backend: b, state: running }));
+    const behind = profileCostModel.estimate(input({ backend: b, state: running, prefillBacklogTokens: 2_048 }));
+    // 2×A100: a step prefills 512 tokens (196 ms) and decodes the batch of 4.
+    const step = 196 + decodeStepMs(b.profile, 4);
+    expect(prefillTokensPerMs(b, 4, 1)).toBeCloseTo(512 / step, 12);
+    expect(alone.ttftMs).toBeCloseTo(step, 9);
+    expect(behind.ttftMs).toBeCloseTo(5 * step, 9);
+    expect(behind.tbtMs).toBe(alone.tbtMs);
+    // A larger chunk drains the same backlog in fewer steps: 2,560 tokens in 1.25 steps of 2,048 (687 ms).
+    const wide = backend('w', { prefillChunkTokens: 2_048 });
+    const wideStep = 687 + decodeStepMs(b.profile, 4);
+    expect(profileCostModel.estimate(input({ backend: wide, state: running, prefillBacklogTokens: 2_048 })).ttftMs).toBeCloseTo(1.25 * wideStep, 9);
+  });
+
   it('carbon follows the intensity it is given', () => {
-    const input = { request: request(), prediction, backend: backend('a'), state: { inFlight: 0, healthy: true }, queued: 0, promptTokensPerS: 0, nowMs: 0, clockFraction: 1 };
-    const clean = profileCostModel.estimate({ ...input, gramsPerKWh: 50 });
-    const dirty = profileCostModel.estimate({ ...input, gramsPerKWh: 500 });
+    const clean = profileCostModel.estimate(input({ gramsPerKWh: 50 }));
+    const dirty = profileCostModel.estimate(input({ gramsPerKWh: 500 }));
     expect(dirty.carbonG / clean.carbonG).toBeCloseTo(10, 9);
     expect(dirty.energyJ).toBe(clean.energyJ);
   });
 
   it('a saturated backend adds queue wait, and sharing a batch lowers each request\'s energy', () => {
     const b = backend('a', { maxConcurrency: 4 });
-    const idle = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 0, healthy: true }, queued: 0, nowMs: 0, promptTokensPerS: 0, gramsPerKWh: 400, clockFraction: 1 });
-    const busy = profileCostModel.estimate({ request: request(), prediction, backend: b, state: { inFlight: 4, healthy: true }, queued: 4, nowMs: 0, promptTokensPerS: 0, gramsPerKWh: 400, clockFraction: 1 });
+    const idle = profileCostModel.estimate(input({ backend: b }));
+    const busy = profileCostModel.estimate(input({ backend: b, state: { inFlight: 4, healthy: true }, queued: 4 }));
     expect(busy.waitMs).toBeGreaterThan(0);
     expect(busy.ttftMs).toBeGreaterThan(idle.ttftMs);
     expect(busy.energyJ).toBeLessThan(idle.energyJ);

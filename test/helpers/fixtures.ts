@@ -13,6 +13,7 @@ export function backend(id: string, overrides: Partial<Backend> = {}): Backend {
     baseURL: 'http://127.0.0.1:1/v1',
     models: new Set(['m']),
     maxConcurrency: 10,
+    prefillChunkTokens: 512,
     profile: BUILTIN_PROFILES['2xA100']!,
     apiKey: undefined,
     ...overrides,

@@ -12,6 +12,7 @@ const backend = (id: string, siteId: string, mode: string, maxConcurrency = 32):
   baseURL: 'http://x/v1',
   models: new Set(['m']),
   maxConcurrency,
+  prefillChunkTokens: 512,
   profile: BUILTIN_PROFILES[mode]!,
   apiKey: undefined,
 });

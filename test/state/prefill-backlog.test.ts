@@ -1,0 +1,23 @@
+import { describe, expect, it } from 'vitest';
+import { PrefillBacklog } from '../../src/state/prefill-backlog.js';
+
+describe('prefill backlog', () => {
+  it('adds what is sent and drains it at the rate given at the last read, never below zero', () => {
+    const backlog = new PrefillBacklog();
+    expect(backlog.pending(0, 2)).toBe(0);
+    backlog.add(1_000, 0);
+    backlog.add(500, 100); // 200 drained in the 100 ms between
+    expect(backlog.pending(100, 2)).toBe(1_300);
+    expect(backlog.pending(400, 1)).toBe(700); // 300 ms at 2 tokens/ms; 1 token/ms from now on
+    expect(backlog.pending(500, 1)).toBe(600);
+    expect(backlog.pending(10_000, 1)).toBe(0);
+  });
+
+  it('a read from the past drains nothing and moves nothing back', () => {
+    const backlog = new PrefillBacklog();
+    backlog.pending(0, 1);
+    backlog.add(100, 50); // 50 ms of draining an empty queue: nothing
+    expect(backlog.pending(40, 1)).toBe(100);
+    expect(backlog.pending(60, 1)).toBe(90);
+  });
+});
