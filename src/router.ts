@@ -6,6 +6,7 @@ import type { CarbonSignal } from './carbon/signal.js';
 import { type Clock, type Rng, systemClock } from './clock.js';
 import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
 import { type CostModel, createCostModel, prefillTokensPerMs } from './cost/cost-model.js';
+import { LatencyCalibration } from './cost/latency-calibration.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './cost/frequency.js';
 import { BUILTIN_PROFILES } from './cost/profiles.js';
 import {
@@ -141,6 +142,7 @@ export class Router {
   readonly #byModel = new Map<string, Backend[]>();
   readonly #queues = new Map<string, AdmissionQueue>();
   readonly #prefillLoad = new Map<string, RateMeter>();
+  readonly #latency = new LatencyCalibration();
   /** Prompt tokens each backend has been sent and not yet prefilled, by this router's reckoning. */
   readonly #prefillBacklog = new Map<string, PrefillBacklog>();
   /** Per backend, requests running by their TBT target: the tightest one bounds new placements. */
@@ -476,6 +478,7 @@ export class Router {
         nowMs,
         gramsPerKWh: this.#carbon.gramsPerKWh(backend.site.id, nowMs),
         clockFraction,
+        latencyFactor: this.#latency.factor(backend.id),
       });
       let strictestTbtMs = Number.POSITIVE_INFINITY;
       for (const tbt of this.#runningTbt.get(backend.id)!.keys()) strictestTbtMs = Math.min(strictestTbtMs, tbt);
@@ -573,6 +576,9 @@ export class Router {
         error = upstreamDropped(backend.id, err);
       } else if (outcome === 'completed' && tokens !== undefined) {
         this.#predictor.observe?.(request, tokens);
+        // The model's service time for the true length, against the time the backend took.
+        const modelledMs = cost.ttftMs - cost.waitMs + Math.max(0, tokens - 1) * cost.tbtMs;
+        this.#latency.observe(backend.id, modelledMs, this.#clock.now() - sentAtMs);
       }
       if (tokens !== undefined) this.#fairShare?.charge(request.tenant, FairShare.OUTPUT_WEIGHT * (tokens - prediction.outputTokensP50));
       this.#count(outcome, backend.id, error, request, placement, tokens);

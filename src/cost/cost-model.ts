@@ -26,6 +26,8 @@ export interface CostInput {
   readonly gramsPerKWh: number;
   /** The backend's SM clock as a fraction of its maximum (1 unless a plan lowers it). */
   readonly clockFraction: number;
+  /** Observed ÷ modelled service time on this backend lately (see LatencyCalibration); 1 when unknown. */
+  readonly latencyFactor: number;
 }
 
 const JOULES_PER_KWH = 3.6e6;
@@ -38,16 +40,16 @@ const JOULES_PER_KWH = 3.6e6;
  */
 export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MODEL): CostModel {
   return Object.freeze<CostModel>({
-    estimate({ request, prediction, backend, state, queued, promptTokensPerS, prefillBacklogTokens, gramsPerKWh, clockFraction }: CostInput): CostEstimate {
+    estimate({ request, prediction, backend, state, queued, promptTokensPerS, prefillBacklogTokens, gramsPerKWh, clockFraction, latencyFactor }: CostInput): CostEstimate {
       const profile = backend.profile;
       const batch = Math.min(backend.maxConcurrency, state.inFlight + 1);
       // With continuous batching, prompts prefill in the same steps that decode: the share of time
       // spent prefilling stretches every running request's time between tokens.
       const prefillShare = Math.min(0.9, (promptTokensPerS * prefillMsPerToken(backend) * frequency.prefillTime(clockFraction)) / 1000);
-      const tbtMs = (decodeStepMs(profile, batch) * frequency.decodeTime(clockFraction)) / (1 - prefillShare);
+      const tbtMs = (latencyFactor * decodeStepMs(profile, batch) * frequency.decodeTime(clockFraction)) / (1 - prefillShare);
       // Chunked prefill: the prompt is prefilled after the backlog ahead of it, a chunk a step, each
       // step also decoding the running batch; its first token comes out of the step that finishes it.
-      const firstMs = (prefillBacklogTokens + request.promptTokens) / prefillTokensPerMs(backend, state.inFlight, clockFraction, frequency);
+      const firstMs = (latencyFactor * (prefillBacklogTokens + request.promptTokens)) / prefillTokensPerMs(backend, state.inFlight, clockFraction, frequency);
       const serviceMs = firstMs + (prediction.outputTokensP50 - 1) * tbtMs;
       // Waiting requests drain maxConcurrency at a time, each taking about one service time.
       const ahead = state.inFlight + queued + 1 - backend.maxConcurrency;

@@ -23,13 +23,15 @@ export const DEFAULT_PREDICTION_SIGMA = 0.62;
 export const NAMED_RUNS: Readonly<Record<string, (sigma: number) => RunSpec>> = Object.freeze({
   // Round-robin, first come first served, every instance on at maximum clock.
   baseline: (sigma) => ({ name: 'baseline', policy: 'round-robin', prediction: sigma }),
+  // The freesh policy with the other objective switch: least energy instead of least carbon.
+  'freesh-energy': (sigma) => ({ name: 'freesh-energy', policy: 'freesh', prediction: sigma, router: { objective: 'energy' } }),
   // The freesh policy with true output lengths: how much better a perfect predictor would do.
   oracle: () => ({ name: 'oracle', policy: 'freesh', prediction: 'oracle' as const }),
 });
 
-/** The baseline, every router policy by name (round-robin is the baseline's), and the oracle. */
+/** The baseline, every router policy by name (round-robin is the baseline's), freesh minimising energy, and the oracle. */
 export function defaultRunNames(): string[] {
-  return ['baseline', ...Object.keys(BUILTIN_POLICIES).filter((p) => p !== 'round-robin'), 'oracle'];
+  return ['baseline', ...Object.keys(BUILTIN_POLICIES).filter((p) => p !== 'round-robin'), 'freesh-energy', 'oracle'];
 }
 
 export function runSpec(name: string, sigma = DEFAULT_PREDICTION_SIGMA): RunSpec {

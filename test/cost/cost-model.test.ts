@@ -18,6 +18,7 @@ function input(overrides: Partial<CostInput> = {}): CostInput {
     nowMs: 0,
     gramsPerKWh: 400,
     clockFraction: 1,
+    latencyFactor: 1,
     ...overrides,
   };
 }
@@ -83,6 +84,15 @@ describe('profile cost model', () => {
     const wide = backend('w', { prefillChunkTokens: 2_048 });
     const wideStep = 687 + decodeStepMs(b.profile, 4);
     expect(profileCostModel.estimate(input({ backend: wide, state: running, prefillBacklogTokens: 2_048 })).ttftMs).toBeCloseTo(1.25 * wideStep, 9);
+  });
+
+  it('a backend observed to run slow has its latencies scaled by the calibration factor', () => {
+    const b = backend('a');
+    const modelled = profileCostModel.estimate(input({ backend: b, state: { inFlight: 3, healthy: true } }));
+    const slow = profileCostModel.estimate(input({ backend: b, state: { inFlight: 3, healthy: true }, latencyFactor: 1.5 }));
+    expect(slow.tbtMs / modelled.tbtMs).toBeCloseTo(1.5, 9);
+    expect(slow.ttftMs / modelled.ttftMs).toBeCloseTo(1.5, 9);
+    expect(slow.e2eMs / modelled.e2eMs).toBeCloseTo(1.5, 9);
   });
 
   it('carbon follows the intensity it is given', () => {
