@@ -35,6 +35,7 @@ import { AdmissionQueue } from './queue/admission-queue.js';
 import { FairShare } from './queue/fair-share.js';
 import { type RequestType, typeOf } from './request/request-type.js';
 import { type SloClass, ttftTargetMs } from './request/slo.js';
+import { withPriority } from './request/upstream-body.js';
 import { parseRequest } from './request/parse.js';
 import { BUILTIN_POLICIES, type PolicyFactory } from './schedule/builtin.js';
 import { TBT_HEADROOM } from './schedule/freesh.js';
@@ -202,6 +203,7 @@ export class Router {
           models: new Set(b.models),
           maxConcurrency: b.maxConcurrency,
           prefillChunkTokens: b.prefillChunkTokens,
+          forwardPriority: b.forwardPriority,
           profile: BUILTIN_PROFILES[b.mode]!,
           apiKey: b.apiKey,
         }),
@@ -400,8 +402,9 @@ export class Router {
       const leaseId = `${request.id}#${attempt}`;
       const sentAtMs = this.#clock.now();
       this.#prefillLoad.get(backend.id)!.add(request.promptTokens, sentAtMs);
-      this.#prefillBacklog.get(backend.id)!.add(request.promptTokens, sentAtMs);
-      const tbtTarget = this.config.sloClasses[request.sloClass]!.tbtMs;
+      const slo = this.config.sloClasses[request.sloClass]!;
+      this.#prefillBacklog.get(backend.id)!.add(request.promptTokens, sentAtMs, backend.forwardPriority ? slo.priority : 0);
+      const tbtTarget = slo.tbtMs;
       const running = this.#runningTbt.get(backend.id)!;
       running.set(tbtTarget, (running.get(tbtTarget) ?? 0) + 1);
       // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
@@ -422,7 +425,7 @@ export class Router {
           method: 'POST',
           path: UPSTREAM_PATH[request.endpoint],
           headers: upstreamHeaders(request, backend),
-          body: request.rawBody,
+          body: backend.forwardPriority ? withPriority(request.rawBody, slo.priority) : request.rawBody,
           signal,
           onData: (chunk) => meter.push(chunk),
         });
@@ -459,14 +462,18 @@ export class Router {
     const nowMs = this.#clock.now();
     const states = await this.#store.snapshot(this.#backendIds, nowMs);
     const planView = this.#planner?.view();
+    const slo = this.config.sloClasses[request.sloClass]!;
     const candidates: Candidate[] = [];
     for (const backend of pool) {
       if (exclude?.has(backend.id)) continue;
       const state = states.get(backend.id)!;
       const queued = this.#queues.get(backend.id)!.waiting;
-      const promptTokensPerS = this.#prefillLoad.get(backend.id)!.perSecond(nowMs);
+      // The prefill load as it will be with this prompt sent: its own prefill slows the others too.
+      const promptTokensPerS = this.#prefillLoad.get(backend.id)!.perSecond(nowMs) + (request.promptTokens * 1000) / PREFILL_LOAD_TAU_MS;
       const clockFraction = planView?.plan.clockFraction.get(backend.id) ?? 1;
-      const prefillBacklogTokens = this.#prefillBacklog.get(backend.id)!.pending(nowMs, prefillTokensPerMs(backend, state.inFlight, clockFraction, this.#frequency));
+      const prefillBacklogTokens = this.#prefillBacklog
+        .get(backend.id)!
+        .pending(nowMs, prefillTokensPerMs(backend, state.inFlight, clockFraction, this.#frequency), backend.forwardPriority ? slo.priority : 0);
       const cost = this.#costModel.estimate({
         request,
         prediction,
@@ -484,7 +491,6 @@ export class Router {
       for (const tbt of this.#runningTbt.get(backend.id)!.keys()) strictestTbtMs = Math.min(strictestTbtMs, tbt);
       candidates.push({ backend, state, queued, promptTokensPerS, strictestTbtMs, cost });
     }
-    const slo = this.config.sloClasses[request.sloClass]!;
     const requestType = typeOf(request, prediction);
     const ctx: DecisionContext = {
       request,
@@ -637,6 +643,7 @@ function strictestClass(classes: Readonly<Record<string, SloClass>>): SloClass {
     ttftPerPromptTokenMs: Math.min(...all.map((c) => c.ttftPerPromptTokenMs)),
     tbtMs: TBT_HEADROOM * Math.min(...all.map((c) => c.tbtMs)),
     onLate: 'serve',
+    priority: Math.min(...all.map((c) => c.priority)),
   };
 }
 

@@ -52,6 +52,8 @@ export interface Backend {
   readonly maxConcurrency: number;
   /** Prompt tokens the backend prefills per step (chunked prefill). */
   readonly prefillChunkTokens: number;
+  /** Whether requests carry their SLO class priority upstream (the backend schedules by it). */
+  readonly forwardPriority: boolean;
   /** Power and speed curves of the instance (GPU type, count and parallelism mode). */
   readonly profile: InstanceProfile;
   /** Sent as `Authorization: Bearer ...` to this backend, replacing the caller's. */

@@ -65,6 +65,13 @@ export const backendSchema = z.strictObject({
    * The cost model queues prompts behind each other at this rate. Default 512.
    */
   prefillChunkTokens: z.int().positive().max(1_000_000).default(512),
+  /**
+   * Send each request's SLO class priority in the upstream body's `priority` field, for backends
+   * that schedule by it (vLLM started with `--scheduling-policy priority`; others may reject the
+   * field). The cost model then queues a prompt only behind the prompts of its priority or higher.
+   * Default false.
+   */
+  forwardPriority: z.boolean().default(false),
   /** Parallelism mode naming a built-in instance profile (`2xA100`, `4xA100`, `8xA100`, `2xH100`, `4xH100`). Default `2xA100`. */
   mode: z.enum(Object.keys(BUILTIN_PROFILES) as [string, ...string[]]).default('2xA100'),
   /** Bearer token sent to this backend instead of the caller's Authorization header. */
@@ -101,6 +108,11 @@ export const sloClassSchema = z.strictObject({
   tbtMs: z.number().positive(),
   /** When no backend can meet the deadline: `serve` (default) on the least-late backend, or `reject` with 503. */
   onLate: z.enum(['serve', 'reject']).default('serve'),
+  /**
+   * Scheduling priority sent to backends with `forwardPriority` (lower is served first). Default 0;
+   * the built-in classes use 0 (interactive), 1 (standard) and 2 (batch).
+   */
+  priority: z.int().min(-1_000_000).max(1_000_000).default(0),
 });
 
 export const planSchema = z.strictObject({

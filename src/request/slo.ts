@@ -12,13 +12,15 @@ export interface SloClass {
   readonly tbtMs: number;
   /** When no backend can meet the deadline: `serve` on the least-late one, or `reject` with 503. */
   readonly onLate: 'serve' | 'reject';
+  /** Sent to backends that schedule by priority (`forwardPriority`): lower is served first. */
+  readonly priority: number;
 }
 
 /** Defaults: interactive (chat), standard (FREESH's TBT ≤ 150 ms), batch (deadline-tolerant). */
 export const DEFAULT_SLO_CLASSES: Readonly<Record<string, SloClass>> = Object.freeze({
-  interactive: Object.freeze({ ttftBaseMs: 500, ttftPerPromptTokenMs: 0.5, tbtMs: 100, onLate: 'serve' as const }),
-  standard: Object.freeze({ ttftBaseMs: 2_000, ttftPerPromptTokenMs: 1, tbtMs: 150, onLate: 'serve' as const }),
-  batch: Object.freeze({ ttftBaseMs: 60_000, ttftPerPromptTokenMs: 5, tbtMs: 500, onLate: 'serve' as const }),
+  interactive: Object.freeze({ ttftBaseMs: 500, ttftPerPromptTokenMs: 0.5, tbtMs: 100, onLate: 'serve' as const, priority: 0 }),
+  standard: Object.freeze({ ttftBaseMs: 2_000, ttftPerPromptTokenMs: 1, tbtMs: 150, onLate: 'serve' as const, priority: 1 }),
+  batch: Object.freeze({ ttftBaseMs: 60_000, ttftPerPromptTokenMs: 5, tbtMs: 500, onLate: 'serve' as const, priority: 2 }),
 });
 
 export function ttftTargetMs(slo: SloClass, promptTokens: number): number {

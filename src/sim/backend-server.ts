@@ -96,6 +96,8 @@ export async function startSimBackend(options: SimBackendOptions = {}): Promise<
     const cancel = instance.submit({
       promptTokens,
       outputTokens: target,
+      // Scheduled by priority when the body has one, as vLLM with `--scheduling-policy priority`.
+      priority: typeof body.priority === 'number' ? body.priority : undefined,
       onToken(index) {
         const word = (index === 0 ? '' : ' ') + WORDS[(nextId * 7 + index) % WORDS.length];
         if (!stream) return void words.push(word);

@@ -6,7 +6,7 @@ import type { RouterConfigInput } from '../config/schema.js';
  */
 export interface FleetSpec {
   readonly sites: readonly { readonly id: string; readonly region: string; readonly gramsPerKWh: number; readonly pue?: number }[];
-  readonly backends: readonly { readonly id: string; readonly site: string; readonly mode: string; readonly maxConcurrency: number }[];
+  readonly backends: readonly { readonly id: string; readonly site: string; readonly mode: string; readonly maxConcurrency: number; readonly forwardPriority?: boolean }[];
   readonly model: string;
 }
 
@@ -15,7 +15,9 @@ export interface FleetSpec {
  * published parallelism modes. loc1: 4 A100 + 4 H100; loc2: 12 A100 (its 2 H100 fit no published
  * mode); loc3: 8 A100. Regions map the sites onto Electricity Maps zones (CAISO, DE, FR) whose 2023
  * averages are ~261, ~395 and ~49 gCO2e/kWh. maxConcurrency is the batch the router admits: large
- * enough for throughput, small enough that the step time stays well under FREESH's 150 ms TBT.
+ * enough for throughput, small enough that the step time stays well under FREESH's 150 ms TBT. The
+ * instances schedule by priority (vLLM's `--scheduling-policy priority`), so the router forwards
+ * each request's SLO class priority to them, whatever the policy.
  */
 export const FREESH_FLEET: FleetSpec = Object.freeze({
   model: 'llama-3-70b',
@@ -25,13 +27,13 @@ export const FREESH_FLEET: FleetSpec = Object.freeze({
     { id: 'loc3', region: 'FR', gramsPerKWh: 49 },
   ],
   backends: [
-    { id: 'loc1-h100-0', site: 'loc1', mode: '4xH100', maxConcurrency: 64 },
-    { id: 'loc1-a100-0', site: 'loc1', mode: '2xA100', maxConcurrency: 32 },
-    { id: 'loc1-a100-1', site: 'loc1', mode: '2xA100', maxConcurrency: 32 },
-    { id: 'loc2-a100-0', site: 'loc2', mode: '4xA100', maxConcurrency: 48 },
-    { id: 'loc2-a100-1', site: 'loc2', mode: '4xA100', maxConcurrency: 48 },
-    { id: 'loc2-a100-2', site: 'loc2', mode: '4xA100', maxConcurrency: 48 },
-    { id: 'loc3-a100-0', site: 'loc3', mode: '8xA100', maxConcurrency: 64 },
+    { id: 'loc1-h100-0', site: 'loc1', mode: '4xH100', maxConcurrency: 64, forwardPriority: true },
+    { id: 'loc1-a100-0', site: 'loc1', mode: '2xA100', maxConcurrency: 32, forwardPriority: true },
+    { id: 'loc1-a100-1', site: 'loc1', mode: '2xA100', maxConcurrency: 32, forwardPriority: true },
+    { id: 'loc2-a100-0', site: 'loc2', mode: '4xA100', maxConcurrency: 48, forwardPriority: true },
+    { id: 'loc2-a100-1', site: 'loc2', mode: '4xA100', maxConcurrency: 48, forwardPriority: true },
+    { id: 'loc2-a100-2', site: 'loc2', mode: '4xA100', maxConcurrency: 48, forwardPriority: true },
+    { id: 'loc3-a100-0', site: 'loc3', mode: '8xA100', maxConcurrency: 64, forwardPriority: true },
   ],
 });
 

@@ -6,6 +6,8 @@ export interface SimJob {
   readonly promptTokens: number;
   /** Tokens to generate (≥ 1). */
   readonly outputTokens: number;
+  /** Scheduling priority, lower first (vLLM's `--scheduling-policy priority`); equal priorities in arrival order. Default 0. */
+  readonly priority?: number;
   /** Called as each token is produced; `index` 0 is the first token. */
   onToken(index: number): void;
   onDone(): void;
@@ -28,6 +30,7 @@ export interface SimInstanceOptions {
 
 interface Running {
   readonly job: SimJob;
+  readonly priority: number;
   /** Prompt tokens not yet prefilled. */
   toPrefill: number;
   produced: number;
@@ -37,7 +40,8 @@ interface Running {
 /**
  * One inference instance with continuous batching and chunked prefill, on any clock. Each step
  * decodes one token for every sequence past its prefill, and prefills up to `prefillChunkTokens`
- * prompt tokens of the others (oldest first); a step takes the decode step time at that batch plus
+ * prompt tokens of the others (by priority, then oldest first, as vLLM's priority scheduling
+ * does; with no priorities, oldest first); waiting sequences are admitted in the same order. A step takes the decode step time at that batch plus
  * the prefill time of its chunk, and a sequence gets its first token at the end of the step that
  * finishes its prompt. Power is the profile's prefill power during prefill, its decode power at the
  * batch size during decode, and idle power when nothing runs; energy is integrated over the
@@ -134,8 +138,8 @@ export class SimInstance {
   /** Queues a job; returns a function that cancels it (its callbacks stop). Work wakes a parked instance. */
   submit(job: SimJob): () => void {
     this.parked = false;
-    const entry: Running = { job, toPrefill: Math.max(0, job.promptTokens), produced: 0, cancelled: false };
-    this.#waiting.push(entry);
+    const entry: Running = { job, priority: job.priority ?? 0, toPrefill: Math.max(0, job.promptTokens), produced: 0, cancelled: false };
+    insertByPriority(this.#waiting, entry);
     if (!this.#timer) this.#step();
     return () => {
       entry.cancelled = true;
@@ -156,7 +160,7 @@ export class SimInstance {
     this.#accrue();
     this.#running = this.#running.filter((r) => !r.cancelled);
     this.#waiting = this.#waiting.filter((r) => !r.cancelled);
-    while (this.#waiting.length > 0 && this.#running.length < this.#maxBatch) this.#running.push(this.#waiting.shift()!);
+    while (this.#waiting.length > 0 && this.#running.length < this.#maxBatch) insertByPriority(this.#running, this.#waiting.shift()!);
     if (this.#running.length === 0) {
       this.#timer = undefined;
       this.#powerW = this.#idlePowerW();
@@ -212,4 +216,12 @@ export class SimInstance {
     this.#running = still;
     this.#step();
   }
+}
+
+/** Inserts after every entry of the same or a higher priority (lower number): stable in arrival order. */
+function insertByPriority(list: Running[], entry: Running): void {
+  let i = list.length;
+  while (i > 0 && list[i - 1]!.priority > entry.priority) i--;
+  if (i === list.length) list.push(entry);
+  else list.splice(i, 0, entry);
 }

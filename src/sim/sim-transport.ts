@@ -17,7 +17,7 @@ export interface SimTransportHooks {
 
 /**
  * Carries the router's requests straight to simulated instances, in process: no HTTP, no sockets.
- * Headers "arrive" at once; the body is one JSON chunk with the usage figures, pushed when the
+ * The instance schedules by the body's `priority` field when the router sends one. Headers "arrive" at once; the body is one JSON chunk with the usage figures, pushed when the
  * instance produces the last token, so the router meters and releases exactly as in production.
  */
 export class SimTransport implements Transport {
@@ -34,11 +34,13 @@ export class SimTransport implements Transport {
     if (!instance) return Promise.reject(Object.assign(new Error(`no simulated instance for ${backend.id}`), { code: 'ECONNREFUSED' }));
     const id = request.headers['x-request-id'] ?? '';
     const job = this.#hooks.job(id);
+    const priority = priorityOf(request.body);
     const hooks = this.#hooks;
     const body = new Readable({ read() {} });
     const cancel = instance.submit({
       promptTokens: job.promptTokens,
       outputTokens: job.outputTokens,
+      priority,
       onToken(index) {
         if (index === 0) hooks.onFirstToken?.(id);
       },
@@ -60,4 +62,12 @@ export class SimTransport implements Transport {
   close(): Promise<void> {
     return Promise.resolve();
   }
+}
+
+/** The `priority` field of a JSON body, if it has a number there. */
+function priorityOf(body: Uint8Array | undefined): number | undefined {
+  // Cheap test first: most bodies carry no priority.
+  if (!body || Buffer.from(body.buffer, body.byteOffset, body.byteLength).lastIndexOf('"priority"') < 0) return undefined;
+  const value: unknown = (JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')) as Record<string, unknown>).priority;
+  return typeof value === 'number' ? value : undefined;
 }

@@ -14,6 +14,7 @@ export function backend(id: string, overrides: Partial<Backend> = {}): Backend {
     models: new Set(['m']),
     maxConcurrency: 10,
     prefillChunkTokens: 512,
+    forwardPriority: false,
     profile: BUILTIN_PROFILES['2xA100']!,
     apiKey: undefined,
     ...overrides,

@@ -13,6 +13,7 @@ const backend = (id: string, siteId: string, mode: string, maxConcurrency = 32):
   models: new Set(['m']),
   maxConcurrency,
   prefillChunkTokens: 512,
+  forwardPriority: false,
   profile: BUILTIN_PROFILES[mode]!,
   apiKey: undefined,
 });

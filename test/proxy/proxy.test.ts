@@ -140,6 +140,22 @@ describe('proxy: streams are passed through byte-exact, chunk by chunk', () => {
     await post(`${p.url}/v1/chat/completions`, sent, { authorization: 'Bearer sk-caller' });
     expect(seen).toEqual({ body: sent, auth: 'Bearer sk-backend', path: '/v1/chat/completions' });
   });
+
+  it('a backend with forwardPriority receives the SLO class priority in the body, overriding the caller\'s', async () => {
+    const bodies: string[] = [];
+    const up = track(
+      await upstream((_req, res, body) => {
+        bodies.push(body);
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      }),
+    );
+    const p = await proxy({ ...fleetConfig([]), backends: [{ id: 'b1', site: 'loc1', baseURL: up.baseURL, models: ['m'], forwardPriority: true }] });
+    const sent = chatBody({ priority: -100 });
+    await post(`${p.url}/v1/chat/completions`, sent, { 'x-freesh-slo': 'interactive' });
+    await post(`${p.url}/v1/chat/completions`, sent, { 'x-freesh-slo': 'batch' });
+    expect(bodies.map((b) => JSON.parse(b).priority)).toEqual([0, 2]);
+    expect(bodies[0]!.startsWith(sent.slice(0, -1))).toBe(true); // the caller's bytes, then the field
+  });
 });
 
 describe('proxy: bad input gets an OpenAI-shaped 4xx', () => {

@@ -33,6 +33,24 @@ describe('SimInstance', () => {
     expect(instance.energyJ).toBeCloseTo(100 * 10, 9);
   });
 
+  it('prefill chunks and admission go by priority (lower first), then by arrival', () => {
+    const clock = new VirtualClock();
+    const instance = new SimInstance({ profile: flat, clock, prefillChunkTokens: 100, maxBatch: 2 });
+    const low = job(400, 1, clock);
+    const high = job(100, 1, clock);
+    const later = job(100, 1, clock);
+    const waiting = job(100, 1, clock);
+    instance.submit({ ...low.spec, priority: 2 });
+    instance.submit({ ...later.spec, priority: 1 }); // the batch of 2 is full from here
+    instance.submit({ ...waiting.spec, priority: 2 });
+    instance.submit({ ...high.spec, priority: 0 });
+    while (clock.runNext());
+    // Step 1 (50 ms) prefills 100 of low's tokens: the others came after it began. Then each free
+    // slot goes to the highest priority waiting (high, then later), and each chunk to the highest
+    // priority running; waiting, of low's priority, comes after low.
+    expect([high.times[0], later.times[0], low.times[0], waiting.times[0]]).toEqual([100, 150, 300, 350]);
+  });
+
   it('a single request: the first token ends its prefill, then one token per decode step', () => {
     const clock = new VirtualClock();
     const instance = new SimInstance({ profile: flat, clock });

@@ -21,3 +21,21 @@ describe('prefill backlog', () => {
     expect(backlog.pending(60, 1)).toBe(90);
   });
 });
+
+describe('prefill backlog with priorities', () => {
+  it('a prompt waits for its priority and higher only; the highest priority drains first', () => {
+    const backlog = new PrefillBacklog();
+    backlog.pending(0, 1);
+    backlog.add(1_000, 0, 2); // batch
+    backlog.add(300, 0, 1); // standard
+    backlog.add(200, 0, 0); // interactive
+    expect(backlog.pending(0, 1, 0)).toBe(200);
+    expect(backlog.pending(0, 1, 1)).toBe(500);
+    expect(backlog.pending(0, 1, 2)).toBe(1_500);
+    // 400 ms at 1 token/ms: the interactive 200 and 200 of the standard 300 are done.
+    expect(backlog.pending(400, 1, 0)).toBe(0);
+    expect(backlog.pending(400, 1, 1)).toBe(100);
+    expect(backlog.pending(400, 1, 2)).toBe(1_100);
+    expect(backlog.pending(2_000, 1, 2)).toBe(0);
+  });
+});
