@@ -6,8 +6,8 @@ import type { CarbonSignal } from './carbon/signal.js';
 import { type Clock, type Rng, systemClock } from './clock.js';
 import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
 import { type CostModel, createCostModel, prefillTokensPerMs } from './cost/cost-model.js';
-import { LatencyCalibration } from './cost/latency-calibration.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './cost/frequency.js';
+import { LatencyCalibration } from './cost/latency-calibration.js';
 import { BUILTIN_PROFILES } from './cost/profiles.js';
 import {
   bodyTooLarge,
@@ -34,9 +34,9 @@ import { inThreadSolver, workerSolver } from './plan/solver.js';
 import { AdmissionQueue } from './queue/admission-queue.js';
 import { FairShare } from './queue/fair-share.js';
 import { type RequestType, typeOf } from './request/request-type.js';
+import { parseRequest } from './request/parse.js';
 import { type SloClass, ttftTargetMs } from './request/slo.js';
 import { withPriority } from './request/upstream-body.js';
-import { parseRequest } from './request/parse.js';
 import { BUILTIN_POLICIES, type PolicyFactory } from './schedule/builtin.js';
 import { TBT_HEADROOM } from './schedule/freesh.js';
 import { type DecisionTrace, decide } from './schedule/orchestrator.js';

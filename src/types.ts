@@ -91,7 +91,7 @@ export interface Candidate {
   readonly state: BackendState;
   /** Requests waiting in this router's admission queue for the backend. */
   readonly queued: number;
-  /** Prompt tokens this router has sent the backend lately, per second (prefill load). */
+  /** Prompt tokens this router has sent the backend lately, per second, this request's included (prefill load). */
   readonly promptTokensPerS: number;
   /** The tightest TBT target (ms) among requests running there now: new work must not break it. Infinity when idle. */
   readonly strictestTbtMs: number;

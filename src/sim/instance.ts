@@ -41,9 +41,9 @@ interface Running {
  * One inference instance with continuous batching and chunked prefill, on any clock. Each step
  * decodes one token for every sequence past its prefill, and prefills up to `prefillChunkTokens`
  * prompt tokens of the others (by priority, then oldest first, as vLLM's priority scheduling
- * does; with no priorities, oldest first); waiting sequences are admitted in the same order. A step takes the decode step time at that batch plus
- * the prefill time of its chunk, and a sequence gets its first token at the end of the step that
- * finishes its prompt. Power is the profile's prefill power during prefill, its decode power at the
+ * does; with no priorities, oldest first); waiting sequences are admitted in the same order. A
+ * step takes the decode step time at that batch plus the prefill time of its chunk, and a sequence
+ * gets its first token at the end of the step that finishes its prompt. Power is the profile's prefill power during prefill, its decode power at the
  * batch size during decode, and idle power when nothing runs; energy is integrated over the
  * clock's time. The SM clock (a fraction of its maximum) scales step times and the
  * above-idle power through the frequency model; a parked instance takes no work.

@@ -17,8 +17,9 @@ export interface SimTransportHooks {
 
 /**
  * Carries the router's requests straight to simulated instances, in process: no HTTP, no sockets.
- * The instance schedules by the body's `priority` field when the router sends one. Headers "arrive" at once; the body is one JSON chunk with the usage figures, pushed when the
- * instance produces the last token, so the router meters and releases exactly as in production.
+ * The instance schedules by the body's `priority` field when the router sends one. Headers
+ * "arrive" at once; the body is one JSON chunk with the usage figures, pushed when the instance
+ * produces the last token, so the router meters and releases exactly as in production.
  */
 export class SimTransport implements Transport {
   readonly #instances: ReadonlyMap<string, SimInstance>;
@@ -66,8 +67,10 @@ export class SimTransport implements Transport {
 
 /** The `priority` field of a JSON body, if it has a number there. */
 function priorityOf(body: Uint8Array | undefined): number | undefined {
-  // Cheap test first: most bodies carry no priority.
-  if (!body || Buffer.from(body.buffer, body.byteOffset, body.byteLength).lastIndexOf('"priority"') < 0) return undefined;
-  const value: unknown = (JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8')) as Record<string, unknown>).priority;
+  if (!body) return undefined;
+  const bytes = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+  // Cheap test first: bodies without the field are not parsed.
+  if (bytes.lastIndexOf('"priority"') < 0) return undefined;
+  const value: unknown = (JSON.parse(bytes.toString('utf8')) as Record<string, unknown>).priority;
   return typeof value === 'number' ? value : undefined;
 }
