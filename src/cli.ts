@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { ConfigError } from './config/schema.js';
+import type { Plan } from './plan/plan.js';
+import { planChannel } from './plan/pool-planner.js';
 import { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalone.js';
 import { fleetFromConfig, runSimulateCommand } from './sim/command.js';
 import { DEMO_MODEL, startDemoFleet } from './sim/demo-fleet.js';
@@ -42,6 +44,7 @@ async function main(argv: string[]): Promise<number> {
     const config = await loadConfigFile(values.config);
     if (values.port !== undefined) config.server.port = portOf(values.port);
     if (values.host !== undefined) config.server.host = values.host;
+    logPlans();
     const proxy = await startProxy(config);
     console.log(`freesh listening on ${proxy.url} (${proxy.router.backends.length} backends, policy ${proxy.router.policy.name})`);
     return untilSignal(proxy);
@@ -53,6 +56,7 @@ async function main(argv: string[]): Promise<number> {
     const port = values.port === undefined ? Number(process.env.PORT ?? 8080) : portOf(values.port);
     const fleet = await startDemoFleet({ port, host: values.host ?? '127.0.0.1', timeScale });
     let proxy: RunningProxy;
+    logPlans();
     try {
       proxy = await startProxy(fleet.config);
     } catch (err) {
@@ -96,6 +100,21 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   throw new UsageError(`unknown command \`${command}\``);
+}
+
+/**
+ * Logs the pool plan when its status changes, every degraded plan (demand beyond what the SLOs
+ * allow: the rest is served best-effort) and every planning failure (the plan in force stays).
+ */
+function logPlans(): void {
+  let last: string | undefined;
+  planChannel.subscribe((message) => {
+    const event = message as Plan | { readonly error: string };
+    if ('error' in event) return void console.warn(`freesh: planning failed, the plan in force stays: ${event.error}`);
+    if (event.status === 'degraded') console.warn(`freesh: plan degraded: ${event.note}`);
+    else if (event.status !== last) console.log(`freesh: plan ${event.status}: ${event.note}`);
+    last = event.status;
+  });
 }
 
 /** Runs until SIGINT or SIGTERM, then stops accepting, drains in-flight requests and resolves 0. */

@@ -210,7 +210,6 @@ export class Router {
       ),
     );
     this.#backendIds = this.backends.map((b) => b.id);
-    this.metrics = new RouterMetrics(() => this.#queues.entries());
     const admission = this.policy.admission ?? 'fifo';
     this.#fairShare = admission === 'least-laxity-fair' && this.config.fairness.enabled ? new FairShare() : undefined;
     for (const backend of this.backends) {
@@ -233,7 +232,17 @@ export class Router {
     }
 
     const plan = this.config.plan;
-    if (plan.enabled ?? this.policy.planner !== undefined) {
+    const planning = plan.enabled ?? this.policy.planner !== undefined;
+    this.metrics = new RouterMetrics({
+      queues: () => this.#queues.entries(),
+      backends: () =>
+        this.backends.map((b) => {
+          const inForce = this.#planner?.plan;
+          return [b.id, { planned: inForce?.active.has(b.id), clockFraction: inForce ? (inForce.clockFraction.get(b.id) ?? 1) : undefined, latencyFactor: this.#latency.factor(b.id) }] as const;
+        }),
+      planStatus: planning ? () => this.#planner?.plan.status : undefined,
+    });
+    if (planning) {
       this.#planner = new PoolPlanner({
         backends: this.backends,
         clock: this.#clock,

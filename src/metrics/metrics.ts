@@ -61,13 +61,33 @@ export interface QueueSample {
   readonly waiting: number;
 }
 
+/** What the router reports about each backend at scrape time, besides its queue. */
+export interface BackendSample {
+  /** In the pool plan in force (1) or parked (0); absent without a planner. */
+  readonly planned?: boolean | undefined;
+  /** The plan's SM clock target (fraction of maximum); absent without a planner. */
+  readonly clockFraction?: number | undefined;
+  /** Observed ÷ modelled service time (1 until observed). */
+  readonly latencyFactor: number;
+}
+
+/** What the metrics read from the router when scraped. */
+export interface MetricSources {
+  readonly queues: () => Iterable<readonly [backendId: string, sample: QueueSample]>;
+  readonly backends: () => Iterable<readonly [backendId: string, sample: BackendSample]>;
+  /** Status of the plan in force, when a planner runs. */
+  readonly planStatus: () => 'optimal' | 'degraded' | 'initial' | undefined;
+}
+
 /** The router's Prometheus metrics, in a registry of its own (no global state). */
 export class RouterMetrics {
   readonly #tallies = new Map<string, BackendTally>();
   readonly registry = new Registry();
 
-  /** `queues` is read at scrape time for the in-flight and queue-length gauges. */
-  constructor(queues: () => Iterable<readonly [backendId: string, sample: QueueSample]> = () => []) {
+  /** `sources` are read at scrape time for the gauges. */
+  constructor(sources: Partial<MetricSources> = {}) {
+    const queues = sources.queues ?? (() => []);
+    const backends = sources.backends ?? (() => []);
     const tallies = this.#tallies;
     const decisions = this.#decisions;
     new Counter({
@@ -118,6 +138,43 @@ export class RouterMetrics {
       registers: [this.registry],
       collect() {
         for (const [backend, q] of queues()) this.set({ backend }, q.waiting);
+      },
+    });
+    new Gauge({
+      name: 'freesh_latency_factor',
+      help: 'Observed over modelled service time of recent completions, by backend (the cost model scales its latencies by it)',
+      labelNames: ['backend'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [backend, b] of backends()) this.set({ backend }, b.latencyFactor);
+      },
+    });
+    if (!sources.planStatus) return;
+    const planStatus = sources.planStatus;
+    new Gauge({
+      name: 'freesh_plan_degraded',
+      help: '1 when the pool plan in force could not serve the forecast demand within the SLOs (best effort), else 0',
+      registers: [this.registry],
+      collect() {
+        this.set(planStatus() === 'degraded' ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'freesh_plan_active',
+      help: '1 for backends the pool plan runs, 0 for those it parks',
+      labelNames: ['backend'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [backend, b] of backends()) if (b.planned !== undefined) this.set({ backend }, b.planned ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'freesh_plan_clock_fraction',
+      help: "The pool plan's SM clock target by backend, as a fraction of the maximum",
+      labelNames: ['backend'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [backend, b] of backends()) if (b.clockFraction !== undefined) this.set({ backend }, b.clockFraction);
       },
     });
   }

@@ -129,7 +129,7 @@ export function formulate(input: PlanInput): Formulation {
         prefillLoad.push(`${num(prefill / 1000)} ${l}`);
         demandTerms.get(k)!.push(l);
       }
-      capacityRows.push(`cap_${bi}_${fi}: ${load.length > 0 ? `${load.join(' + ')} - ` : ''}${num(input.maxUtilisation)} ${y} <= 0`);
+      capacityRows.push(`cap_${bi}_${fi}: ${load.length > 0 ? `${load.join(' + ')} ` : ''}- ${num(input.maxUtilisation)} ${y} <= 0`);
       // Prefill steals decode time: the share of time spent prefilling must leave TBT within target,
       // step / (1 − share) ≤ tbt, so share ≤ 1 − step / tbt.
       if (prefillLoad.length > 0) capacityRows.push(`tbt_${bi}_${fi}: ${prefillLoad.join(' + ')} - ${num(1 - stepMs / input.slo.tbtMs)} ${y} <= 0`);

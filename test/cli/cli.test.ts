@@ -52,6 +52,45 @@ describe('freesh serve', () => {
     expect(output()).toMatch(/SIGTERM: draining/);
   });
 
+  it('logs the pool plan as its status changes and every degraded plan; /metrics shows the plan', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'freesh-cli-'));
+    const file = join(dir, 'plan.json');
+    const baseURL = (await backend).baseURL;
+    await writeFile(
+      file,
+      JSON.stringify({
+        server: { port: 0 },
+        sites: [{ id: 'a' }],
+        backends: [
+          { id: 'b1', site: 'a', baseURL, models: ['m'] },
+          { id: 'b2', site: 'a', baseURL, models: ['m'] },
+        ],
+        // Targets no instance can meet: any demand is beyond what the SLOs allow.
+        sloClasses: { standard: { ttftBaseMs: 1, tbtMs: 1 } },
+        plan: { stepMs: 300 },
+      }),
+    );
+    const { child, output } = run(['serve', '--config', file]);
+    const waitFor = async (pattern: RegExp) => {
+      for (let i = 0; i < 500 && !pattern.test(output()); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(output()).toMatch(pattern);
+    };
+    await waitFor(/listening on (\S+)/);
+    const url = /listening on (\S+)/.exec(output())![1]!;
+    // No demand yet: one instance suffices.
+    await waitFor(/freesh: plan optimal: 1 of 2 instances active/);
+    expect((await post(`${url}/v1/chat/completions`, chatBody())).status).toBe(200);
+    await waitFor(/freesh: plan degraded: demand exceeds what the SLOs allow by [\d.]+ req\/s/);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/^freesh_plan_degraded 1$/m);
+    expect(metrics).toMatch(/^freesh_plan_active\{backend="b1"\} [01]$/m);
+    expect(metrics).toMatch(/^freesh_latency_factor\{backend="b1"\} [\d.]+$/m);
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+    // Optimal is logged once, not on every step.
+    expect(output().match(/plan optimal/g)).toHaveLength(1);
+  });
+
   it('explains an unknown command', async () => {
     const { child, output } = run(['fly']);
     const [code] = await once(child, 'exit');

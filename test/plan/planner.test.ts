@@ -68,6 +68,14 @@ describe('pool planner (HiGHS)', () => {
     expect(plan.active).toEqual(new Set(['clean', 'dirty']));
     expect(plan.note).toMatch(/exceeds what the SLOs allow/);
   });
+
+  it('targets no instance can meet at any clock degrade too: every demand is shortfall, one instance stays on', async () => {
+    const impossible = { ...DEFAULT_SLO_CLASSES.standard!, ttftBaseMs: 1, ttftPerPromptTokenMs: 0, tbtMs: 1 };
+    const plan = solvePlan(await loadSolver(), input({ slo: impossible }));
+    expect(plan.status).toBe('degraded');
+    expect(plan.active.size).toBe(1);
+    expect(plan.shares.size).toBe(0);
+  });
 });
 
 describe('solving off the event loop', () => {
