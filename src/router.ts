@@ -146,8 +146,8 @@ export class Router {
   readonly #latency = new LatencyCalibration();
   /** Prompt tokens each backend has been sent and not yet prefilled, by this router's reckoning. */
   readonly #prefillBacklog = new Map<string, PrefillBacklog>();
-  /** Per backend, requests running by their TBT target: the tightest one bounds new placements. */
-  readonly #runningTbt = new Map<string, Map<number, number>>();
+  /** Per backend, requests running by SLO class: the tightest TBT target and window bound new placements. */
+  readonly #running = new Map<string, Map<SloClass, number>>();
   readonly #backendIds: readonly string[];
   readonly #idPrefix = Math.random().toString(36).slice(2, 8);
   #nextId = 0;
@@ -216,7 +216,7 @@ export class Router {
       for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
       this.#prefillLoad.set(backend.id, new RateMeter(PREFILL_LOAD_TAU_MS));
       this.#prefillBacklog.set(backend.id, new PrefillBacklog());
-      this.#runningTbt.set(backend.id, new Map());
+      this.#running.set(backend.id, new Map());
       this.#queues.set(
         backend.id,
         new AdmissionQueue({
@@ -413,16 +413,15 @@ export class Router {
       this.#prefillLoad.get(backend.id)!.add(request.promptTokens, sentAtMs);
       const slo = this.config.sloClasses[request.sloClass]!;
       this.#prefillBacklog.get(backend.id)!.add(request.promptTokens, sentAtMs, backend.forwardPriority ? slo.priority : 0);
-      const tbtTarget = slo.tbtMs;
-      const running = this.#runningTbt.get(backend.id)!;
-      running.set(tbtTarget, (running.get(tbtTarget) ?? 0) + 1);
+      const running = this.#running.get(backend.id)!;
+      running.set(slo, (running.get(slo) ?? 0) + 1);
       // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
       // request. A store that fails is outlived by the lease TTL.
       this.#store.acquire({ id: leaseId, backendId: backend.id, expiresAtMs: sentAtMs + limits.leaseTtlMs }).catch(ignoreStoreError);
       const free = (): void => {
-        const left = running.get(tbtTarget)! - 1;
-        if (left > 0) running.set(tbtTarget, left);
-        else running.delete(tbtTarget);
+        const left = running.get(slo)! - 1;
+        if (left > 0) running.set(slo, left);
+        else running.delete(slo);
         queue.release();
         this.#store.release(leaseId).catch(ignoreStoreError);
       };
@@ -477,8 +476,15 @@ export class Router {
       if (exclude?.has(backend.id)) continue;
       const state = states.get(backend.id)!;
       const queued = this.#queues.get(backend.id)!.waiting;
-      // The prefill load as it will be with this prompt sent: its own prefill slows the others too.
-      const promptTokensPerS = this.#prefillLoad.get(backend.id)!.perSecond(nowMs) + (request.promptTokens * 1000) / PREFILL_LOAD_TAU_MS;
+      let strictestTbtMs = Number.POSITIVE_INFINITY;
+      let windowMs = Math.min(slo.tbtWindowMs, PREFILL_LOAD_TAU_MS);
+      for (const running of this.#running.get(backend.id)!.keys()) {
+        strictestTbtMs = Math.min(strictestTbtMs, running.tbtMs);
+        windowMs = Math.min(windowMs, running.tbtWindowMs);
+      }
+      // The prefill load as it will be with this prompt sent: its own prefill slows the others too,
+      // spent within the shortest TBT window of this request and of those running there.
+      const promptTokensPerS = this.#prefillLoad.get(backend.id)!.perSecond(nowMs) + (request.promptTokens * 1000) / windowMs;
       const clockFraction = planView?.plan.clockFraction.get(backend.id) ?? 1;
       const prefillBacklogTokens = this.#prefillBacklog
         .get(backend.id)!
@@ -496,8 +502,6 @@ export class Router {
         clockFraction,
         latencyFactor: this.#latency.factor(backend.id),
       });
-      let strictestTbtMs = Number.POSITIVE_INFINITY;
-      for (const tbt of this.#runningTbt.get(backend.id)!.keys()) strictestTbtMs = Math.min(strictestTbtMs, tbt);
       candidates.push({ backend, state, queued, promptTokensPerS, strictestTbtMs, cost });
     }
     const requestType = typeOf(request, prediction);
@@ -653,6 +657,7 @@ function strictestClass(classes: Readonly<Record<string, SloClass>>): SloClass {
     tbtMs: TBT_HEADROOM * Math.min(...all.map((c) => c.tbtMs)),
     onLate: 'serve',
     priority: Math.min(...all.map((c) => c.priority)),
+    tbtWindowMs: Math.min(...all.map((c) => c.tbtWindowMs)),
   };
 }
 

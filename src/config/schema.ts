@@ -113,6 +113,13 @@ export const sloClassSchema = z.strictObject({
    * the built-in classes use 0 (interactive), 1 (standard) and 2 (batch).
    */
   priority: z.int().min(-1_000_000).max(1_000_000).default(0),
+  /**
+   * Span over which the router judges the class's TBT (ms): a prompt placed on a backend running a
+   * request of this class counts its whole prefill as spent within this span, so a short span keeps
+   * long prompts away from short, strict answers. Default 10,000 (the prefill-load window); the
+   * built-in interactive class uses 2,500.
+   */
+  tbtWindowMs: z.int().positive().max(3_600_000).default(10_000),
 });
 
 export const planSchema = z.strictObject({

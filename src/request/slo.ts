@@ -14,13 +14,19 @@ export interface SloClass {
   readonly onLate: 'serve' | 'reject';
   /** Sent to backends that schedule by priority (`forwardPriority`): lower is served first. */
   readonly priority: number;
+  /**
+   * Span over which the router judges this class's TBT (ms): a prompt sent to a backend running a
+   * request of the class counts its whole prefill as spent within this span. Short for chat, where a
+   * stall of a few seconds is felt and answers are often short; the prefill-load window otherwise.
+   */
+  readonly tbtWindowMs: number;
 }
 
 /** Defaults: interactive (chat), standard (FREESH's TBT ≤ 150 ms), batch (deadline-tolerant). */
 export const DEFAULT_SLO_CLASSES: Readonly<Record<string, SloClass>> = Object.freeze({
-  interactive: Object.freeze({ ttftBaseMs: 500, ttftPerPromptTokenMs: 0.5, tbtMs: 100, onLate: 'serve' as const, priority: 0 }),
-  standard: Object.freeze({ ttftBaseMs: 2_000, ttftPerPromptTokenMs: 1, tbtMs: 150, onLate: 'serve' as const, priority: 1 }),
-  batch: Object.freeze({ ttftBaseMs: 60_000, ttftPerPromptTokenMs: 5, tbtMs: 500, onLate: 'serve' as const, priority: 2 }),
+  interactive: Object.freeze({ ttftBaseMs: 500, ttftPerPromptTokenMs: 0.5, tbtMs: 100, onLate: 'serve' as const, priority: 0, tbtWindowMs: 2_500 }),
+  standard: Object.freeze({ ttftBaseMs: 2_000, ttftPerPromptTokenMs: 1, tbtMs: 150, onLate: 'serve' as const, priority: 1, tbtWindowMs: 10_000 }),
+  batch: Object.freeze({ ttftBaseMs: 60_000, ttftPerPromptTokenMs: 5, tbtMs: 500, onLate: 'serve' as const, priority: 2, tbtWindowMs: 10_000 }),
 });
 
 export function ttftTargetMs(slo: SloClass, promptTokens: number): number {

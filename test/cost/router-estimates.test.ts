@@ -80,6 +80,22 @@ describe('the router\'s latency estimates', () => {
     await router.close();
   });
 
+  it('a long prompt weighs more on the TBT of a backend running interactive requests (their shorter TBT window)', async () => {
+    const tbtBeside = async (running: string, placing: string) => {
+      const clock = new VirtualClock();
+      const router = routerOn(clock, delayedTransport(clock, () => 600_000));
+      (await router.dispatch(call(16, running))).body.resume();
+      const { tbtMs } = (await router.route(router.parse(call(4_096, placing)))).cost;
+      await router.close();
+      return tbtMs;
+    };
+    const besideStandard = await tbtBeside('standard', 'standard');
+    const besideInteractive = await tbtBeside('interactive', 'standard');
+    expect(besideInteractive).toBeGreaterThan(besideStandard * 1.5);
+    // An interactive request is judged over its own window too.
+    expect(await tbtBeside('standard', 'interactive')).toBeCloseTo(besideInteractive, 9);
+  });
+
   it('on a backend that schedules by priority, an interactive prompt is not costed behind batch prompts', async () => {
     const clock = new VirtualClock();
     const router = routerOn(clock, delayedTransport(clock, () => 600_000), { forwardPriority: true });
