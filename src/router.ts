@@ -144,6 +144,8 @@ export class Router {
   readonly #queues = new Map<string, AdmissionQueue>();
   readonly #prefillLoad = new Map<string, RateMeter>();
   readonly #latency = new LatencyCalibration();
+  /** Added to the priority of a request sent too late for its TTFT target: it then comes after every class. */
+  readonly #latePriorityOffset: number;
   /** Prompt tokens each backend has been sent and not yet prefilled, by this router's reckoning. */
   readonly #prefillBacklog = new Map<string, PrefillBacklog>();
   /** Per backend, requests running by SLO class: the tightest TBT target and window bound new placements. */
@@ -210,6 +212,8 @@ export class Router {
       ),
     );
     this.#backendIds = this.backends.map((b) => b.id);
+    const priorities = Object.values(this.config.sloClasses).map((c) => c.priority);
+    this.#latePriorityOffset = Math.max(...priorities) - Math.min(...priorities) + 1;
     const admission = this.policy.admission ?? 'fifo';
     this.#fairShare = admission === 'least-laxity-fair' && this.config.fairness.enabled ? new FairShare() : undefined;
     for (const backend of this.backends) {
@@ -412,7 +416,8 @@ export class Router {
       const sentAtMs = this.#clock.now();
       this.#prefillLoad.get(backend.id)!.add(request.promptTokens, sentAtMs);
       const slo = this.config.sloClasses[request.sloClass]!;
-      this.#prefillBacklog.get(backend.id)!.add(request.promptTokens, sentAtMs, backend.forwardPriority ? slo.priority : 0);
+      const priority = backend.forwardPriority ? this.#upstreamPriority(request, placement, slo, sentAtMs) : 0;
+      this.#prefillBacklog.get(backend.id)!.add(request.promptTokens, sentAtMs, priority);
       const running = this.#running.get(backend.id)!;
       running.set(slo, (running.get(slo) ?? 0) + 1);
       // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
@@ -433,7 +438,7 @@ export class Router {
           method: 'POST',
           path: UPSTREAM_PATH[request.endpoint],
           headers: upstreamHeaders(request, backend),
-          body: backend.forwardPriority ? withPriority(request.rawBody, slo.priority) : request.rawBody,
+          body: backend.forwardPriority ? withPriority(request.rawBody, priority) : request.rawBody,
           signal,
           onData: (chunk) => meter.push(chunk),
         });
@@ -541,6 +546,17 @@ export class Router {
     let best = Number.POSITIVE_INFINITY;
     for (const c of candidates) best = Math.min(best, e2e(c) - c.cost.waitMs);
     return request.arrivalMs + rule.slackFactor * (Number.isFinite(best) ? best : 0);
+  }
+
+  /**
+   * The priority sent upstream: the class's, or — for a request that will miss its TTFT target
+   * anyway, by the estimate when it is sent — one after every class's, so it yields to requests that
+   * can still make theirs. Serving the hopeless first under overload would make the others late too
+   * (the domino effect of deadline-ordered scheduling).
+   */
+  #upstreamPriority(request: RoutingRequest, placement: Placement, slo: SloClass, sentAtMs: number): number {
+    const firstTokenMs = sentAtMs + placement.cost.ttftMs - placement.cost.waitMs;
+    return firstTokenMs - request.arrivalMs > ttftTargetMs(slo, request.promptTokens) ? slo.priority + this.#latePriorityOffset : slo.priority;
   }
 
   /** Queue order: arrival (first come first served), or latest start time = deadline − predicted service (least laxity first). */

@@ -156,6 +156,25 @@ describe('proxy: streams are passed through byte-exact, chunk by chunk', () => {
     expect(bodies.map((b) => JSON.parse(b).priority)).toEqual([0, 2]);
     expect(bodies[0]!.startsWith(sent.slice(0, -1))).toBe(true); // the caller's bytes, then the field
   });
+
+  it('a request sent too late for its TTFT target goes upstream with a priority after every class', async () => {
+    const bodies: string[] = [];
+    const up = track(
+      await upstream((_req, res, body) => {
+        bodies.push(body);
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      }),
+    );
+    const p = await proxy({
+      ...fleetConfig([]),
+      backends: [{ id: 'b1', site: 'loc1', baseURL: up.baseURL, models: ['m'], forwardPriority: true }],
+      // `strict` cannot be met (1 ms to the first token): it yields to `standard`, which can.
+      sloClasses: { strict: { ttftBaseMs: 1, tbtMs: 150, priority: 0 }, standard: { ttftBaseMs: 2_000, tbtMs: 150, priority: 1 } },
+    });
+    await post(`${p.url}/v1/chat/completions`, chatBody(), { 'x-freesh-slo': 'standard' });
+    await post(`${p.url}/v1/chat/completions`, chatBody(), { 'x-freesh-slo': 'strict' });
+    expect(bodies.map((b) => JSON.parse(b).priority)).toEqual([1, 2]);
+  });
 });
 
 describe('proxy: bad input gets an OpenAI-shaped 4xx', () => {
