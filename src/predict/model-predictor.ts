@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -341,7 +341,7 @@ const keys = new WeakMap<RoutingRequest, string>();
 function cacheKey(request: RoutingRequest): string {
   let key = keys.get(request);
   if (key === undefined) {
-    key = `${request.model}\u0000${request.maxTokens ?? ''}\u0000${request.messageCount}\u0000${createHash('sha1').update(request.promptText).digest('base64')}`;
+    key = `${request.model}\u0000${request.maxTokens ?? ''}\u0000${request.messageCount}\u0000${hash('sha1', request.promptText, 'base64')}`;
     keys.set(request, key);
   }
   return key;
