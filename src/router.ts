@@ -440,7 +440,7 @@ export class Router {
           headers: upstreamHeaders(request, backend),
           body: backend.forwardPriority ? withPriority(request.rawBody, priority) : request.rawBody,
           signal,
-          onData: (chunk) => meter.push(chunk),
+          onData: (chunk) => meter.push(chunk, this.#clock.now()),
         });
       } catch (err) {
         free();
@@ -611,9 +611,10 @@ export class Router {
         error = upstreamDropped(backend.id, err);
       } else if (outcome === 'completed' && tokens !== undefined) {
         this.#predictor.observe?.(request, tokens);
-        // The model's service time for the true length, against the time the backend took.
+        // The model's service time for the true length, against the time the backend took to send
+        // its last byte (not to the client's reading it: a slow reader must not look like a slow backend).
         const modelledMs = cost.ttftMs - cost.waitMs + Math.max(0, tokens - 1) * cost.tbtMs;
-        this.#latency.observe(backend.id, modelledMs, this.#clock.now() - sentAtMs);
+        this.#latency.observe(backend.id, modelledMs, (meter.lastChunkAtMs ?? this.#clock.now()) - sentAtMs);
       }
       if (tokens !== undefined) this.#fairShare?.charge(request.tenant, FairShare.OUTPUT_WEIGHT * (tokens - prediction.outputTokensP50));
       this.#count(outcome, backend.id, error, request, placement, tokens);

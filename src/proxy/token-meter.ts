@@ -9,6 +9,8 @@ const EMPTY_EVENTS = [Buffer.from('"delta":{}'), Buffer.from('"choices":[]'), Bu
  * token per SSE event that carries one. Approximate when a marker straddles two chunks.
  */
 export class TokenMeter {
+  /** When the last chunk arrived from the backend (clock ms), if `push` was given the time. */
+  lastChunkAtMs: number | undefined;
   /** Decided from the first chunk, which can arrive before the headers are read. */
   #eventStream: boolean | undefined;
   #events = 0;
@@ -16,7 +18,9 @@ export class TokenMeter {
   #previous: Buffer | undefined;
   #last: Buffer | undefined;
 
-  push(chunk: Buffer): void {
+  /** Meters a chunk as it arrives from the backend (before the client reads it); `nowMs` notes when. */
+  push(chunk: Buffer, nowMs?: number): void {
+    if (nowMs !== undefined) this.lastChunkAtMs = nowMs;
     // An event stream starts with a field (`data:`, `event:`...) or a comment (`:`); JSON with `{`.
     this.#eventStream ??= chunk.length > 0 && chunk[0] !== 0x7b && chunk[0] !== 0x5b;
     if (this.#eventStream) {

@@ -66,6 +66,24 @@ describe('the router\'s latency estimates', () => {
     expect(await ttftRatioAfter(1)).toBeCloseTo(1, 2);
   });
 
+  it('a client that reads the response late does not make its backend look slow', async () => {
+    const clock = new VirtualClock();
+    const router = routerOn(clock, delayedTransport(clock, () => 1_000));
+    const first = (await router.route(router.parse(call(512)))).cost;
+    for (let i = 0; i < 50; i++) {
+      const routed = await router.dispatch(call(512));
+      const ended = new Promise((resolve) => routed.body.once('end', resolve));
+      clock.runNext(); // the backend sends everything at 1 s...
+      clock.advance(59_000); // ...and the client starts reading a minute later
+      routed.body.resume();
+      await ended;
+    }
+    const last = (await router.route(router.parse(call(512)))).cost;
+    await router.close();
+    // Calibrated to the 1 s the backend took, not to the minute the client took.
+    expect(last.ttftMs / first.ttftMs).toBeCloseTo(1_000 / (first.e2eMs - first.waitMs), 1);
+  });
+
   it('a prompt is costed behind the prompts already sent, and its own prefill counts in the load it meets', async () => {
     const clock = new VirtualClock();
     const router = routerOn(clock, delayedTransport(clock, () => 600_000));
