@@ -65,9 +65,10 @@ async function solveMs(backends: readonly { id: string; site: string; mode: stri
       demand: demand(backends.length * 0.3),
       gramsPerKWh: (site) => 50 + 37 * Number(site.slice(1)),
       objective: 'carbon',
-      clockLevels: [1, 0.85, 0.7],
-      margin: 1.1,
-      maxUtilisation: 0.8,
+      // The router's configured defaults, so the benchmark solves what a default deployment solves.
+      clockLevels: router.config.plan.clockLevels,
+      margin: router.config.plan.margin,
+      maxUtilisation: router.config.plan.maxUtilisation,
       slo: DEFAULT_SLO_CLASSES.standard!,
       frequency: DEFAULT_FREQUENCY_MODEL,
     });

@@ -84,6 +84,6 @@ export function prefillTokensPerMs(backend: Backend, running: number, clockFract
 }
 
 /** Prefill time per prompt token, prefilled a chunk at a time. */
-export function prefillMsPerToken(backend: Backend): number {
+function prefillMsPerToken(backend: Backend): number {
   return prefillMs(backend.profile, backend.prefillChunkTokens) / backend.prefillChunkTokens;
 }

@@ -32,5 +32,5 @@ export class LatencyCalibration {
   }
 }
 
-export const MIN_FACTOR = 0.5;
+const MIN_FACTOR = 0.5;
 export const MAX_FACTOR = 3;

@@ -122,33 +122,28 @@ export class RouterMetrics {
       collect: () => decisions.flush(),
     });
     this.decisionSeconds = decisions.bind((v) => decisionHistogram.observe(v));
-    new Gauge({
-      name: 'freesh_in_flight_requests',
-      help: 'Requests admitted to a backend and not yet finished, by backend',
-      labelNames: ['backend'] as const,
-      registers: [this.registry],
-      collect() {
-        for (const [backend, q] of queues()) this.set({ backend }, q.active);
-      },
-    });
-    new Gauge({
-      name: 'freesh_queue_length',
-      help: 'Requests waiting in the admission queue, by backend',
-      labelNames: ['backend'] as const,
-      registers: [this.registry],
-      collect() {
-        for (const [backend, q] of queues()) this.set({ backend }, q.waiting);
-      },
-    });
-    new Gauge({
-      name: 'freesh_latency_factor',
-      help: 'Observed over modelled service time of recent completions, by backend (the cost model scales its latencies by it)',
-      labelNames: ['backend'] as const,
-      registers: [this.registry],
-      collect() {
-        for (const [backend, b] of backends()) this.set({ backend }, b.latencyFactor);
-      },
-    });
+    // Per-backend gauges, read at scrape time; a backend whose value is undefined gets no sample.
+    const perBackendGauge = <S>(name: string, help: string, rows: () => Iterable<readonly [string, S]>, read: (sample: S) => number | undefined) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['backend'] as const,
+        registers: [this.registry],
+        collect() {
+          for (const [backend, sample] of rows()) {
+            const value = read(sample);
+            if (value !== undefined) this.set({ backend }, value);
+          }
+        },
+      });
+    perBackendGauge('freesh_in_flight_requests', 'Requests admitted to a backend and not yet finished, by backend', queues, (q) => q.active);
+    perBackendGauge('freesh_queue_length', 'Requests waiting in the admission queue, by backend', queues, (q) => q.waiting);
+    perBackendGauge(
+      'freesh_latency_factor',
+      'Observed over modelled service time of recent completions, by backend (the cost model scales its latencies by it)',
+      backends,
+      (b) => b.latencyFactor,
+    );
     if (!sources.planStatus) return;
     const planStatus = sources.planStatus;
     new Gauge({
@@ -159,24 +154,8 @@ export class RouterMetrics {
         this.set(planStatus() === 'degraded' ? 1 : 0);
       },
     });
-    new Gauge({
-      name: 'freesh_plan_active',
-      help: '1 for backends the pool plan runs, 0 for those it parks',
-      labelNames: ['backend'] as const,
-      registers: [this.registry],
-      collect() {
-        for (const [backend, b] of backends()) if (b.planned !== undefined) this.set({ backend }, b.planned ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'freesh_plan_clock_fraction',
-      help: "The pool plan's SM clock target by backend, as a fraction of the maximum",
-      labelNames: ['backend'] as const,
-      registers: [this.registry],
-      collect() {
-        for (const [backend, b] of backends()) if (b.clockFraction !== undefined) this.set({ backend }, b.clockFraction);
-      },
-    });
+    perBackendGauge('freesh_plan_active', '1 for backends the pool plan runs, 0 for those it parks', backends, (b) => (b.planned === undefined ? undefined : Number(b.planned)));
+    perBackendGauge('freesh_plan_clock_fraction', "The pool plan's SM clock target by backend, as a fraction of the maximum", backends, (b) => b.clockFraction);
   }
 
   /** The tallies of a backend (`none` for requests never placed). */

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import type { FileConfigInput } from '../../src/config/schema.js';
 import type { RunningProxy } from '../../src/proxy/standalone.js';
 import { startSimBackend } from '../../src/sim/backend-server.js';
 import { startFixedBackend, FIXED_COMPLETION } from '../../src/sim/fixed-backend.js';
@@ -141,7 +142,8 @@ describe('proxy: streams are passed through byte-exact, chunk by chunk', () => {
     expect(seen).toEqual({ body: sent, auth: 'Bearer sk-backend', path: '/v1/chat/completions' });
   });
 
-  it('a backend with forwardPriority receives the SLO class priority in the body, overriding the caller\'s', async () => {
+  /** A proxy over one backend with forwardPriority, and the bodies that backend received. */
+  async function priorityProxy(extra: Partial<FileConfigInput> = {}): Promise<{ url: string; bodies: string[] }> {
     const bodies: string[] = [];
     const up = track(
       await upstream((_req, res, body) => {
@@ -149,30 +151,26 @@ describe('proxy: streams are passed through byte-exact, chunk by chunk', () => {
         res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       }),
     );
-    const p = await proxy({ ...fleetConfig([]), backends: [{ id: 'b1', site: 'loc1', baseURL: up.baseURL, models: ['m'], forwardPriority: true }] });
+    const p = await proxy({ ...fleetConfig([]), backends: [{ id: 'b1', site: 'loc1', baseURL: up.baseURL, models: ['m'], forwardPriority: true }], ...extra });
+    return { url: p.url, bodies };
+  }
+
+  it('a backend with forwardPriority receives the SLO class priority in the body, overriding the caller\'s', async () => {
+    const { url, bodies } = await priorityProxy();
     const sent = chatBody({ priority: -100 });
-    await post(`${p.url}/v1/chat/completions`, sent, { 'x-freesh-slo': 'interactive' });
-    await post(`${p.url}/v1/chat/completions`, sent, { 'x-freesh-slo': 'batch' });
+    await post(`${url}/v1/chat/completions`, sent, { 'x-freesh-slo': 'interactive' });
+    await post(`${url}/v1/chat/completions`, sent, { 'x-freesh-slo': 'batch' });
     expect(bodies.map((b) => JSON.parse(b).priority)).toEqual([0, 2]);
     expect(bodies[0]!.startsWith(sent.slice(0, -1))).toBe(true); // the caller's bytes, then the field
   });
 
   it('a request sent too late for its TTFT target goes upstream with a priority after every class', async () => {
-    const bodies: string[] = [];
-    const up = track(
-      await upstream((_req, res, body) => {
-        bodies.push(body);
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-      }),
-    );
-    const p = await proxy({
-      ...fleetConfig([]),
-      backends: [{ id: 'b1', site: 'loc1', baseURL: up.baseURL, models: ['m'], forwardPriority: true }],
-      // `strict` cannot be met (1 ms to the first token): it yields to `standard`, which can.
+    // `strict` cannot be met (1 ms to the first token): it yields to `standard`, which can.
+    const { url, bodies } = await priorityProxy({
       sloClasses: { strict: { ttftBaseMs: 1, tbtMs: 150, priority: 0 }, standard: { ttftBaseMs: 2_000, tbtMs: 150, priority: 1 } },
     });
-    await post(`${p.url}/v1/chat/completions`, chatBody(), { 'x-freesh-slo': 'standard' });
-    await post(`${p.url}/v1/chat/completions`, chatBody(), { 'x-freesh-slo': 'strict' });
+    await post(`${url}/v1/chat/completions`, chatBody(), { 'x-freesh-slo': 'standard' });
+    await post(`${url}/v1/chat/completions`, chatBody(), { 'x-freesh-slo': 'strict' });
     expect(bodies.map((b) => JSON.parse(b).priority)).toEqual([1, 2]);
   });
 });
