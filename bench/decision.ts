@@ -36,9 +36,9 @@ async function decisionUs(backends: number, policy: string): Promise<number> {
   const body = Buffer.from(JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x'.repeat(4000) }] }));
   const request = router.parse({ endpoint: 'chat.completions', body, header: () => undefined });
   const iterations = Math.max(200, Math.round(200_000 / backends));
-  for (let i = 0; i < iterations / 10; i++) await router.route(request); // warm up
+  for (let i = 0; i < iterations / 10; i++) await router.decide(request); // warm up
   const started = performance.now();
-  for (let i = 0; i < iterations; i++) await router.route(request);
+  for (let i = 0; i < iterations; i++) await router.decide(request);
   const us = ((performance.now() - started) * 1000) / iterations;
   await router.close();
   return us;

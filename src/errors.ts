@@ -11,8 +11,36 @@ export type ErrorType =
   | 'upstream_error'
   | 'timeout_error';
 
+/** Every code the router answers with: stable, for clients and metrics to match on. */
+export const ERROR_CODES = [
+  'invalid_request',
+  'invalid_json',
+  'invalid_body',
+  'invalid_model',
+  'invalid_messages',
+  'invalid_prompt',
+  'invalid_type',
+  'invalid_header',
+  'unknown_slo_class',
+  'body_read_failed',
+  'body_too_large',
+  'model_not_found',
+  'route_not_found',
+  'method_not_allowed',
+  'queue_full',
+  'queue_timeout',
+  'no_backend_available',
+  'deadline_unmeetable',
+  'upstream_unreachable',
+  'upstream_error',
+  'upstream_dropped',
+  'client_closed',
+  'internal_error',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
 export interface FreeshErrorOptions {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly status: number;
   readonly type: ErrorType;
   readonly param?: string | undefined;
@@ -20,7 +48,7 @@ export interface FreeshErrorOptions {
 }
 
 export class FreeshError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly status: number;
   readonly type: ErrorType;
   readonly param: string | undefined;
@@ -34,7 +62,7 @@ export class FreeshError extends Error {
     this.param = options.param;
   }
 
-  toJSON(): { error: { message: string; type: ErrorType; param: string | null; code: string } } {
+  toJSON(): { error: { message: string; type: ErrorType; param: string | null; code: ErrorCode } } {
     return { error: { message: this.message, type: this.type, param: this.param ?? null, code: this.code } };
   }
 
@@ -43,7 +71,7 @@ export class FreeshError extends Error {
   }
 }
 
-export const invalidRequest = (message: string, param?: string, code = 'invalid_request'): FreeshError =>
+export const invalidRequest = (message: string, param?: string, code: ErrorCode = 'invalid_request'): FreeshError =>
   new FreeshError(message, { code, status: 400, type: 'invalid_request_error', param });
 
 export const bodyTooLarge = (limitBytes: number): FreeshError =>

@@ -1,51 +1,52 @@
+import type { Readable } from 'node:stream';
 import { channel } from 'node:diagnostics_channel';
-import { Readable } from 'node:stream';
-import type { CancelSignal } from './cancel.js';
+import { type CancelSignal, CancelToken } from './cancel.js';
 import { carbonSignalFromConfig } from './carbon/from-config.js';
 import type { CarbonSignal } from './carbon/signal.js';
 import { type Clock, type Rng, systemClock } from './clock.js';
 import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
-import { type CostModel, createCostModel, prefillTokensPerMs } from './cost/cost-model.js';
+import { type CostModel, createCostModel } from './cost/cost-model.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './cost/frequency.js';
-import { LatencyCalibration } from './cost/latency-calibration.js';
 import { BUILTIN_PROFILES } from './cost/profiles.js';
 import {
-  bodyTooLarge,
   clientAborted,
-  deadlineUnmeetable,
   FreeshError,
   invalidRequest,
   modelNotFound,
   noBackend,
-  routeNotFound,
   toFreeshError,
   upstreamDropped,
   upstreamFailed,
   upstreamStatus,
 } from './errors.js';
+import { createFetchHandler, type FetchHandler } from './http/fetch-handler.js';
 import { type Outcome, RouterMetrics } from './metrics/metrics.js';
-import { ModelPredictor } from './predict/model-predictor.js';
-import type { Predictor } from './predict/predictor.js';
-import { TokenMeter } from './proxy/token-meter.js';
-import { isConnectError, type Transport, UndiciTransport, type UpstreamResponse } from './proxy/transport.js';
+import { FairShareAccounting, LatencyCalibrator, PlannerFeed, PrefillTracker, PredictorFeedback } from './pipeline/bookkeepers.js';
+import { type CompletionEvent, Lifecycle, type LifecyclePlugin, type Placement, type RequestEvent } from './pipeline/lifecycle.js';
+import { Placer } from './pipeline/place.js';
+import { CONSUMER_GONE, onRelayEnd, readSnippet, responseHeaders, UPSTREAM_PATH, upstreamHeaders } from './pipeline/relay.js';
+import { Slots } from './pipeline/slots.js';
 import type { Plan } from './plan/plan.js';
 import { PoolPlanner } from './plan/pool-planner.js';
 import { inThreadSolver, workerSolver } from './plan/solver.js';
-import { AdmissionQueue } from './queue/admission-queue.js';
-import { FairShare } from './queue/fair-share.js';
+import { ModelPredictor } from './predict/model-predictor.js';
+import type { Predictor } from './predict/predictor.js';
+import { TokenMeter } from './pipeline/token-meter.js';
+import { fifoOrder } from './queue/order.js';
 import { parseRequest } from './request/parse.js';
-import { type RequestType, typeOf } from './request/request-type.js';
 import { type SloClass, ttftTargetMs } from './request/slo.js';
 import { withPriority } from './request/upstream-body.js';
-import { BUILTIN_POLICIES, type PolicyFactory } from './schedule/builtin.js';
+import type { PolicyFactory } from './schedule/builtin.js';
+import { BUILTIN_POLICIES } from './schedule/builtin.js';
 import { TBT_HEADROOM } from './schedule/freesh.js';
-import { type DecisionTrace, decide } from './schedule/orchestrator.js';
-import type { DecisionContext, Policy } from './schedule/policy.js';
+import type { Policy } from './schedule/policy.js';
+import { ClusterView } from './state/cluster-view.js';
 import { MemoryStateStore } from './state/memory-store.js';
-import { PrefillBacklog } from './state/prefill-backlog.js';
-import { RateMeter } from './state/rate-meter.js';
-import type { StateStore } from './state/store.js';
-import type { Backend, Candidate, CostEstimate, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
+import type { Lease, StateStore } from './state/store.js';
+import { failover, healthMarking } from './transport/layers.js';
+import { compose, isConnectError, type Transport, type UpstreamRequest, type UpstreamResponse } from './transport/transport.js';
+import { UndiciTransport } from './transport/undici.js';
+import type { Backend, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
 
 /** Everything `createRouter` accepts: the config (see config/schema.ts) plus injected side effects. */
 export interface RouterOptions extends Omit<RouterConfigInput, 'policy'> {
@@ -53,24 +54,28 @@ export interface RouterOptions extends Omit<RouterConfigInput, 'policy'> {
   readonly policy?: string | Policy;
   /** Extra named policies, looked up by `policy`. */
   readonly policies?: Readonly<Record<string, PolicyFactory>>;
+  /** Lifecycle plugins run after the router's own and the policy's (see LifecyclePlugin). */
+  readonly plugins?: readonly LifecyclePlugin[];
   /** Default: monotonic wall clock. */
   readonly clock?: Clock;
   /** Default: Math.random. */
   readonly rng?: Rng;
-  /** Default: undici keep-alive pools with the configured timeouts. */
+  /** Default: undici keep-alive pools with the configured timeouts. The router adds failover and health marking around it. */
   readonly transport?: Transport;
-  /** Default: in-memory (one process). */
+  /** Shared cluster state. Default: in-memory (one process), on `clock`. */
   readonly store?: StateStore;
   /** Default: the trained length model in models/ (the heuristic while it loads, or if it cannot). */
   readonly predictor?: Predictor;
   /** Default: the profile-based cost model with `frequencyModel`. */
   readonly costModel?: CostModel;
-  /** Grid carbon intensity by site. Default: each site's configured constant. */
+  /** Grid carbon intensity by site. Default: each site's configured signal. */
   readonly carbon?: CarbonSignal;
   /** How SM clocks change speed and power, for costing and planning. Default: DEFAULT_FREQUENCY_MODEL (an assumption). */
   readonly frequencyModel?: FrequencyModel;
   /** Called with every pool plan (the simulator applies clocks and parking to its instances). */
   readonly onPlan?: (plan: Plan) => void;
+  /** This replica's name in the shared store (the planner's leader lease, published plans). Default: random. */
+  readonly replicaId?: string;
 }
 
 /** One request as the router receives it from an HTTP layer. */
@@ -83,17 +88,6 @@ export interface RouterCall {
   readonly signal?: CancelSignal | undefined;
 }
 
-/** Where a request goes, and what the router expected it to cost there. */
-export interface Placement {
-  readonly backend: Backend;
-  readonly prediction: Prediction;
-  readonly cost: CostEstimate;
-  readonly requestType: RequestType;
-  /** When the request should be finished (router clock, ms). */
-  readonly deadlineMs: number;
-  readonly trace: DecisionTrace | undefined;
-}
-
 export interface RoutedResponse {
   readonly status: number;
   readonly headers: Readonly<Record<string, string | string[]>>;
@@ -104,12 +98,29 @@ export interface RoutedResponse {
   readonly placement: Placement;
 }
 
-/** Published on `freesh:decision` when someone subscribes (node:diagnostics_channel): costs nothing otherwise. */
-export const decisionChannel = channel('freesh:decision');
+/**
+ * A request holding a slot on its backend, ready to go upstream: what `admit` gives an application
+ * that forwards requests itself. It must call `complete` or `abort` exactly once (later calls are
+ * ignored); until then the slot stays taken.
+ */
+export interface Admission {
+  readonly request: RoutingRequest;
+  readonly placement: Placement;
+  /** Where and what to send: the backend's URL for the endpoint, headers, and the body (with the SLO priority for backends that take one). */
+  readonly upstream: { readonly url: string; readonly headers: Readonly<Record<string, string>>; readonly body: Uint8Array };
+  /**
+   * The response ended: `completed`, `upstream-status` (a 4xx relayed), `upstream-dropped` or
+   * `client-abort`. `serviceMs`: from admission to the backend's last byte, when known.
+   */
+  complete(outcome: CompletionEvent['outcome'], outputTokens?: number, serviceMs?: number): void;
+  /** It was never served (the backend refused it, failed before answering, or the client left first). */
+  abort(outcome: Outcome, error?: FreeshError): void;
+}
+
 /** Published on `freesh:complete` when a routed request ends. */
 export const completionChannel = channel('freesh:complete');
 
-export interface CompletionEvent {
+export interface RequestEnd {
   readonly request: RoutingRequest;
   readonly placement: Placement | undefined;
   readonly outcome: Outcome;
@@ -118,11 +129,17 @@ export interface CompletionEvent {
   readonly error: FreeshError | undefined;
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade']);
-/** Time constant of the per-backend prefill-load estimate: short enough to see a burst coming. */
-const PREFILL_LOAD_TAU_MS = 10_000;
-const UPSTREAM_PATH: Record<Endpoint, string> = { 'chat.completions': '/chat/completions', completions: '/completions' };
+/** How often the cluster snapshot that decisions read is refreshed from the store (ms). */
+const SNAPSHOT_REFRESH_MS = 250;
+/** A health check asks the backends at most this often (ms), and waits for each at most PROBE_TIMEOUT_MS. */
+const PROBE_EVERY_MS = 2_000;
+const PROBE_TIMEOUT_MS = 1_000;
 
+/**
+ * Wires the request pipeline: parse → predict → place (policy over costed candidates) → admit (a
+ * slot from the state store, waiting in the backend's queue) → forward (composed transport) →
+ * relay. State that follows requests lives in lifecycle plugins; the router only calls them.
+ */
 export class Router {
   readonly config: RouterConfig;
   readonly backends: readonly Backend[];
@@ -130,27 +147,25 @@ export class Router {
   readonly policy: Policy;
   readonly metrics: RouterMetrics;
   readonly #clock: Clock;
-  readonly #rng: Rng;
+  /** The transport as given: probes go through it without failover. */
+  readonly #baseTransport: Transport;
   readonly #transport: Transport;
+  #probe: Promise<void> | undefined;
+  #fetch: FetchHandler | undefined;
+  #probedAtMs = 0;
   readonly #store: StateStore;
   readonly #predictor: Predictor;
-  readonly #costModel: CostModel;
-  readonly #frequency: FrequencyModel;
   readonly #carbon: CarbonSignal;
   readonly #planner: PoolPlanner | undefined;
-  readonly #fairShare: FairShare | undefined;
+  readonly #view: ClusterView;
+  readonly #slots: Slots;
+  readonly #placer: Placer;
+  readonly #lifecycle: Lifecycle;
+  readonly #latency: LatencyCalibrator;
   readonly #ready: Promise<void>;
   readonly #byModel = new Map<string, Backend[]>();
-  readonly #queues = new Map<string, AdmissionQueue>();
-  readonly #prefillLoad = new Map<string, RateMeter>();
-  readonly #latency = new LatencyCalibration();
   /** Added to the priority of a request sent too late for its TTFT target: it then comes after every class. */
   readonly #latePriorityOffset: number;
-  /** Prompt tokens each backend has been sent and not yet prefilled, by this router's reckoning. */
-  readonly #prefillBacklog = new Map<string, PrefillBacklog>();
-  /** Per backend, requests running by SLO class: the tightest TBT target and window bound new placements. */
-  readonly #running = new Map<string, Map<SloClass, number>>();
-  readonly #backendIds: readonly string[];
   readonly #idPrefix = Math.random().toString(36).slice(2, 8);
   #nextId = 0;
   #inFlight = 0;
@@ -158,46 +173,26 @@ export class Router {
   readonly #idleWaiters: (() => void)[] = [];
 
   constructor(options: RouterOptions) {
-    const { policy, policies, clock, rng, transport, store, predictor, costModel, carbon, frequencyModel, onPlan, ...data } = options;
+    const { policy, policies, plugins, clock, rng, transport, store, predictor, costModel, carbon, frequencyModel, onPlan, replicaId, ...data } = options;
     this.config = parseConfig(routerConfigSchema, { ...data, policy: typeof policy === 'string' ? policy : undefined }, 'router options');
+    const config = this.config;
+    const limits = config.limits;
     this.#clock = clock ?? systemClock;
-    this.#rng = rng ?? Math.random;
-    const limits = this.config.limits;
-    this.#transport =
-      transport ??
-      new UndiciTransport({
-        connectTimeoutMs: limits.connectTimeoutMs,
-        headersTimeoutMs: limits.headersTimeoutMs,
-        bodyTimeoutMs: limits.bodyTimeoutMs,
-      });
-    this.#store = store ?? new MemoryStateStore();
+    this.#store = store ?? new MemoryStateStore({ clock: this.#clock });
     this.#predictor =
       predictor ??
       new ModelPredictor({
         onError: (err) => console.warn(`freesh: the length model is unavailable, using the heuristic predictor: ${String(err)}`),
       });
     const frequency = frequencyModel ?? DEFAULT_FREQUENCY_MODEL;
-    this.#frequency = frequency;
-    this.#costModel = costModel ?? createCostModel(frequency);
-
-    if (typeof policy === 'object') this.policy = policy;
-    else {
-      const factory = policies?.[this.config.policy] ?? BUILTIN_POLICIES[this.config.policy];
-      if (!factory) {
-        const known = [...Object.keys(BUILTIN_POLICIES), ...Object.keys(policies ?? {})].join(', ');
-        throw new ConfigError(`Invalid router options:\n- \`policy\`: must be one of ${known}, got \`${JSON.stringify(this.config.policy)}\``);
-      }
-      this.policy = factory();
-    }
+    this.policy = typeof policy === 'object' ? policy : resolvePolicy(config.policy, policies);
 
     const sites = new Map<string, Site>();
-    for (const s of this.config.sites) {
-      sites.set(s.id, Object.freeze({ id: s.id, region: s.region, gramsPerKWh: s.carbon.gramsPerKWh, pue: s.pue }));
-    }
+    for (const s of config.sites) sites.set(s.id, Object.freeze({ id: s.id, region: s.region, gramsPerKWh: s.carbon.gramsPerKWh, pue: s.pue }));
     this.sites = Object.freeze([...sites.values()]);
-    this.#carbon = carbon ?? carbonSignalFromConfig(this.config.sites);
+    this.#carbon = carbon ?? carbonSignalFromConfig(config.sites);
     this.backends = Object.freeze(
-      this.config.backends.map((b) =>
+      config.backends.map((b) =>
         Object.freeze({
           id: b.id,
           site: sites.get(b.site)!,
@@ -211,34 +206,20 @@ export class Router {
         }),
       ),
     );
-    this.#backendIds = this.backends.map((b) => b.id);
-    const priorities = Object.values(this.config.sloClasses).map((c) => c.priority);
-    this.#latePriorityOffset = Math.max(...priorities) - Math.min(...priorities) + 1;
-    const admission = this.policy.admission ?? 'fifo';
-    this.#fairShare = admission === 'least-laxity-fair' && this.config.fairness.enabled ? new FairShare() : undefined;
     for (const backend of this.backends) {
       for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
-      this.#prefillLoad.set(backend.id, new RateMeter(PREFILL_LOAD_TAU_MS));
-      this.#prefillBacklog.set(backend.id, new PrefillBacklog());
-      this.#running.set(backend.id, new Map());
-      this.#queues.set(
-        backend.id,
-        new AdmissionQueue({
-          backendId: backend.id,
-          concurrency: backend.maxConcurrency,
-          maxLength: limits.maxQueueLength,
-          maxWaitMs: limits.maxQueueMs,
-          clock: this.#clock,
-          fairShare: this.#fairShare,
-          urgentWithinMs: this.config.fairness.urgentWithinMs,
-        }),
-      );
     }
+    const backendIds = this.backends.map((b) => b.id);
+    const priorities = Object.values(config.sloClasses).map((c) => c.priority);
+    this.#latePriorityOffset = Math.max(...priorities) - Math.min(...priorities) + 1;
 
-    const plan = this.config.plan;
-    const planning = plan.enabled ?? this.policy.planner !== undefined;
+    const planning = config.plan.enabled ?? this.policy.planner !== undefined;
+    this.#planner = planning ? this.#createPlanner(frequency, onPlan, replicaId ?? `replica-${this.#idPrefix}`) : undefined;
+    const prefill = new PrefillTracker(backendIds);
+    this.#latency = new LatencyCalibrator();
+    const fair = (this.policy.queue ?? fifoOrder).tenantFair && config.fairness.enabled ? new FairShareAccounting() : undefined;
     this.metrics = new RouterMetrics({
-      queues: () => this.#queues.entries(),
+      queues: () => this.#slots.samples(),
       backends: () =>
         this.backends.map((b) => {
           const inForce = this.#planner?.plan;
@@ -246,31 +227,65 @@ export class Router {
         }),
       planStatus: planning ? () => this.#planner?.plan.status : undefined,
     });
-    if (planning) {
-      this.#planner = new PoolPlanner({
-        backends: this.backends,
-        clock: this.#clock,
-        carbon: this.#carbon,
-        store: this.#store,
-        objective: this.config.objective,
-        slo: strictestClass(this.config.sloClasses),
-        frequency,
-        stepMs: plan.stepMs,
-        windowMs: plan.windowMs,
-        margin: plan.margin,
-        maxUtilisation: plan.maxUtilisation,
-        clockLevels: this.policy.planner?.clockScaling === false ? [1] : plan.clockLevels,
-        onPlan,
-        solver: plan.solveInWorker ? workerSolver() : inThreadSolver(),
-      });
-    }
-    this.#ready = this.#planner?.start() ?? Promise.resolve();
+    this.#lifecycle = new Lifecycle(
+      [
+        prefill,
+        this.#latency,
+        new PredictorFeedback(this.#predictor),
+        ...(fair ? [fair] : []),
+        ...(this.#planner ? [new PlannerFeed(this.#planner)] : []),
+        ...(this.policy.plugins ?? []),
+        ...(plugins ?? []),
+      ],
+      (plugin) => this.metrics.pluginErrors.labels(`lifecycle:${plugin}`).inc(),
+    );
+
+    const storeError = (): void => this.metrics.pluginErrors.labels('store').inc();
+    this.#view = new ClusterView({ store: this.#store, backendIds, clock: this.#clock, refreshMs: SNAPSHOT_REFRESH_MS, onError: storeError });
+    this.#slots = new Slots({
+      backends: this.backends,
+      store: this.#store,
+      view: this.#view,
+      clock: this.#clock,
+      leaseTtlMs: limits.leaseTtlMs,
+      maxQueueLength: limits.maxQueueLength,
+      maxQueueMs: limits.maxQueueMs,
+      fairShare: fair?.counters,
+      urgentWithinMs: config.fairness.urgentWithinMs,
+      onStoreError: storeError,
+      onLeaseLost: () => this.metrics.pluginErrors.labels('lease-lost').inc(),
+    });
+    this.#placer = new Placer({
+      config,
+      policy: this.policy,
+      costModel: costModel ?? createCostModel(frequency),
+      frequency,
+      carbon: this.#carbon,
+      rng: rng ?? Math.random,
+      view: this.#view,
+      prefill,
+      latency: this.#latency,
+      waiting: (id) => this.#slots.waiting(id),
+      plan: () => this.#planner?.view(),
+      onPluginErrors: (errors) => {
+        for (const { plugin } of errors) this.metrics.pluginErrors.labels(plugin).inc();
+      },
+    });
+    this.#baseTransport =
+      transport ?? new UndiciTransport({ connectTimeoutMs: limits.connectTimeoutMs, headersTimeoutMs: limits.headersTimeoutMs, bodyTimeoutMs: limits.bodyTimeoutMs });
+    this.#transport = compose(
+      this.#baseTransport,
+      healthMarking((backend) => void this.#view.markUnhealthy(backend.id, limits.unhealthyMs, this.#clock.now()).catch(storeError)),
+      failover({ retries: limits.retries }),
+    );
+
+    this.#ready = Promise.all([this.#planner?.start(), this.#view.start()]).then(() => undefined);
     this.#ready.catch(() => {
       // Without a solver the initial plan (everything on) stays in force; ready() reports why.
     });
   }
 
-  /** Resolves once the planner's solver is ready (at once when no planner runs). */
+  /** Resolves once the planner's solver is ready and the first cluster snapshot is read. */
   ready(): Promise<void> {
     return this.#ready;
   }
@@ -285,9 +300,55 @@ export class Router {
     return [...this.#byModel.keys()].sort();
   }
 
+  /** The `GET /v1/models` body: the union of the fleet's models. */
+  modelList(): { object: 'list'; data: { id: string; object: 'model'; created: number; owned_by: string }[] } {
+    return { object: 'list', data: this.models().map((id) => ({ id, object: 'model', created: 0, owned_by: 'freesh' })) };
+  }
+
   /** Requests admitted or waiting, not yet finished. */
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  /** Backends the router may send work to now (healthy in the cluster view), out of all. */
+  health(): { readonly usable: number; readonly total: number } {
+    const nowMs = this.#clock.now();
+    let usable = 0;
+    for (const b of this.backends) if (this.#view.get(b.id, nowMs).healthy) usable++;
+    return { usable, total: this.backends.length };
+  }
+
+  /**
+   * `health()` after asking every backend (GET `/models`, through the transport) unless that was
+   * done in the last PROBE_EVERY_MS: one that refuses the connection or answers 5xx is marked
+   * unhealthy, one that answers is marked healthy again. So the answer holds without traffic.
+   */
+  checkHealth(): Promise<{ readonly usable: number; readonly total: number }> {
+    const nowMs = this.#clock.now();
+    if (!this.#probe || nowMs - this.#probedAtMs >= PROBE_EVERY_MS) {
+      this.#probedAtMs = nowMs;
+      this.#probe = Promise.all(this.backends.map((b) => this.#probeOne(b))).then(() => undefined);
+    }
+    return this.#probe.then(() => this.health());
+  }
+
+  async #probeOne(backend: Backend): Promise<void> {
+    const cancel = new CancelToken();
+    const timer = this.#clock.setTimer(() => cancel.abort(), PROBE_TIMEOUT_MS);
+    let healthy: boolean;
+    try {
+      const headers: Record<string, string> = backend.apiKey ? { authorization: `Bearer ${backend.apiKey}` } : {};
+      const response = await this.#baseTransport.send(backend, { method: 'GET', path: '/models', headers, signal: cancel });
+      response.body.resume();
+      healthy = response.status < 500;
+    } catch {
+      healthy = false;
+    } finally {
+      timer.cancel();
+    }
+    const unhealthyMs = this.config.limits.unhealthyMs;
+    const marked = healthy ? this.#view.markHealthy(backend.id) : this.#view.markUnhealthy(backend.id, unhealthyMs, this.#clock.now());
+    await marked.catch(() => this.metrics.pluginErrors.labels('store').inc());
   }
 
   /** Parses a raw OpenAI body into a RoutingRequest, or throws a 400 FreeshError. */
@@ -309,15 +370,47 @@ export class Router {
     return request;
   }
 
-  /** Predicts, costs every backend serving the model and runs the policy. Throws 404 or 503. */
-  async route(request: RoutingRequest, exclude?: ReadonlySet<string>): Promise<Placement> {
+  /**
+   * Where the request would go now, and what it would cost there: predicts, costs every backend
+   * serving the model and runs the policy. Changes nothing — no slot taken, no counter moved — so an
+   * application may ask, then `admit` and forward the request itself. Throws 404 or 503.
+   */
+  async decide(request: RoutingRequest, options: { readonly exclude?: ReadonlySet<string> } = {}): Promise<Placement> {
     const pool = this.#byModel.get(request.model);
     if (!pool) throw modelNotFound(request.model);
     const prediction = await this.#predictor.predict(request);
-    return this.#place(request, prediction, pool, exclude);
+    return this.#placer.place(request, prediction, pool, this.#clock.now(), options.exclude);
   }
 
-  /** The whole path: parse, place, admit, forward. Resolves when the backend's headers arrive. */
+  /**
+   * Takes a slot for a decided request (waiting in its backend's queue if needed; rejects with 429,
+   * 504 or 499) and returns what to send upstream. For applications that forward requests themselves.
+   */
+  async admit(request: RoutingRequest, placement: Placement, options: { readonly signal?: CancelSignal } = {}): Promise<Admission> {
+    this.#lifecycle.arrive(request, placement.prediction, placement.requestType, this.#clock.now());
+    this.#inFlight++;
+    try {
+      const held = await this.#admit(request, placement, options.signal);
+      const settle = (): void => this.#settled();
+      const url = placement.backend.baseURL.replace(/\/+$/, '') + UPSTREAM_PATH[request.endpoint];
+      return {
+        request,
+        placement,
+        upstream: { url, headers: held.upstream.headers, body: held.upstream.body ?? new Uint8Array() },
+        complete: (outcome, outputTokens, serviceMs) => {
+          if (held.complete(outcome, outputTokens, serviceMs ?? this.#clock.now() - held.sentAtMs)) settle();
+        },
+        abort: (outcome, error) => {
+          if (held.abort(outcome, error)) settle();
+        },
+      };
+    } catch (err) {
+      this.#settled();
+      throw this.#count(outcomeOf(toFreeshError(err)), placement.backend.id, toFreeshError(err), request, placement);
+    }
+  }
+
+  /** The whole path for a raw call: parse, then `serve`. */
   async dispatch(call: RouterCall): Promise<RoutedResponse> {
     if (this.#closed) throw noBackend('*', 'the router is shutting down');
     let request: RoutingRequest;
@@ -326,45 +419,25 @@ export class Router {
     } catch (err) {
       throw this.#count('rejected-invalid', undefined, toFreeshError(err));
     }
+    return this.serve(request, call.signal);
+  }
+
+  /** Places, admits and forwards a parsed request; resolves when the backend's headers arrive. */
+  async serve(request: RoutingRequest, signal?: CancelSignal): Promise<RoutedResponse> {
+    if (this.#closed) throw noBackend('*', 'the router is shutting down');
     this.#inFlight++;
     try {
-      return await this.#dispatch(request, call.signal);
+      return await this.#serve(request, signal);
     } catch (err) {
       this.#settled();
       throw err;
     }
   }
 
-  /** Fetch-API entry point (Hono, Workers-style servers, tests): always resolves with a Response. */
-  async handle(request: Request): Promise<Response> {
-    const path = new URL(request.url).pathname;
-    const endpoint = path.endsWith('/chat/completions') ? 'chat.completions' : path.endsWith('/completions') ? 'completions' : undefined;
-    try {
-      if (path.endsWith('/models') && request.method === 'GET') return Response.json(this.modelList());
-      if (!endpoint) throw routeNotFound(request.method, path);
-      const body = new Uint8Array(await request.arrayBuffer());
-      if (body.byteLength > this.config.limits.bodyLimitBytes) throw bodyTooLarge(this.config.limits.bodyLimitBytes);
-      const routed = await this.dispatch({
-        endpoint,
-        body,
-        header: (name) => request.headers.get(name) ?? undefined,
-        signal: request.signal,
-      });
-      const headers = new Headers();
-      for (const [name, value] of Object.entries(routed.headers)) {
-        if (Array.isArray(value)) for (const v of value) headers.append(name, v);
-        else headers.set(name, value);
-      }
-      return new Response(Readable.toWeb(routed.body) as ReadableStream<Uint8Array>, { status: routed.status, headers });
-    } catch (err) {
-      const error = toFreeshError(err);
-      return new Response(error.toBody(), { status: error.status, headers: { 'content-type': 'application/json' } });
-    }
-  }
-
-  /** The `GET /v1/models` body: the union of the fleet's models. */
-  modelList(): { object: 'list'; data: { id: string; object: 'model'; created: number; owned_by: string }[] } {
-    return { object: 'list', data: this.models().map((id) => ({ id, object: 'model', created: 0, owned_by: 'freesh' })) };
+  /** The fetch-API edge over this router (`createFetchHandler(router)`): always resolves with a Response. */
+  handle(request: Request): Promise<Response> {
+    this.#fetch ??= createFetchHandler(this);
+    return this.#fetch(request);
   }
 
   /** Resolves once nothing is in flight (used to drain on shutdown). */
@@ -376,176 +449,144 @@ export class Router {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const stopped = this.#planner?.stop();
-    const err = noBackend('*', 'the router is shutting down');
-    for (const queue of this.#queues.values()) queue.rejectAll(err);
-    await Promise.all([stopped, this.#transport.close(), this.#store.close(), this.#predictor.close?.(), this.#carbon.close?.()]);
+    this.#view.stop();
+    this.#slots.close(noBackend('*', 'the router is shutting down'));
+    await Promise.all([this.#planner?.stop(), this.#transport.close(), this.#store.close(), this.#predictor.close?.(), this.#carbon.close?.()]);
   }
 
-  async #dispatch(request: RoutingRequest, signal: CancelSignal | undefined): Promise<RoutedResponse> {
+  async #serve(request: RoutingRequest, signal: CancelSignal | undefined): Promise<RoutedResponse> {
     const pool = this.#byModel.get(request.model);
     if (!pool) throw this.#count('rejected-invalid', undefined, modelNotFound(request.model), request);
     const decisionStarted = performance.now();
     const prediction = await this.#predictor.predict(request);
-    this.#planner?.observe(typeOf(request, prediction), request.promptTokens, prediction.outputTokensP50, request.arrivalMs);
-    const limits = this.config.limits;
-    let excluded: Set<string> | undefined;
-    for (let attempt = 0; ; attempt++) {
-      let placement: Placement;
+    let placement = this.#place(request, prediction, pool, undefined);
+    this.metrics.decisionSeconds.observe((performance.now() - decisionStarted) / 1000);
+    this.#lifecycle.arrive(request, prediction, placement.requestType, this.#clock.now());
+
+    let held: Held;
+    try {
+      held = await this.#admit(request, placement, signal);
+    } catch (err) {
+      const error = toFreeshError(err);
+      throw this.#count(outcomeOf(error), placement.backend.id, error, request, placement);
+    }
+    let meter = new TokenMeter();
+    const excluded = new Set<string>();
+    const reroute = async (failed: Backend, cause: unknown) => {
+      // The failed attempt never reached the client: give its slot back and place again elsewhere.
+      held.abort(isConnectError(cause) ? 'upstream-unreachable' : 'upstream-status');
+      excluded.add(failed.id);
       try {
-        placement = await this.#place(request, prediction, pool, excluded);
+        placement = this.#place(request, prediction, pool, excluded);
       } catch (err) {
         throw this.#count('rejected-no-backend', undefined, toFreeshError(err), request);
       }
-      if (attempt === 0) this.metrics.decisionSeconds.observe((performance.now() - decisionStarted) / 1000);
-      const { backend } = placement;
-      const queue = this.#queues.get(backend.id)!;
-      if (!queue.tryAcquire()) {
-        try {
-          await queue.wait({ priority: this.#priority(request, placement), tenant: request.tenant, signal });
-        } catch (err) {
-          const error = toFreeshError(err);
-          throw this.#count(outcomeOf(error), backend.id, error, request, placement);
-        }
-      }
-      // Virtual token counters: charged the predicted service at admission, corrected on completion,
-      // refunded if the backend never served it.
-      const charge = request.promptTokens + FairShare.OUTPUT_WEIGHT * prediction.outputTokensP50;
-      this.#fairShare?.charge(request.tenant, charge);
-      const leaseId = `${request.id}#${attempt}`;
-      const sentAtMs = this.#clock.now();
-      this.#prefillLoad.get(backend.id)!.add(request.promptTokens, sentAtMs);
-      const slo = this.config.sloClasses[request.sloClass]!;
-      const priority = backend.forwardPriority ? this.#upstreamPriority(request, placement, slo, sentAtMs) : 0;
-      this.#prefillBacklog.get(backend.id)!.add(request.promptTokens, sentAtMs, priority);
-      const running = this.#running.get(backend.id)!;
-      running.set(slo, (running.get(slo) ?? 0) + 1);
-      // Not awaited: a lease is load accounting, and a remote store's round trip must not delay the
-      // request. A store that fails is outlived by the lease TTL.
-      this.#store.acquire({ id: leaseId, backendId: backend.id, expiresAtMs: sentAtMs + limits.leaseTtlMs }).catch(ignoreStoreError);
-      const free = (): void => {
-        const left = running.get(slo)! - 1;
-        if (left > 0) running.set(slo, left);
-        else running.delete(slo);
-        queue.release();
-        this.#store.release(leaseId).catch(ignoreStoreError);
-      };
-
-      let upstream: UpstreamResponse;
-      const meter = new TokenMeter();
       try {
-        upstream = await this.#transport.send(backend, {
-          method: 'POST',
-          path: UPSTREAM_PATH[request.endpoint],
-          headers: upstreamHeaders(request, backend),
-          body: backend.forwardPriority ? withPriority(request.rawBody, priority) : request.rawBody,
-          signal,
-          onData: (chunk) => meter.push(chunk, this.#clock.now()),
-        });
+        held = await this.#admit(request, placement, signal);
       } catch (err) {
-        free();
-        this.#fairShare?.charge(request.tenant, -charge);
-        if (signal?.aborted) throw this.#count('client-abort', backend.id, clientAborted(), request, placement);
-        if (isConnectError(err)) {
-          await this.#store.markUnhealthy(backend.id, this.#clock.now() + limits.unhealthyMs).catch(ignoreStoreError);
-          if (attempt < limits.retries) {
-            (excluded ??= new Set()).add(backend.id);
-            continue;
-          }
-        }
-        throw this.#count('upstream-unreachable', backend.id, upstreamFailed(backend.id, err), request, placement);
+        const error = toFreeshError(err);
+        throw this.#count(outcomeOf(error), placement.backend.id, error, request, placement);
       }
-
-      if (upstream.status >= 500) {
-        const detail = await readSnippet(upstream.body);
-        free();
-        this.#fairShare?.charge(request.tenant, -charge);
-        // 503 means "busy, try elsewhere"; other 5xx may be the request's own fault, so they are not retried.
-        if (upstream.status === 503 && attempt < limits.retries) {
-          (excluded ??= new Set()).add(backend.id);
-          continue;
-        }
-        throw this.#count('upstream-status', backend.id, upstreamStatus(backend.id, upstream.status, detail), request, placement);
-      }
-      return this.#relay(request, placement, upstream, meter, sentAtMs, free, signal);
-    }
-  }
-
-  async #place(request: RoutingRequest, prediction: Prediction, pool: readonly Backend[], exclude: ReadonlySet<string> | undefined): Promise<Placement> {
-    const nowMs = this.#clock.now();
-    const states = await this.#store.snapshot(this.#backendIds, nowMs);
-    const planView = this.#planner?.view();
-    const slo = this.config.sloClasses[request.sloClass]!;
-    const candidates: Candidate[] = [];
-    for (const backend of pool) {
-      if (exclude?.has(backend.id)) continue;
-      const state = states.get(backend.id)!;
-      const queued = this.#queues.get(backend.id)!.waiting;
-      let strictestTbtMs = Number.POSITIVE_INFINITY;
-      let windowMs = Math.min(slo.tbtWindowMs, PREFILL_LOAD_TAU_MS);
-      for (const running of this.#running.get(backend.id)!.keys()) {
-        strictestTbtMs = Math.min(strictestTbtMs, running.tbtMs);
-        windowMs = Math.min(windowMs, running.tbtWindowMs);
-      }
-      // The prefill load as it will be with this prompt sent: its own prefill slows the others too,
-      // spent within the shortest TBT window of this request and of those running there.
-      const promptTokensPerS = this.#prefillLoad.get(backend.id)!.perSecond(nowMs) + (request.promptTokens * 1000) / windowMs;
-      const clockFraction = planView?.plan.clockFraction.get(backend.id) ?? 1;
-      const prefillBacklogTokens = this.#prefillBacklog
-        .get(backend.id)!
-        .pending(nowMs, prefillTokensPerMs(backend, state.inFlight, clockFraction, this.#frequency), backend.forwardPriority ? slo.priority : 0);
-      const cost = this.#costModel.estimate({
-        request,
-        prediction,
-        backend,
-        state,
-        queued,
-        promptTokensPerS,
-        prefillBacklogTokens,
-        nowMs,
-        gramsPerKWh: this.#carbon.gramsPerKWh(backend.site.id, nowMs),
-        clockFraction,
-        latencyFactor: this.#latency.factor(backend.id),
-      });
-      candidates.push({ backend, state, queued, promptTokensPerS, strictestTbtMs, cost });
-    }
-    const requestType = typeOf(request, prediction);
-    const ctx: DecisionContext = {
-      request,
-      prediction,
-      requestType,
-      slo,
-      deadlineMs: this.#deadline(request, prediction.outputTokensP50, slo, candidates, (c) => c.cost.e2eMs),
-      deadlineP90Ms: this.#deadline(request, prediction.outputTokensP90, slo, candidates, (c) => c.cost.e2eP90Ms),
-      nowMs,
-      rng: this.#rng,
-      objective: this.config.objective,
-      candidates,
-      plan: planView,
+      meter = new TokenMeter();
+      return { backend: placement.backend, request: held.upstream };
     };
-    const decision = decide(this.policy, candidates, ctx, this.config.trace || decisionChannel.hasSubscribers);
-    for (const { plugin } of decision.errors) this.metrics.pluginErrors.labels(plugin).inc();
-    if (decisionChannel.hasSubscribers) decisionChannel.publish({ request, trace: decision.trace });
-    const picked = decision.picked?.candidate;
-    if (!picked) {
-      throw noBackend(request.model, decision.emptiedBy ? `every candidate was removed by the \`${decision.emptiedBy}\` filter` : 'no candidate left');
+
+    let upstream: UpstreamResponse;
+    try {
+      upstream = await this.#transport.send(placement.backend, { ...held.upstream, onData: (chunk) => meter.push(chunk, this.#clock.now()), reroute });
+    } catch (err) {
+      if (err instanceof FreeshError) throw err; // from reroute, already counted
+      const backendId = placement.backend.id;
+      if (signal?.aborted) {
+        held.abort('client-abort');
+        throw this.#count('client-abort', backendId, clientAborted(), request, placement);
+      }
+      held.abort('upstream-unreachable');
+      throw this.#count('upstream-unreachable', backendId, upstreamFailed(backendId, err), request, placement);
     }
-    if (slo.onLate === 'reject' && decision.relaxed.includes('deadline')) throw deadlineUnmeetable(request.sloClass);
-    this.#planner?.assign(requestType, picked.backend.id);
-    return { backend: picked.backend, prediction, cost: picked.cost, requestType, deadlineMs: ctx.deadlineMs, trace: decision.trace };
+
+    if (upstream.status >= 500) {
+      const detail = await readSnippet(upstream.body);
+      held.abort('upstream-status');
+      throw this.#count('upstream-status', placement.backend.id, upstreamStatus(placement.backend.id, upstream.status, detail), request, placement);
+    }
+    this.#lifecycle.firstByte({ request, placement, nowMs: this.#clock.now() });
+
+    const final = placement;
+    const finalHeld = held;
+    const body = upstream.body;
+    onRelayEnd(
+      body,
+      () => signal?.aborted === true,
+      (err) => {
+        const tokens = meter.outputTokens();
+        let outcome: CompletionEvent['outcome'] = upstream.status >= 400 ? 'upstream-status' : 'completed';
+        let error: FreeshError | undefined;
+        if (err === CONSUMER_GONE) {
+          outcome = 'client-abort';
+          error = clientAborted();
+        } else if (err) {
+          outcome = 'upstream-dropped';
+          error = upstreamDropped(final.backend.id, err);
+        }
+        finalHeld.complete(outcome, tokens, (meter.lastChunkAtMs ?? this.#clock.now()) - finalHeld.sentAtMs, error);
+        this.#settled();
+      },
+    );
+    const contentType = String(upstream.headers['content-type'] ?? '');
+    return { status: upstream.status, headers: responseHeaders(request, final, upstream), body, eventStream: contentType.includes('text/event-stream'), placement: final };
   }
 
-  /**
-   * When a request of `outputTokens` should finish. `targets`: arrival + the class's TTFT target +
-   * (tokens − 1) × its TBT target. `slack` (FREESH): arrival + slackFactor × the fastest candidate's
-   * `e2e` (the estimate for those tokens) as if idle.
-   */
-  #deadline(request: RoutingRequest, outputTokens: number, slo: SloClass, candidates: readonly Candidate[], e2e: (c: Candidate) => number): number {
-    const rule = this.config.deadline;
-    if (rule.mode === 'targets') return request.arrivalMs + ttftTargetMs(slo, request.promptTokens) + (outputTokens - 1) * slo.tbtMs;
-    let best = Number.POSITIVE_INFINITY;
-    for (const c of candidates) best = Math.min(best, e2e(c) - c.cost.waitMs);
-    return request.arrivalMs + rule.slackFactor * (Number.isFinite(best) ? best : 0);
+  #place(request: RoutingRequest, prediction: Prediction, pool: readonly Backend[], exclude: ReadonlySet<string> | undefined): Placement {
+    try {
+      return this.#placer.place(request, prediction, pool, this.#clock.now(), exclude);
+    } catch (err) {
+      throw this.#count('rejected-no-backend', undefined, toFreeshError(err), request);
+    }
+  }
+
+  /** Takes a slot (the lifecycle's place, admit and send), and builds what goes upstream. */
+  async #admit(request: RoutingRequest, placement: Placement, signal: CancelSignal | undefined): Promise<Held> {
+    const { backend, slo } = placement;
+    this.#lifecycle.place({ request, placement, nowMs: this.#clock.now() });
+    const lease = await this.#slots.acquire({
+      backend,
+      priority: (this.policy.queue ?? fifoOrder).priority(request, placement),
+      tenant: request.tenant,
+      tag: request.sloClass,
+      signal,
+    });
+    const sentAtMs = this.#clock.now();
+    const event: RequestEvent = { request, placement, nowMs: sentAtMs };
+    this.#lifecycle.admit(event);
+    const priority = backend.forwardPriority ? this.#upstreamPriority(request, placement, slo, sentAtMs) : 0;
+    this.#lifecycle.send({ ...event, priority });
+    const upstream: UpstreamRequest = {
+      method: 'POST',
+      path: UPSTREAM_PATH[request.endpoint],
+      headers: upstreamHeaders(request, backend),
+      body: backend.forwardPriority ? withPriority(request.rawBody, priority) : request.rawBody,
+      signal,
+    };
+    return new Held(request, placement, lease, sentAtMs, upstream, (held, outcome, tokens, serviceMs, error) => this.#end(held, outcome, tokens, serviceMs, error));
+  }
+
+  /** Ends a held slot: lifecycle hooks and, for a served request, metrics and the completion channel. */
+  #end(held: Held, outcome: Outcome, outputTokens: number | undefined, serviceMs: number | undefined, error: FreeshError | undefined): void {
+    const { request, placement } = held;
+    this.#slots.release(held.lease);
+    const event = { request, placement, nowMs: this.#clock.now() };
+    if (serviceMs === undefined) {
+      this.#lifecycle.abort({ ...event, outcome });
+      return;
+    }
+    this.#lifecycle.complete({ ...event, outcome: outcome as CompletionEvent['outcome'], outputTokens, serviceMs });
+    const tally = this.metrics.backend(placement.backend.id);
+    tally.upstreamSeconds.observe(serviceMs / 1000);
+    tally.energyJ += placement.cost.energyJ;
+    tally.carbonG += placement.cost.carbonG;
+    if (outputTokens !== undefined) tally.outputTokens += outputTokens;
+    this.#count(outcome, placement.backend.id, error, request, placement, outputTokens);
   }
 
   /**
@@ -559,74 +600,25 @@ export class Router {
     return firstTokenMs - request.arrivalMs > ttftTargetMs(slo, request.promptTokens) ? slo.priority + this.#latePriorityOffset : slo.priority;
   }
 
-  /** Queue order: arrival (first come first served), or latest start time = deadline − predicted service (least laxity first). */
-  #priority(request: RoutingRequest, placement: Placement): number {
-    if ((this.policy.admission ?? 'fifo') === 'fifo') return request.arrivalMs;
-    return placement.deadlineMs - (placement.cost.e2eMs - placement.cost.waitMs);
-  }
-
-  #relay(
-    request: RoutingRequest,
-    placement: Placement,
-    upstream: UpstreamResponse,
-    meter: TokenMeter,
-    sentAtMs: number,
-    free: () => void,
-    signal: CancelSignal | undefined,
-  ): RoutedResponse {
-    const { backend, cost, prediction } = placement;
-    const headers: Record<string, string | string[]> = {};
-    for (const name in upstream.headers) {
-      const value = upstream.headers[name];
-      if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
-    }
-    headers['x-freesh-backend'] = backend.id;
-    headers['x-freesh-site'] = backend.site.id;
-    headers['x-freesh-predicted-tokens'] = String(prediction.outputTokensP50);
-    headers['x-freesh-energy-j'] = cost.energyJ.toFixed(1);
-    headers['x-freesh-carbon-g'] = cost.carbonG.toFixed(4);
-    headers['x-request-id'] = request.id;
-    const contentType = String(upstream.headers['content-type'] ?? '');
-    const eventStream = contentType.includes('text/event-stream');
-
-    const body = upstream.body;
-    let ended = false;
-    const done = (err: unknown): void => {
-      if (ended) return;
-      ended = true;
-      free();
-      const tokens = meter.outputTokens();
-      const tally = this.metrics.backend(backend.id);
-      tally.upstreamSeconds.observe((this.#clock.now() - sentAtMs) / 1000);
-      tally.energyJ += cost.energyJ;
-      tally.carbonG += cost.carbonG;
-      if (tokens !== undefined) tally.outputTokens += tokens;
-      let outcome: Outcome = upstream.status >= 400 ? 'upstream-status' : 'completed';
-      let error: FreeshError | undefined;
-      if (err === CONSUMER_GONE) {
-        outcome = 'client-abort';
-        error = clientAborted();
-      } else if (err) {
-        outcome = 'upstream-dropped';
-        error = upstreamDropped(backend.id, err);
-      } else if (outcome === 'completed' && tokens !== undefined) {
-        this.#predictor.observe?.(request, tokens);
-        // The model's service time for the true length, against the time the backend took to send
-        // its last byte (not to the client's reading it: a slow reader must not look like a slow backend).
-        const modelledMs = cost.ttftMs - cost.waitMs + Math.max(0, tokens - 1) * cost.tbtMs;
-        this.#latency.observe(backend.id, modelledMs, (meter.lastChunkAtMs ?? this.#clock.now()) - sentAtMs);
-      }
-      if (tokens !== undefined) this.#fairShare?.charge(request.tenant, FairShare.OUTPUT_WEIGHT * (tokens - prediction.outputTokensP50));
-      this.#count(outcome, backend.id, error, request, placement, tokens);
-      this.#settled();
-    };
-    // Once-listeners only: they observe the body without setting it flowing. 'close' without an
-    // earlier 'end' or 'error' means the consumer destroyed it; an error after the caller's signal
-    // fired is the abort it asked for. Either way the client went away.
-    body.once('end', () => done(undefined));
-    body.once('error', (err) => done(signal?.aborted ? CONSUMER_GONE : err));
-    body.once('close', () => done(CONSUMER_GONE));
-    return { status: upstream.status, headers, body, eventStream, placement };
+  #createPlanner(frequency: FrequencyModel, onPlan: ((plan: Plan) => void) | undefined, replicaId: string): PoolPlanner {
+    const plan = this.config.plan;
+    return new PoolPlanner({
+      backends: this.backends,
+      clock: this.#clock,
+      carbon: this.#carbon,
+      store: this.#store,
+      objective: this.config.objective,
+      slo: strictestClass(this.config.sloClasses),
+      frequency,
+      stepMs: plan.stepMs,
+      windowMs: plan.windowMs,
+      margin: plan.margin,
+      maxUtilisation: plan.maxUtilisation,
+      clockLevels: this.policy.planner?.clockScaling === false ? [1] : plan.clockLevels,
+      onPlan,
+      solver: plan.solveInWorker ? workerSolver() : inThreadSolver(),
+      replicaId,
+    });
   }
 
   /** Counts how a request ended and tells completion subscribers; returns the error, for `throw`. */
@@ -647,7 +639,7 @@ export class Router {
         outputTokens,
         durationMs: this.#clock.now() - request.arrivalMs,
         error,
-      } satisfies CompletionEvent);
+      } satisfies RequestEnd);
     }
     return error;
   }
@@ -658,8 +650,49 @@ export class Router {
   }
 }
 
+type EndHeld = (held: Held, outcome: Outcome, outputTokens: number | undefined, serviceMs: number | undefined, error: FreeshError | undefined) => void;
+
+/** A slot held for one attempt of a request: ended exactly once, by completion or abort. */
+class Held {
+  #ended = false;
+
+  constructor(
+    readonly request: RoutingRequest,
+    readonly placement: Placement,
+    readonly lease: Lease,
+    readonly sentAtMs: number,
+    readonly upstream: UpstreamRequest,
+    readonly end: EndHeld,
+  ) {}
+
+  /** True the first time. */
+  complete(outcome: CompletionEvent['outcome'], outputTokens: number | undefined, serviceMs: number, error?: FreeshError): boolean {
+    if (this.#ended) return false;
+    this.#ended = true;
+    this.end(this, outcome, outputTokens, Math.max(0, serviceMs), error);
+    return true;
+  }
+
+  /** True the first time. Outcomes are counted by whoever reports the request's final failure. */
+  abort(outcome: Outcome, _error?: FreeshError): boolean {
+    if (this.#ended) return false;
+    this.#ended = true;
+    this.end(this, outcome, undefined, undefined, undefined);
+    return true;
+  }
+}
+
 export function createRouter(options: RouterOptions): Router {
   return new Router(options);
+}
+
+function resolvePolicy(name: string, policies: Readonly<Record<string, PolicyFactory>> | undefined): Policy {
+  const factory = policies?.[name] ?? BUILTIN_POLICIES[name];
+  if (!factory) {
+    const known = [...Object.keys(BUILTIN_POLICIES), ...Object.keys(policies ?? {})].join(', ');
+    throw new ConfigError(`Invalid router options:\n- \`policy\`: must be one of ${known}, got \`${JSON.stringify(name)}\``);
+  }
+  return factory();
 }
 
 /**
@@ -678,9 +711,6 @@ function strictestClass(classes: Readonly<Record<string, SloClass>>): SloClass {
   };
 }
 
-/** A store outage degrades load accounting only: leases expire by themselves. */
-function ignoreStoreError(): void {}
-
 function outcomeOf(error: FreeshError): Outcome {
   switch (error.code) {
     case 'queue_full':
@@ -694,28 +724,4 @@ function outcomeOf(error: FreeshError): Outcome {
     default:
       return 'internal-error';
   }
-}
-
-function upstreamHeaders(request: RoutingRequest, backend: Backend): Record<string, string> {
-  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': request.id };
-  if (backend.apiKey) headers.authorization = `Bearer ${backend.apiKey}`;
-  return headers;
-}
-
-/** Marks a relay ended because its consumer destroyed the body (the client went away). */
-const CONSUMER_GONE = Symbol('consumer gone');
-
-/** Reads at most 512 bytes of an error body for the message, then discards the rest. */
-async function readSnippet(body: Readable): Promise<string> {
-  let text = '';
-  try {
-    for await (const chunk of body) {
-      text += String(chunk);
-      if (text.length >= 512) break;
-    }
-  } catch {
-    // A broken error body still leaves a status to report.
-  }
-  body.destroy();
-  return text.slice(0, 512).replace(/\s+/g, ' ').trim();
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { BUILTIN_PROFILES } from '../cost/profiles.js';
 import { DEFAULT_SLO_CLASSES } from '../request/slo.js';
-import { DEFAULT_POLICY } from '../schedule/builtin.js';
+
 
 /**
  * The configuration schema: the single source of both the config file's types and its validation.
@@ -145,7 +145,7 @@ const routerShape = {
   sites: z.array(siteSchema).min(1),
   backends: z.array(backendSchema).min(1),
   /** Policy name: `freesh` (default), `freesh-published`, `least-loaded`, `round-robin`, `random`, or one registered with the router. */
-  policy: z.string().min(1).default(DEFAULT_POLICY),
+  policy: z.string().min(1).default('freesh'),
   limits: limitsSchema.prefault({}),
   defaults: z
     .strictObject({

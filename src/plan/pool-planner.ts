@@ -4,7 +4,7 @@ import type { Clock, Timer } from '../clock.js';
 import type { FrequencyModel } from '../cost/frequency.js';
 import { REQUEST_TYPES, type RequestType } from '../request/request-type.js';
 import type { SloClass } from '../request/slo.js';
-import type { PlanRecord, StateStore } from '../state/store.js';
+import type { PlanRecord, PublishedPlan, StateStore } from '../state/store.js';
 import type { Backend } from '../types.js';
 import { initialPlan, type Plan, type PlanView } from './plan.js';
 import { formulate, type PlanInput, readSolution, type TypeDemand } from './planner.js';
@@ -30,7 +30,12 @@ export interface PoolPlannerOptions {
   readonly onPlan?: ((plan: Plan) => void) | undefined;
   /** Where MILPs are solved: a worker thread in production, the calling thread in the simulator. */
   readonly solver: Solver;
+  /** This replica's name in the planner's leader lease and in the plans it publishes. */
+  readonly replicaId: string;
 }
+
+/** The leader lease's name in the state store: one replica plans per step. */
+const LEADER_ROLE = 'planner';
 
 /** Arrivals of one stretch of time, summed per request type: memory stays bounded at any rate. */
 interface Bucket {
@@ -47,6 +52,12 @@ const zeros = (): Record<RequestType, number> => ({ SS: 0, SL: 0, LS: 0, LL: 0 }
  * Runs the planner every step on the router's clock, over the demand seen in the last window, and
  * publishes each plan (to the state store for other replicas and the GPU agents, and to `onPlan`).
  * Until the first step has passed there is no forecast, so everything runs at full clock.
+ *
+ * With several replicas sharing a store, one plans per step: the holder of the `planner` lease
+ * (held for two steps, renewed each step it plans). The others follow the plans it publishes, as
+ * the store's plan watch delivers them; a replica's own demand observations then go unused, which
+ * is fine while load balancers spread traffic evenly. If the leader dies, its lease lapses and
+ * another replica plans from the next step on.
  */
 export class PoolPlanner {
   readonly #options: PoolPlannerOptions;
@@ -55,6 +66,9 @@ export class PoolPlanner {
   #assigned = new Map<RequestType, Map<string, number>>();
   #timer: Timer | undefined;
   #stopped = false;
+  #unwatch: (() => void) | undefined;
+  /** Version of the last plan published or adopted. */
+  #version = 0;
   readonly #startedMs: number;
 
   constructor(options: PoolPlannerOptions) {
@@ -73,6 +87,7 @@ export class PoolPlanner {
 
   /** Readies the solver and schedules the first re-plan one step from now. */
   async start(): Promise<void> {
+    this.#unwatch ??= this.#options.store.watchPlans((plan) => this.#adopt(plan));
     await this.#options.solver.ready();
     if (!this.#stopped && !this.#timer) this.#schedule();
   }
@@ -80,7 +95,9 @@ export class PoolPlanner {
   stop(): Promise<void> {
     this.#stopped = true;
     this.#timer?.cancel();
-    return this.#options.solver.close();
+    this.#unwatch?.();
+    const o = this.#options;
+    return Promise.all([o.solver.close(), o.store.resign(LEADER_ROLE, o.replicaId).catch(() => undefined)]).then(() => undefined);
   }
 
   /** Records an arrival for the demand forecast. */
@@ -142,21 +159,43 @@ export class PoolPlanner {
     const solution = await o.solver.solve(formulation.lp);
     if (this.#stopped) return this.#plan;
     const plan = readSolution(input, formulation, solution, performance.now() - started);
+    this.#follow(plan);
+    o.store.publishPlan(planRecord(plan, o.replicaId)).then(
+      (version) => (this.#version = Math.max(this.#version, version)),
+      () => {
+        // Publishing is for other replicas and agents; this router already follows the plan.
+      },
+    );
+    return plan;
+  }
+
+  /** Plans if this replica leads the step (or the store cannot say), else waits for the leader's plan. */
+  async #step(): Promise<void> {
+    const o = this.#options;
+    const leads = await o.store.tryLead(LEADER_ROLE, o.replicaId, 2 * o.stepMs).catch(() => true);
+    if (leads) await this.replan();
+  }
+
+  #follow(plan: Plan): void {
     this.#plan = plan;
     this.#assigned = new Map();
-    o.onPlan?.(plan);
+    this.#options.onPlan?.(plan);
     if (planChannel.hasSubscribers) planChannel.publish(plan);
-    o.store.publishPlan(planRecord(plan)).catch(() => {
-      // Publishing is for other replicas and agents; this router already follows the plan.
-    });
-    return plan;
+  }
+
+  /** A plan published by the store: another replica's is followed; our own is already in force. */
+  #adopt(published: PublishedPlan): void {
+    if (this.#stopped || published.version <= this.#version) return;
+    this.#version = published.version;
+    if (published.origin === this.#options.replicaId) return;
+    this.#follow(fromRecord(published, this.#options.clock.now()));
   }
 
   #schedule(): void {
     this.#timer = this.#options.clock.setTimer(() => {
       this.#timer = undefined;
       if (this.#stopped) return;
-      this.replan().then(
+      this.#step().then(
         () => this.#schedule(),
         (err: unknown) => {
           // Keep the plan in force; try again next step.
@@ -168,12 +207,31 @@ export class PoolPlanner {
   }
 }
 
-export function planRecord(plan: Plan): PlanRecord {
+export function planRecord(plan: Plan, origin: string): PlanRecord {
   return {
-    createdMs: plan.createdMs,
+    origin,
     status: plan.status,
     active: [...plan.active],
     clockFraction: Object.fromEntries(plan.clockFraction),
     shares: Object.fromEntries([...plan.shares].map(([k, m]) => [k, Object.fromEntries(m)])),
+    forecastRps: plan.forecastRps,
+    objectiveRate: plan.objectiveRate,
+    note: plan.note,
+  };
+}
+
+/** A published plan as this replica follows it, made now by its clock. */
+function fromRecord(record: PlanRecord, nowMs: number): Plan {
+  const status = record.status === 'optimal' || record.status === 'degraded' ? record.status : 'initial';
+  return {
+    createdMs: nowMs,
+    active: new Set(record.active),
+    clockFraction: new Map(Object.entries(record.clockFraction)),
+    shares: new Map(Object.entries(record.shares).map(([type, byBackend]) => [type as RequestType, new Map(Object.entries(byBackend))])),
+    status,
+    forecastRps: { SS: 0, SL: 0, LS: 0, LL: 0, ...record.forecastRps },
+    objectiveRate: record.objectiveRate,
+    solveMs: 0,
+    note: `${record.note} (planned by ${record.origin})`,
   };
 }

@@ -2,12 +2,11 @@ import TinyQueue from 'tinyqueue';
 import type { CancelSignal } from '../cancel.js';
 import type { Clock, Timer } from '../clock.js';
 import { clientAborted, queueFull, queueTimeout } from '../errors.js';
+import type { Lease } from '../state/store.js';
 import type { FairShare } from './fair-share.js';
 
 export interface AdmissionQueueOptions {
   readonly backendId: string;
-  /** Requests admitted at once. */
-  readonly concurrency: number;
   /** Requests allowed to wait; one more is refused with 429. */
   readonly maxLength: number;
   /** Longest wait before a request is refused with 504. */
@@ -29,16 +28,20 @@ export interface Ticket {
    */
   readonly priority: number;
   readonly tenant?: string;
+  /** Carried to the lease the waiter is admitted with (the router's SLO class). */
+  readonly tag?: string | undefined;
   /** Aborting removes the request from the queue and rejects its wait with 499. */
   readonly signal?: CancelSignal | undefined;
 }
 
-interface Waiter {
+/** A request waiting for a slot. */
+export interface Waiter {
   readonly priority: number;
   readonly seq: number;
   readonly tenant: string;
+  readonly tag: string | undefined;
   readonly enqueuedMs: number;
-  readonly resolve: () => void;
+  readonly resolve: (lease: Lease) => void;
   readonly reject: (err: Error) => void;
   timer: Timer | undefined;
   signal: CancelSignal | undefined;
@@ -50,15 +53,15 @@ const byPriority = (a: Waiter, b: Waiter): number => a.priority - b.priority || 
 const NO_TENANT = '';
 
 /**
- * A per-backend admission gate: at most `concurrency` requests run, the rest wait in priority order,
- * one binary heap per tenant (p-queue orders by a static integer and cannot withdraw a waiting task
- * on timeout, both of which this needs, nor choose between tenants by their service). Withdrawn
- * waiters are dropped lazily when they reach the top of their heap.
+ * The requests waiting for a slot on one backend, in the order they should get one: one binary heap
+ * per tenant (p-queue orders by a static integer and cannot withdraw a waiting task on timeout, both
+ * of which this needs, nor choose between tenants by their service). The queue does not count slots:
+ * the state store grants them (`tryAcquire`, shared by every replica), and whoever frees one asks
+ * `next()` whom to admit. Withdrawn waiters are dropped lazily when they reach the top of their heap.
  */
 export class AdmissionQueue {
   readonly #options: AdmissionQueueOptions;
   readonly #heaps = new Map<string, TinyQueue<Waiter>>();
-  #active = 0;
   #waiting = 0;
   #seq = 0;
 
@@ -66,35 +69,22 @@ export class AdmissionQueue {
     this.#options = options;
   }
 
-  get active(): number {
-    return this.#active;
-  }
-
   get waiting(): number {
     return this.#waiting;
   }
 
-  /** Takes a slot at once if one is free and nobody is waiting for it. */
-  tryAcquire(): boolean {
-    if (this.#active < this.#options.concurrency && this.#waiting === 0) {
-      this.#active++;
-      return true;
-    }
-    return false;
-  }
-
-  /** Waits for a slot. Resolves once admitted (the caller then owes one `release()`); rejects with 429, 504 or 499. */
-  wait(ticket: Ticket): Promise<void> {
-    if (this.tryAcquire()) return Promise.resolve();
+  /** Waits for a slot. Resolves with the lease it is admitted with; rejects with 429, 504 or 499. */
+  wait(ticket: Ticket): Promise<Lease> {
     if (this.#waiting >= this.#options.maxLength) return Promise.reject(queueFull(this.#options.backendId, this.#options.maxLength));
     if (ticket.signal?.aborted) return Promise.reject(clientAborted());
     const { clock, maxWaitMs, fairShare } = this.#options;
     const tenant = fairShare ? (ticket.tenant ?? NO_TENANT) : NO_TENANT;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<Lease>((resolve, reject) => {
       const waiter: Waiter = {
         priority: ticket.priority,
         seq: this.#seq++,
         tenant,
+        tag: ticket.tag,
         enqueuedMs: clock.now(),
         resolve,
         reject,
@@ -116,20 +106,22 @@ export class AdmissionQueue {
     });
   }
 
-  /** Frees a slot and hands it to the next waiter. */
-  release(): void {
-    this.#active--;
-    const next = this.#next();
-    if (!next) return;
-    this.#heaps.get(next.tenant)!.pop();
-    this.#settle(next);
-    this.#active++;
-    next.resolve();
+  /** The waiter to admit next, still waiting; undefined when none is. */
+  next(): Waiter | undefined {
+    return this.#next();
+  }
+
+  /** Admits `waiter` with `lease`. False when it was withdrawn meanwhile (the lease is then the caller's to use or free). */
+  admit(waiter: Waiter, lease: Lease): boolean {
+    if (waiter.settled) return false;
+    this.#settle(waiter);
+    waiter.resolve(lease);
+    return true;
   }
 
   /** Refuses every waiter with `err` (used on shutdown). */
   rejectAll(err: Error): void {
-    for (const heap of this.#heaps.values()) for (const waiter of heap.data) if (!waiter.settled) this.#withdraw(waiter, err);
+    for (const heap of [...this.#heaps.values()]) for (const waiter of [...heap.data]) if (!waiter.settled) this.#withdraw(waiter, err);
     this.#heaps.clear();
   }
 
@@ -175,6 +167,8 @@ export class AdmissionQueue {
 
   #settle(waiter: Waiter): void {
     waiter.settled = true;
+    const heap = this.#heaps.get(waiter.tenant);
+    if (heap?.peek() === waiter) heap.pop();
     this.#waiting--;
     waiter.timer?.cancel();
     if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);

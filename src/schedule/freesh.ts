@@ -1,3 +1,4 @@
+import { leastLaxityFairOrder, leastLaxityOrder, type QueueOrder } from '../queue/order.js';
 import { ttftTargetMs } from '../request/slo.js';
 import type { Candidate } from '../types.js';
 import { healthyFilter, loadScorer, maxScorePicker } from './plugins.js';
@@ -92,7 +93,7 @@ export const planShareScorer: Scorer = Object.freeze<Scorer>({
   },
 });
 
-function freeshPolicy(name: string, clockScaling: boolean, admission: Policy['admission']): Policy {
+function freeshPolicy(name: string, clockScaling: boolean, queue: QueueOrder): Policy {
   return {
     name,
     // The deadline comes before the plan: a parked backend is woken when no planned one can meet it.
@@ -111,13 +112,13 @@ function freeshPolicy(name: string, clockScaling: boolean, admission: Policy['ad
         { scorer: loadScorer, weight: 0.3 },
       ],
     },
-    admission,
+    queue,
     planner: { clockScaling },
   };
 }
 
 /** Ours: planner with clock scaling, per-request carbon placement, least-laxity-first with tenant fairness. */
-export const freesh = (): Policy => freeshPolicy('freesh', true, 'least-laxity-fair');
+export const freesh = (): Policy => freeshPolicy('freesh', true, leastLaxityFairOrder);
 
 /** FREESH as published: planner at fixed clocks, least-laxity-first admission, no tenant counters. */
-export const freeshPublished = (): Policy => freeshPolicy('freesh-published', false, 'least-laxity');
+export const freeshPublished = (): Policy => freeshPolicy('freesh-published', false, leastLaxityOrder);

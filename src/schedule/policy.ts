@@ -1,5 +1,7 @@
 import type { Rng } from '../clock.js';
+import type { LifecyclePlugin } from '../pipeline/lifecycle.js';
 import type { PlanView } from '../plan/plan.js';
+import type { QueueOrder } from '../queue/order.js';
 import type { RequestType } from '../request/request-type.js';
 import type { SloClass } from '../request/slo.js';
 import type { Candidate, Prediction, RoutingRequest } from '../types.js';
@@ -75,12 +77,10 @@ export interface Policy {
    * serve within its deadline is placed for lateness, not for carbon.
    */
   readonly whenRelaxed?: Readonly<Record<string, readonly WeightedScorer[]>>;
-  /**
-   * How each backend's admission queue is ordered: `fifo` (default, arrival order); `least-laxity`
-   * (latest start time first); `least-laxity-fair` (the same, with tenants' virtual token counters
-   * deciding among requests that are not yet urgent).
-   */
-  readonly admission?: 'fifo' | 'least-laxity' | 'least-laxity-fair';
+  /** How each backend's admission queue is ordered. Default first come, first served (`fifoOrder`). */
+  readonly queue?: QueueOrder;
   /** Set when the policy wants the pool planner; `clockScaling` lets the plan lower SM clocks. */
   readonly planner?: { readonly clockScaling: boolean };
+  /** State the policy needs kept as requests go (see LifecyclePlugin), besides the router's own. */
+  readonly plugins?: readonly LifecyclePlugin[];
 }

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import type { Transport, UpstreamRequest, UpstreamResponse } from '../proxy/transport.js';
+import type { Transport, UpstreamRequest, UpstreamResponse } from '../transport/transport.js';
 import type { Backend } from '../types.js';
 import type { SimInstance } from './instance.js';
 
@@ -33,6 +33,10 @@ export class SimTransport implements Transport {
   send(backend: Backend, request: UpstreamRequest): Promise<UpstreamResponse> {
     const instance = this.#instances.get(backend.id);
     if (!instance) return Promise.reject(Object.assign(new Error(`no simulated instance for ${backend.id}`), { code: 'ECONNREFUSED' }));
+    if (request.method === 'GET') {
+      // A health probe: a simulated instance is always up.
+      return Promise.resolve({ status: 200, headers: { 'content-type': 'application/json' }, body: Readable.from([Buffer.from('{"object":"list","data":[]}')]) });
+    }
     const id = request.headers['x-request-id'] ?? '';
     const job = this.#hooks.job(id);
     const priority = priorityOf(request.body);

@@ -3,6 +3,7 @@ import { seriesSignal } from '../carbon/signal.js';
 import { seededRng } from '../clock.js';
 import { BUILTIN_PROFILES, decodeStepMs, type InstanceProfile, prefillMs } from '../cost/profiles.js';
 import { FreeshError } from '../errors.js';
+import type { RoutingRequest } from '../types.js';
 import { createRouter, type Router, type RouterOptions } from '../router.js';
 import type { Policy } from '../schedule/policy.js';
 import { fleetRouterConfig, type FleetSpec } from './fleet.js';
@@ -186,16 +187,25 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     if (options.onProgress && settled % progressEvery === 0) options.onProgress(settled, total);
   };
 
-  const bodies = new Map<number, Uint8Array>();
-  const bodyFor = (promptTokens: number): Uint8Array => {
-    let body = bodies.get(promptTokens);
-    if (!body) {
-      // estimateTokens() reads 4 characters as a token, so the router sees the trace's prompt length.
-      body = Buffer.from(JSON.stringify({ model: fleet.model, messages: [{ role: 'user', content: 'x'.repeat(promptTokens * 4) }] }));
-      bodies.set(promptTokens, body);
-    }
-    return body;
-  };
+  // The router is handed each request parsed, with the trace's prompt length: no body is made up
+  // for it to count tokens in. The body forwarded to the simulated instances is never read.
+  const rawBody = Buffer.from(JSON.stringify({ model: fleet.model, messages: [{ role: 'user', content: '' }] }));
+  const parsedBody = Object.freeze({ model: fleet.model });
+  const routingRequest = (request: WorkloadRequest): RoutingRequest => ({
+    id: request.id,
+    endpoint: 'chat.completions',
+    model: fleet.model,
+    promptText: '',
+    promptTokens: request.promptTokens,
+    messageCount: 1,
+    maxTokens: undefined,
+    stream: false,
+    tenant: request.tenant,
+    sloClass: request.sloClass,
+    arrivalMs: clock.now(),
+    body: parsedBody,
+    rawBody,
+  });
 
   const issue = (request: WorkloadRequest) => {
     const record: RequestRecord = {
@@ -209,8 +219,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     };
     records.set(request.id, record);
     waiting.set(request.tenant, waiting.get(request.tenant)! + 1);
-    const headers: Record<string, string> = { 'x-request-id': request.id, 'x-freesh-tenant': request.tenant, 'x-freesh-slo': request.sloClass };
-    router.dispatch({ endpoint: 'chat.completions', body: bodyFor(request.promptTokens), header: (name) => headers[name] }).then(
+    router.serve(routingRequest(request)).then(
       (routed) => {
         const { backend, cost } = routed.placement;
         record.backend = backend.id;

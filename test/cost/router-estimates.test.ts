@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { heuristicPredictor } from '../../src/predict/predictor.js';
-import type { Transport } from '../../src/proxy/transport.js';
+import type { Transport } from '../../src/transport/transport.js';
 import { createRouter } from '../../src/router.js';
 import { VirtualClock } from '../../src/sim/virtual-clock.js';
 
@@ -46,17 +46,17 @@ describe('the router\'s latency estimates', () => {
     const clock = new VirtualClock();
     let delayMs = 0;
     const router = routerOn(clock, delayedTransport(clock, () => delayMs));
-    const first = (await router.route(router.parse(call(512)))).cost;
+    const first = (await router.decide(router.parse(call(512)))).cost;
     delayMs = slowdown * (first.e2eMs - first.waitMs);
     for (let i = 0; i < 100; i++) {
       const routed = await router.dispatch(call(512));
       const ended = new Promise((resolve) => routed.body.once('end', resolve));
       routed.body.resume();
-      clock.runNext(); // the response ends
+      clock.advance(delayMs); // the response ends
       await ended;
       clock.advance(60_000); // long enough for the prefill backlog to drain
     }
-    const last = (await router.route(router.parse(call(512)))).cost;
+    const last = (await router.decide(router.parse(call(512)))).cost;
     await router.close();
     return last.ttftMs / first.ttftMs;
   }
@@ -69,16 +69,16 @@ describe('the router\'s latency estimates', () => {
   it('a client that reads the response late does not make its backend look slow', async () => {
     const clock = new VirtualClock();
     const router = routerOn(clock, delayedTransport(clock, () => 1_000));
-    const first = (await router.route(router.parse(call(512)))).cost;
+    const first = (await router.decide(router.parse(call(512)))).cost;
     for (let i = 0; i < 50; i++) {
       const routed = await router.dispatch(call(512));
       const ended = new Promise((resolve) => routed.body.once('end', resolve));
-      clock.runNext(); // the backend sends everything at 1 s...
+      clock.advance(1_000); // the backend sends everything at 1 s...
       clock.advance(59_000); // ...and the client starts reading a minute later
       routed.body.resume();
       await ended;
     }
-    const last = (await router.route(router.parse(call(512)))).cost;
+    const last = (await router.decide(router.parse(call(512)))).cost;
     await router.close();
     // Calibrated to the 1 s the backend took, not to the minute the client took.
     expect(last.ttftMs / first.ttftMs).toBeCloseTo(1_000 / (first.e2eMs - first.waitMs), 1);
@@ -87,12 +87,12 @@ describe('the router\'s latency estimates', () => {
   it('a prompt is costed behind the prompts already sent, and its own prefill counts in the load it meets', async () => {
     const clock = new VirtualClock();
     const router = routerOn(clock, delayedTransport(clock, () => 600_000));
-    const alone = (await router.route(router.parse(call(512)))).cost;
-    const long = (await router.route(router.parse(call(4_096)))).cost;
+    const alone = (await router.decide(router.parse(call(512)))).cost;
+    const long = (await router.decide(router.parse(call(4_096)))).cost;
     expect(long.tbtMs).toBeGreaterThan(alone.tbtMs);
     const sent = await router.dispatch(call(4_096));
     sent.body.resume();
-    const behind = (await router.route(router.parse(call(512)))).cost;
+    const behind = (await router.decide(router.parse(call(512)))).cost;
     // 4,096 tokens ahead: at least 8 more chunk steps of 512 before this prompt's own.
     expect(behind.ttftMs).toBeGreaterThan(alone.ttftMs * 8);
     await router.close();
@@ -103,7 +103,7 @@ describe('the router\'s latency estimates', () => {
       const clock = new VirtualClock();
       const router = routerOn(clock, delayedTransport(clock, () => 600_000));
       (await router.dispatch(call(16, running))).body.resume();
-      const { tbtMs } = (await router.route(router.parse(call(4_096, placing)))).cost;
+      const { tbtMs } = (await router.decide(router.parse(call(4_096, placing)))).cost;
       await router.close();
       return tbtMs;
     };
@@ -119,8 +119,8 @@ describe('the router\'s latency estimates', () => {
     const router = routerOn(clock, delayedTransport(clock, () => 600_000), { forwardPriority: true });
     const sent = await router.dispatch(call(4_096, 'batch'));
     sent.body.resume();
-    const interactive = (await router.route(router.parse(call(512, 'interactive')))).cost;
-    const batch = (await router.route(router.parse(call(512, 'batch')))).cost;
+    const interactive = (await router.decide(router.parse(call(512, 'interactive')))).cost;
+    const batch = (await router.decide(router.parse(call(512, 'batch')))).cost;
     expect(batch.ttftMs).toBeGreaterThan(interactive.ttftMs * 8);
     await router.close();
   });

@@ -110,7 +110,7 @@ describe('PoolPlanner', () => {
     const { VirtualClock } = await import('../../src/sim/virtual-clock.js');
     const { MemoryStateStore } = await import('../../src/state/memory-store.js');
     const clock = new VirtualClock();
-    const store = new MemoryStateStore();
+    const store = new MemoryStateStore({ clock });
     const plans: unknown[] = [];
     const planner = new PoolPlanner({
       ...input({}),
@@ -122,6 +122,7 @@ describe('PoolPlanner', () => {
       windowMs: 1_800_000,
       solver: inThreadSolver(),
       onPlan: (p) => plans.push(p),
+      replicaId: 'r1',
     });
     expect(planner.plan.status).toBe('initial');
     await planner.start();
@@ -138,5 +139,48 @@ describe('PoolPlanner', () => {
     clock.advance(600_000);
     await new Promise((r) => setImmediate(r));
     expect(plans).toHaveLength(1);
+  });
+
+  it('with replicas sharing a store, one plans per step and the others follow its plan', async () => {
+    const { PoolPlanner } = await import('../../src/plan/pool-planner.js');
+    const { inThreadSolver } = await import('../../src/plan/solver.js');
+    const { VirtualClock } = await import('../../src/sim/virtual-clock.js');
+    const { MemoryStateStore } = await import('../../src/state/memory-store.js');
+    const clock = new VirtualClock();
+    const store = new MemoryStateStore({ clock });
+    let solves = 0;
+    const counting = () => {
+      const solver = inThreadSolver();
+      return { ...solver, solve: (lp: string) => (solves++, solver.solve(lp)), ready: () => solver.ready(), close: () => solver.close() };
+    };
+    const replica = (replicaId: string) =>
+      new PoolPlanner({
+        ...input({}),
+        clock,
+        carbon: { gramsPerKWh: (site) => (site === 'fr' ? 50 : 500) },
+        store,
+        stepMs: 300_000,
+        windowMs: 1_800_000,
+        solver: counting(),
+        replicaId,
+      });
+    const [a, b, c] = [replica('a'), replica('b'), replica('c')];
+    await Promise.all([a.start(), b.start(), c.start()]);
+    for (const p of [a, b, c]) for (let t = 0; t < 300_000; t += 2_000) p.observe('SS', 500, 120, t);
+    clock.advance(300_000);
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    expect(solves).toBe(1);
+    for (const p of [a, b, c]) {
+      expect(p.plan.status).toBe('optimal');
+      expect([...p.plan.active]).toEqual(['clean']);
+    }
+    expect((await store.readPlan())?.origin).toBe('a');
+    // The leader stops: its lease is given up, and another replica plans the next step.
+    await a.stop();
+    clock.advance(300_000);
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    expect(solves).toBe(2);
+    expect((await store.readPlan())?.origin).not.toBe('a');
+    await Promise.all([b.stop(), c.stop()]);
   });
 });

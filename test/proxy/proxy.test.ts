@@ -74,7 +74,7 @@ describe('proxy: completions through simulated backends', () => {
     expect(models.data.map((m) => m.id)).toEqual(['a', 'b', 'c']);
     const health = await fetch(`${p.url}/healthz`);
     expect(health.status).toBe(200);
-    expect(await health.json()).toMatchObject({ status: 'ok', backends: 2 });
+    expect(await health.json()).toMatchObject({ status: 'ok', backends: { usable: 2, total: 2 } });
   });
 });
 

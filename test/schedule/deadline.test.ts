@@ -21,7 +21,7 @@ describe('deadlines', () => {
   it('targets mode: arrival + the class TTFT target for the prompt + (p50 − 1) × its TBT target', async () => {
     const router = createRouter(config);
     const request = router.parse({ endpoint: 'chat.completions', body: body(1_000), header: (n) => headers[n] });
-    const placement = await router.route(request);
+    const placement = await router.decide(request);
     // interactive: 500 ms + 0.5 ms × 1,000 tokens, then 99 × 100 ms (the heuristic p50 is capped at max_tokens = 100).
     expect(placement.deadlineMs - request.arrivalMs).toBeCloseTo(1_000 + 99 * 100, 6);
     await router.close();
@@ -30,7 +30,7 @@ describe('deadlines', () => {
   it('slack mode (FREESH): 1.4 × the service time of the fastest idle candidate', async () => {
     const router = createRouter({ ...config, deadline: { mode: 'slack', slackFactor: 1.4 } });
     const request = router.parse({ endpoint: 'chat.completions', body: body(1_000), header: (n) => headers[n] });
-    const placement = await router.route(request);
+    const placement = await router.decide(request);
     const fastest = placement.backend.id === 'fast' ? placement.cost : undefined;
     expect(fastest).toBeDefined();
     expect(placement.deadlineMs - request.arrivalMs).toBeCloseTo(1.4 * (fastest!.e2eMs - fastest!.waitMs), 6);
@@ -50,14 +50,14 @@ describe('deadlines', () => {
     // The heuristic predicts p50 129 and p90 424 tokens.
     const targets = createRouter({ ...config, policy: recording });
     const a = request(targets);
-    await targets.route(a);
+    await targets.decide(a);
     expect(seen.at(-1)!.deadlineMs - a.arrivalMs).toBeCloseTo(1_000 + 128 * 100, 6);
     expect(seen.at(-1)!.deadlineP90Ms - a.arrivalMs).toBeCloseTo(1_000 + 423 * 100, 6);
     await targets.close();
 
     const slack = createRouter({ ...config, policy: recording, deadline: { mode: 'slack', slackFactor: 1.4 } });
     const b = request(slack);
-    await slack.route(b);
+    await slack.decide(b);
     const ctx = seen.at(-1)!;
     const idle = (pick: (c: DecisionContext['candidates'][number]) => number) => Math.min(...ctx.candidates.map((c) => pick(c) - c.cost.waitMs));
     expect(ctx.deadlineMs - b.arrivalMs).toBeCloseTo(1.4 * idle((c) => c.cost.e2eMs), 6);
@@ -75,7 +75,7 @@ describe('deadlines', () => {
       /Unknown SLO class "gold".*known: strict, standard/,
     );
     const request = router.parse({ endpoint: 'chat.completions', body: body(10), header: (n) => ({ 'x-freesh-slo': 'strict' })[n] });
-    await expect(router.route(request)).rejects.toMatchObject({ status: 503, code: 'deadline_unmeetable' });
+    await expect(router.decide(request)).rejects.toMatchObject({ status: 503, code: 'deadline_unmeetable' });
     await router.close();
   });
 });

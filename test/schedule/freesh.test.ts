@@ -84,7 +84,8 @@ describe('freesh policy', () => {
   });
 
   it('declares least-laxity-first fair admission and a planner with clock scaling', () => {
-    expect(freesh().admission).toBe('least-laxity-fair');
+    expect(freesh().queue?.name).toBe('least-laxity-fair');
+    expect(freesh().queue?.tenantFair).toBe(true);
     expect(freesh().planner).toEqual({ clockScaling: true });
   });
 });

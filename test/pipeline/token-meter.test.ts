@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { TokenMeter } from '../../src/proxy/token-meter.js';
+import { TokenMeter } from '../../src/pipeline/token-meter.js';
 
 const meter = (...chunks: string[]) => {
   const m = new TokenMeter();

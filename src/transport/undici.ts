@@ -1,35 +1,7 @@
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
-import type { CancelSignal } from '../cancel.js';
 import type { Backend } from '../types.js';
-
-export interface UpstreamRequest {
-  readonly method: 'GET' | 'POST';
-  /** Path below the backend's baseURL, e.g. `/chat/completions`. */
-  readonly path: string;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly body?: Uint8Array | undefined;
-  readonly signal?: CancelSignal | undefined;
-  /** Sees each body chunk before the consumer does (token metering); must be cheap and must not throw. */
-  readonly onData?: ((chunk: Buffer) => void) | undefined;
-}
-
-export interface UpstreamResponse {
-  readonly status: number;
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
-  /** The response body as it arrives; destroying it aborts the upstream request. */
-  readonly body: Readable;
-}
-
-/**
- * Carries a request to a backend. Contract: resolves once the backend's final status and headers
- * arrive; rejects only before that (connection refused, timeout before headers, abort). Errors
- * during the body surface as an 'error' event on `body`; destroying `body` aborts the request.
- */
-export interface Transport {
-  send(backend: Backend, request: UpstreamRequest): Promise<UpstreamResponse>;
-  close(): Promise<void>;
-}
+import type { Transport, UpstreamRequest, UpstreamResponse } from './transport.js';
 
 export interface UndiciTransportOptions {
   /** Time to establish a connection (ms). Default 5,000. */
@@ -105,19 +77,6 @@ export class UndiciTransport implements Transport {
     }
     return entry;
   }
-}
-
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
-
-/** True when the backend never received the request, so sending it elsewhere cannot duplicate work. */
-export function isConnectError(err: unknown): boolean {
-  let current: unknown = err;
-  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
-    const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && CONNECT_ERRORS.has(code)) return true;
-    current = current.cause;
-  }
-  return false;
 }
 
 /**

@@ -1,0 +1,138 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { CancelToken } from '../cancel.js';
+import { bodyTooLarge, type FreeshError, invalidRequest, routeNotFound, toFreeshError } from '../errors.js';
+import type { Router, RouterCall } from '../router.js';
+import type { Endpoint } from '../types.js';
+import { errorHeaders, info, match, sseErrorEvent } from './routes.js';
+
+export interface NodeHandlerOptions {
+  /** Path the routes are mounted under, e.g. `/llm` serves `/llm/v1/chat/completions`. Default ''. */
+  readonly basePath?: string;
+}
+
+/** A node `(req, res, next?)` listener: a server's request handler, or Express/Connect middleware. */
+export type NodeHandler = (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void) => void;
+
+/**
+ * The router as a node HTTP listener. It serves the routes of `routes.ts` under `basePath`; another
+ * path goes to `next` when there is one (middleware) and is answered 404 otherwise. A body a parser
+ * already read (`req.body` as bytes, a string or parsed JSON) is used as it is.
+ */
+export function createNodeHandler(router: Router, options: NodeHandlerOptions = {}): NodeHandler {
+  const base = (options.basePath ?? '').replace(/\/+$/, '');
+  const bodyLimit = router.config.limits.bodyLimitBytes;
+
+  return function freeshNodeHandler(req, res, next) {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    let path = q === -1 ? url : url.slice(0, q);
+    if (base) {
+      if (path !== base && !path.startsWith(`${base}/`)) return next ? next() : sendError(res, routeNotFound(req.method ?? '', path), true);
+      path = path.slice(base.length) || '/';
+    }
+    const route = match(req.method ?? '', path);
+    if ('code' in route) {
+      if (next && route.code === 'route_not_found') return next();
+      return sendError(res, route, true);
+    }
+    if (route.kind === 'completion') return void proxyCompletion(router, route.endpoint, bodyLimit, req, res);
+    info(router, route.kind).then(
+      (answer) => {
+        res.writeHead(answer.status, { 'content-type': answer.contentType, 'content-length': Buffer.byteLength(answer.body) });
+        res.end(req.method === 'HEAD' ? undefined : answer.body);
+      },
+      (err: unknown) => sendError(res, toFreeshError(err)),
+    );
+  };
+}
+
+async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: number, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const abort = new CancelToken();
+  res.once('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
+  let body: Uint8Array;
+  try {
+    body = await readBody(req, bodyLimit);
+  } catch (err) {
+    // The rest of an oversized body is not read: answer, then close the connection.
+    return sendError(res, toFreeshError(err), true);
+  }
+  const call: RouterCall = {
+    endpoint,
+    body,
+    header: (name) => {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    },
+    signal: abort,
+  };
+  let routed;
+  try {
+    routed = await router.dispatch(call);
+  } catch (err) {
+    sendError(res, toFreeshError(err));
+    return;
+  }
+  if (res.destroyed) {
+    routed.body.destroy();
+    return;
+  }
+  res.writeHead(routed.status, routed.headers);
+  const upstream = routed.body;
+  upstream.on('data', (chunk: Buffer) => {
+    if (!res.write(chunk)) upstream.pause();
+  });
+  res.on('drain', () => upstream.resume());
+  upstream.once('end', () => res.end());
+  upstream.once('error', (err) => {
+    if (res.destroyed) return;
+    // Headers are out, so a status can no longer carry the failure: a stream gets an error event,
+    // anything else a cut connection.
+    if (routed.eventStream) res.end(sseErrorEvent(routed.placement.backend.id, err));
+    else res.destroy();
+  });
+  res.once('close', () => {
+    if (!res.writableFinished) upstream.destroy();
+  });
+}
+
+/** The body as bytes: one a parser already read, or read here up to the limit. */
+function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+  const parsed = (req as { body?: unknown }).body;
+  if (parsed !== undefined && req.readableEnded) return Promise.resolve(preParsed(parsed, limit));
+  const declared = Number(req.headers['content-length']);
+  if (declared > limit) return Promise.reject(bodyTooLarge(limit));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.pause();
+        reject(bodyTooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    req.once('error', (err) => reject(invalidRequest(`Could not read the request body: ${err.message}`, undefined, 'body_read_failed')));
+  });
+}
+
+/** A body parser's result back to bytes: a Buffer or string as it is, parsed JSON re-serialised. */
+function preParsed(body: unknown, limit: number): Uint8Array {
+  const bytes = body instanceof Uint8Array ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+  if (bytes.byteLength > limit) throw bodyTooLarge(limit);
+  return bytes;
+}
+
+function sendError(res: ServerResponse, error: FreeshError, closeConnection = false): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = error.toBody();
+  const headers = errorHeaders(error, text);
+  if (closeConnection) headers.connection = 'close';
+  res.writeHead(error.status, headers);
+  res.end(text);
+}

@@ -1,0 +1,87 @@
+import { bodyTooLarge, type FreeshError, invalidRequest, methodNotAllowed, routeNotFound, upstreamDropped } from '../errors.js';
+import type { Router } from '../router.js';
+import type { Endpoint } from '../types.js';
+
+/**
+ * The route table both HTTP edges share (the node listener and the fetch handler), so they answer
+ * the same requests the same way.
+ */
+export type Route =
+  | { readonly kind: 'completion'; readonly endpoint: Endpoint }
+  | { readonly kind: 'models' | 'healthz' | 'metrics' };
+
+const ROUTES: Readonly<Record<string, Route>> = {
+  '/v1/chat/completions': { kind: 'completion', endpoint: 'chat.completions' },
+  '/v1/completions': { kind: 'completion', endpoint: 'completions' },
+  '/v1/models': { kind: 'models' },
+  '/healthz': { kind: 'healthz' },
+  '/metrics': { kind: 'metrics' },
+};
+
+/**
+ * The route for a method and path (below the mount path, without the query), or the error to
+ * answer: 404 for an unknown path, 405 for a known path with the wrong method.
+ */
+export function match(method: string, path: string): Route | FreeshError {
+  const route = ROUTES[path];
+  if (!route) return routeNotFound(method, path);
+  if (route.kind === 'completion') return method === 'POST' ? route : methodNotAllowed(method, path, 'POST');
+  return method === 'GET' || method === 'HEAD' ? route : methodNotAllowed(method, path, 'GET');
+}
+
+/** True for paths the edge serves (an adapter hands the others to the app). */
+export function serves(path: string): boolean {
+  return path in ROUTES;
+}
+
+/** A finished answer to a GET route. */
+export interface InfoResponse {
+  readonly status: number;
+  readonly contentType: string;
+  readonly body: string;
+}
+
+/** Answers `/v1/models`, `/healthz` (503 when no backend is usable) and `/metrics`. */
+export async function info(router: Router, kind: 'models' | 'healthz' | 'metrics'): Promise<InfoResponse> {
+  if (kind === 'models') return json(200, router.modelList());
+  if (kind === 'healthz') {
+    const { usable, total } = await router.checkHealth();
+    const status = usable === total ? 'ok' : usable > 0 ? 'degraded' : 'unavailable';
+    return json(usable > 0 ? 200 : 503, { status, backends: { usable, total }, inFlight: router.inFlight });
+  }
+  return { status: 200, contentType: router.metrics.registry.contentType, body: await router.metrics.registry.metrics() };
+}
+
+function json(status: number, value: unknown): InfoResponse {
+  return { status, contentType: 'application/json', body: JSON.stringify(value) };
+}
+
+/** Headers of an error answer: JSON, and `retry-after` where waiting helps (429, 503). */
+export function errorHeaders(error: FreeshError, body: string): Record<string, string> {
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
+  if (error.status === 429 || error.status === 503) headers['retry-after'] = '1';
+  return headers;
+}
+
+/** The event a streaming client gets when its backend drops mid-stream, in the shape OpenAI SDKs surface as an error. */
+export function sseErrorEvent(backendId: string, cause: unknown): string {
+  return `data: ${upstreamDropped(backendId, cause).toBody()}\n\n`;
+}
+
+/** The request body as bytes, refused with 413 as soon as it passes `limit` (before it is all buffered). */
+export async function readLimited(chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, declaredLength: number | undefined, limit: number): Promise<Uint8Array> {
+  if (declaredLength !== undefined && declaredLength > limit) throw bodyTooLarge(limit);
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of chunks) {
+      size += chunk.byteLength;
+      if (size > limit) throw bodyTooLarge(limit);
+      parts.push(chunk);
+    }
+  } catch (err) {
+    if ((err as FreeshError).code === 'body_too_large') throw err;
+    throw invalidRequest(`Could not read the request body: ${(err as Error).message}`, undefined, 'body_read_failed');
+  }
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
+}

@@ -1,0 +1,121 @@
+/**
+ * The router's own lifecycle plugins: the state that follows requests and that costing, queue order
+ * and planning read. Each keeps its state private and changes it only from its hooks.
+ */
+import { LatencyCalibration } from '../cost/latency-calibration.js';
+import type { PoolPlanner } from '../plan/pool-planner.js';
+import type { Predictor } from '../predict/predictor.js';
+import { FairShare } from '../queue/fair-share.js';
+import type { RequestType } from '../request/request-type.js';
+import { PrefillBacklog } from '../state/prefill-backlog.js';
+import { RateMeter } from '../state/rate-meter.js';
+import type { Prediction, RoutingRequest } from '../types.js';
+import type { AbortEvent, CompletionEvent, LifecyclePlugin, RequestEvent, SendEvent } from './lifecycle.js';
+
+/** Time constant of the per-backend prefill-load estimate: short enough to see a burst coming. */
+export const PREFILL_LOAD_TAU_MS = 10_000;
+
+/**
+ * Prompt tokens sent to each backend: as a decaying rate (prefill load, which stretches everyone's
+ * time between tokens) and as a backlog not yet prefilled (which delays the next prompt's first token).
+ */
+export class PrefillTracker implements LifecyclePlugin {
+  readonly name = 'prefill';
+  readonly #load = new Map<string, RateMeter>();
+  readonly #backlog = new Map<string, PrefillBacklog>();
+
+  constructor(backendIds: readonly string[]) {
+    for (const id of backendIds) {
+      this.#load.set(id, new RateMeter(PREFILL_LOAD_TAU_MS));
+      this.#backlog.set(id, new PrefillBacklog());
+    }
+  }
+
+  /** Prompt tokens per second sent to the backend lately. */
+  promptTokensPerS(backendId: string, nowMs: number): number {
+    return this.#load.get(backendId)?.perSecond(nowMs) ?? 0;
+  }
+
+  /** Tokens still to prefill ahead of a prompt of `priority`, draining at `tokensPerMs` from now on. */
+  backlogTokens(backendId: string, nowMs: number, tokensPerMs: number, priority: number): number {
+    return this.#backlog.get(backendId)?.pending(nowMs, tokensPerMs, priority) ?? 0;
+  }
+
+  send({ request, placement, nowMs, priority }: SendEvent): void {
+    const id = placement.backend.id;
+    this.#load.get(id)?.add(request.promptTokens, nowMs);
+    this.#backlog.get(id)?.add(request.promptTokens, nowMs, priority);
+  }
+}
+
+/** Each backend's observed ÷ modelled service time, from completed requests (see LatencyCalibration). */
+export class LatencyCalibrator implements LifecyclePlugin {
+  readonly name = 'latency-calibration';
+  readonly #calibration = new LatencyCalibration();
+
+  factor(backendId: string): number {
+    return this.#calibration.factor(backendId);
+  }
+
+  complete({ placement, outcome, outputTokens, serviceMs }: CompletionEvent): void {
+    if (outcome !== 'completed' || outputTokens === undefined) return;
+    const { cost } = placement;
+    // The model's service time for the true length, against the time the backend took to send its
+    // last byte (not the client's reading it: a slow reader must not look like a slow backend).
+    const modelledMs = cost.ttftMs - cost.waitMs + Math.max(0, outputTokens - 1) * cost.tbtMs;
+    this.#calibration.observe(placement.backend.id, modelledMs, serviceMs);
+  }
+}
+
+/**
+ * Tenants' virtual token counters: charged the predicted service at admission, corrected by the
+ * true length on completion, refunded when the backend never served the request.
+ */
+export class FairShareAccounting implements LifecyclePlugin {
+  readonly name = 'fair-share';
+  readonly counters = new FairShare();
+
+  admit({ request, placement }: RequestEvent): void {
+    this.counters.charge(request.tenant, request.promptTokens + FairShare.OUTPUT_WEIGHT * placement.prediction.outputTokensP50);
+  }
+
+  complete({ request, placement, outputTokens }: CompletionEvent): void {
+    if (outputTokens !== undefined) this.counters.charge(request.tenant, FairShare.OUTPUT_WEIGHT * (outputTokens - placement.prediction.outputTokensP50));
+  }
+
+  abort({ request, placement }: AbortEvent): void {
+    this.counters.charge(request.tenant, -(request.promptTokens + FairShare.OUTPUT_WEIGHT * placement.prediction.outputTokensP50));
+  }
+}
+
+/** The planner's demand forecast (every arrival) and its view of how the plan is followed (every placement). */
+export class PlannerFeed implements LifecyclePlugin {
+  readonly name = 'planner';
+  readonly #planner: PoolPlanner;
+
+  constructor(planner: PoolPlanner) {
+    this.#planner = planner;
+  }
+
+  arrive(request: RoutingRequest, prediction: Prediction, requestType: RequestType): void {
+    this.#planner.observe(requestType, request.promptTokens, prediction.outputTokensP50, request.arrivalMs);
+  }
+
+  place({ placement }: RequestEvent): void {
+    this.#planner.assign(placement.requestType, placement.backend.id);
+  }
+}
+
+/** True output lengths back to the predictor, which corrects its bias and fine-tunes on them. */
+export class PredictorFeedback implements LifecyclePlugin {
+  readonly name = 'predictor-feedback';
+  readonly #predictor: Predictor;
+
+  constructor(predictor: Predictor) {
+    this.#predictor = predictor;
+  }
+
+  complete({ request, outcome, outputTokens }: CompletionEvent): void {
+    if (outcome === 'completed' && outputTokens !== undefined) this.#predictor.observe?.(request, outputTokens);
+  }
+}

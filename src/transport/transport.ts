@@ -1,0 +1,64 @@
+import type { Readable } from 'node:stream';
+import type { CancelSignal } from '../cancel.js';
+import type { Backend } from '../types.js';
+
+export interface UpstreamRequest {
+  readonly method: 'GET' | 'POST';
+  /** Path below the backend's baseURL, e.g. `/chat/completions`. */
+  readonly path: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body?: Uint8Array | undefined;
+  readonly signal?: CancelSignal | undefined;
+  /** Sees each body chunk before the consumer does (token metering); must be cheap and must not throw. */
+  readonly onData?: ((chunk: Buffer) => void) | undefined;
+  /**
+   * Asked (by the `failover` layer) for another target when this one failed before anything reached
+   * the client: it gives up the failed attempt and resolves with the next, or rejects with the error
+   * the client should see. Absent: no failover.
+   */
+  readonly reroute?: ((failed: Backend, cause: unknown) => Promise<Retarget>) | undefined;
+}
+
+/** Where to try next, and what to send there (headers and body may differ per backend). */
+export interface Retarget {
+  readonly backend: Backend;
+  readonly request: UpstreamRequest;
+}
+
+export interface UpstreamResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  /** The response body as it arrives; destroying it aborts the upstream request. */
+  readonly body: Readable;
+}
+
+/**
+ * Carries a request to a backend. Contract: resolves once the backend's final status and headers
+ * arrive; rejects only before that (connection refused, timeout before headers, abort). Errors
+ * during the body surface as an 'error' event on `body`; destroying `body` aborts the request.
+ */
+export interface Transport {
+  send(backend: Backend, request: UpstreamRequest): Promise<UpstreamResponse>;
+  close(): Promise<void>;
+}
+
+/** Behaviour wrapped around a transport (failover, health marking...), in the manner of composed dispatchers. */
+export type TransportLayer = (next: Transport) => Transport;
+
+/** `base` wrapped by `layers`, the first innermost: compose(t, a, b) sends through b, then a, then t. */
+export function compose(base: Transport, ...layers: readonly TransportLayer[]): Transport {
+  return layers.reduce<Transport>((inner, layer) => layer(inner), base);
+}
+
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** True when the backend never received the request, so sending it elsewhere cannot duplicate work. */
+export function isConnectError(err: unknown): boolean {
+  let current: unknown = err;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    const code = (current as { code?: unknown }).code;
+    if (typeof code === 'string' && CONNECT_ERRORS.has(code)) return true;
+    current = current.cause;
+  }
+  return false;
+}
