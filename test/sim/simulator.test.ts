@@ -82,9 +82,10 @@ describe('simulate', () => {
   });
 
   it('replays a slice of the real conversation trace under two policies', async () => {
-    const text = await readFile(new URL('../../../shared/data/traces/azure-llm-2023-conv.csv', import.meta.url), 'utf8');
-    const full = parseAzureTrace(text, 'conv');
-    const slice: Trace = { name: 'conv-2min', requests: full.requests.filter((r) => r.arrivalMs < 120_000), durationMs: 120_000 };
+    // The trace's first two minutes, cut into the fixture (see test/fixtures/README.md).
+    const text = await readFile(new URL('../fixtures/azure-llm-2023-conv-2min.csv', import.meta.url), 'utf8');
+    const slice: Trace = { ...parseAzureTrace(text, 'conv-2min'), durationMs: 120_000 };
+    expect(slice.requests).toHaveLength(456);
     const fleet: FleetSpec = { ...ONE, backends: [{ id: 'a', site: 's', mode: '4xA100', maxConcurrency: 48 }, { id: 'b', site: 's', mode: '8xA100', maxConcurrency: 64 }] };
     const wl = buildWorkload(slice);
     for (const policy of ['round-robin', 'least-loaded']) {
