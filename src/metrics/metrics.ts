@@ -15,8 +15,6 @@ export const OUTCOMES = [
 ] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
-type HistogramChild = ReturnType<Histogram['labels']>;
-
 /**
  * One backend's tallies. The hot path adds to plain numbers; the Prometheus counters copy them when
  * scraped (prom-client hashes labels on every update, measured at a few µs per request).

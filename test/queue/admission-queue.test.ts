@@ -3,7 +3,7 @@ import { FreeshError } from '../../src/errors.js';
 import { AdmissionQueue } from '../../src/queue/admission-queue.js';
 import { VirtualClock } from '../../src/sim/virtual-clock.js';
 
-const make = (_unused = 1, maxLength = 10, maxWaitMs = 1_000) => {
+const make = (maxLength = 10, maxWaitMs = 1_000) => {
   const clock = new VirtualClock();
   const queue = new AdmissionQueue({ backendId: 'b', maxLength, maxWaitMs, clock });
   let leases = 0;
@@ -18,7 +18,7 @@ const flush = () => new Promise((resolve) => setImmediate(resolve));
 
 describe('AdmissionQueue', () => {
   it('hands freed slots out by priority, arrival order among equals', async () => {
-    const { queue, release } = make(1);
+    const { queue, release } = make();
     const order: string[] = [];
     const waits = [
       queue.wait({ priority: 30 }).then(() => order.push('p30')),
@@ -37,7 +37,7 @@ describe('AdmissionQueue', () => {
   });
 
   it('refuses with 429 when the queue is at its bound', async () => {
-    const { queue, release } = make(1, 1);
+    const { queue, release } = make(1);
     const first = queue.wait({ priority: 0 });
     await expect(queue.wait({ priority: 0 })).rejects.toMatchObject({ status: 429, code: 'queue_full' });
     release();
@@ -45,7 +45,7 @@ describe('AdmissionQueue', () => {
   });
 
   it('evicts with 504 after the time limit and frees its place', async () => {
-    const { queue, clock, release } = make(1, 10, 500);
+    const { queue, clock, release } = make(10, 500);
     const waiting = queue.wait({ priority: 0 });
     clock.advance(499);
     expect(queue.waiting).toBe(1);
@@ -56,7 +56,7 @@ describe('AdmissionQueue', () => {
   });
 
   it('withdraws a waiter whose client went away, and skips it when a slot frees', async () => {
-    const { queue, release } = make(1);
+    const { queue, release } = make();
     const abort = new AbortController();
     const gone = queue.wait({ priority: 0, signal: abort.signal });
     const next = queue.wait({ priority: 1 });
@@ -68,7 +68,7 @@ describe('AdmissionQueue', () => {
   });
 
   it('rejectAll refuses every waiter', async () => {
-    const { queue, release } = make(1);
+    const { queue } = make();
     const a = queue.wait({ priority: 0 });
     const b = queue.wait({ priority: 0 });
     queue.rejectAll(new Error('shutting down'));
@@ -78,7 +78,7 @@ describe('AdmissionQueue', () => {
   });
 
   it('keeps priority order through many withdrawals (heap rebuild)', async () => {
-    const { queue, release } = make(1, 1_000);
+    const { queue, release } = make(1_000);
     const aborts = Array.from({ length: 200 }, () => new AbortController());
     const gone = aborts.map((a, i) => queue.wait({ priority: i, signal: a.signal }).catch(() => 'gone'));
     const kept = [queue.wait({ priority: 500 }).then(() => 500), queue.wait({ priority: 300 }).then(() => 300)];
