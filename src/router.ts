@@ -387,6 +387,7 @@ export class Router {
    * 504 or 499) and returns what to send upstream. For applications that forward requests themselves.
    */
   async admit(request: RoutingRequest, placement: Placement, options: { readonly signal?: CancelSignal } = {}): Promise<Admission> {
+    if (this.#closed) throw noBackend('*', 'the router is shutting down');
     this.#lifecycle.arrive(request, placement.prediction, placement.requestType, this.#clock.now());
     this.#inFlight++;
     try {
