@@ -31,7 +31,7 @@ export function createFetchHandler(router: Router, options: FetchHandlerOptions 
     try {
       if (route.kind !== 'completion') {
         const answer = await info(router, route.kind);
-        return new Response(request.method === 'HEAD' ? null : answer.body, { status: answer.status, headers: { 'content-type': answer.contentType } });
+        return new Response(request.method === 'HEAD' ? null : answer.body, { status: answer.status, headers: answer.headers });
       }
       const length = request.headers.get('content-length');
       const body = await readLimited(request.body ? chunksOf(request.body) : [], length === null ? undefined : Number(length), bodyLimit);
