@@ -38,7 +38,7 @@ export function createNodeHandler(router: Router, options: NodeHandlerOptions = 
     if (route.kind === 'completion') return void proxyCompletion(router, route.endpoint, bodyLimit, req, res);
     info(router, route.kind).then(
       (answer) => {
-        res.writeHead(answer.status, { 'content-type': answer.contentType, 'content-length': Buffer.byteLength(answer.body) });
+        res.writeHead(answer.status, answer.headers);
         res.end(req.method === 'HEAD' ? undefined : answer.body);
       },
       (err: unknown) => sendError(res, toFreeshError(err)),

@@ -37,7 +37,8 @@ export function serves(path: string): boolean {
 /** A finished answer to a GET route. */
 export interface InfoResponse {
   readonly status: number;
-  readonly contentType: string;
+  /** `content-type`, `content-length` (a HEAD answer keeps the GET's), and `retry-after` on a 503. */
+  readonly headers: Readonly<Record<string, string>>;
   readonly body: string;
 }
 
@@ -49,17 +50,25 @@ export async function info(router: Router, kind: 'models' | 'healthz' | 'metrics
     const status = usable === total ? 'ok' : usable > 0 ? 'degraded' : 'unavailable';
     return json(usable > 0 ? 200 : 503, { status, backends: { usable, total }, inFlight: router.inFlight });
   }
-  return { status: 200, contentType: router.metrics.registry.contentType, body: await router.metrics.registry.metrics() };
+  return answer(200, router.metrics.registry.contentType, await router.metrics.registry.metrics());
 }
 
 function json(status: number, value: unknown): InfoResponse {
-  return { status, contentType: 'application/json', body: JSON.stringify(value) };
+  return answer(status, 'application/json', JSON.stringify(value));
+}
+
+function answer(status: number, contentType: string, body: string): InfoResponse {
+  return { status, headers: withRetryAfter(status, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(body)) }), body };
 }
 
 /** Headers of an error answer: JSON, and `retry-after` where waiting helps (429, 503). */
 export function errorHeaders(error: FreeshError, body: string): Record<string, string> {
-  const headers: Record<string, string> = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
-  if (error.status === 429 || error.status === 503) headers['retry-after'] = '1';
+  return withRetryAfter(error.status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+}
+
+/** `retry-after` on a 429 or 503 from any route, `/healthz` included: each says the fleet may take work again shortly. */
+function withRetryAfter(status: number, headers: Record<string, string>): Record<string, string> {
+  if (status === 429 || status === 503) headers['retry-after'] = '1';
   return headers;
 }
 
