@@ -38,7 +38,8 @@ export const CONSUMER_GONE = Symbol('consumer gone');
  * Calls `done` once when the relayed body ends: with nothing on a clean end, CONSUMER_GONE when the
  * consumer destroyed it or its signal fired, or the error that broke it. Once-listeners only: they
  * observe the body without setting it flowing. 'close' without an earlier 'end' or 'error' means the
- * consumer destroyed it; an error after the caller's signal fired is the abort it asked for.
+ * consumer destroyed it; so does an error once the body is destroyed by its consumer (undici reports
+ * a body destroyed before its end as an abort error) or after the caller's signal fired.
  */
 export function onRelayEnd(body: Readable, aborted: () => boolean, done: (err: unknown) => void): void {
   let ended = false;
@@ -48,8 +49,14 @@ export function onRelayEnd(body: Readable, aborted: () => boolean, done: (err: u
     done(err);
   };
   body.once('end', () => end(undefined));
-  body.once('error', (err) => end(aborted() ? CONSUMER_GONE : err));
+  body.once('error', (err) => end(aborted() || isAbort(err) ? CONSUMER_GONE : err));
   body.once('close', () => end(CONSUMER_GONE));
+}
+
+/** An error that says the request was aborted from this side (undici's RequestAbortedError, an AbortError). */
+function isAbort(err: unknown): boolean {
+  const { code, name } = (err ?? {}) as { code?: unknown; name?: unknown };
+  return code === 'UND_ERR_ABORTED' || name === 'AbortError';
 }
 
 /** Reads at most 512 bytes of an error body for the message, then discards the rest. */
