@@ -61,14 +61,21 @@ export function createFetchHandler(router: Router, options: FetchHandlerOptions 
  * (`onError`'s text) and errors any other stream; cancelling it (the client left) destroys the upstream.
  */
 function relay(body: Readable, onError: ((err: unknown) => string) | undefined): ReadableStream<Uint8Array> {
+  // Once the consumer cancels, the controller takes nothing more: destroying the body then ends it
+  // with an abort error, which must not be enqueued into the closed stream (that throws).
+  let cancelled = false;
   return new ReadableStream<Uint8Array>({
     start(controller) {
       body.on('data', (chunk: Buffer) => {
+        if (cancelled) return;
         controller.enqueue(chunk);
         if ((controller.desiredSize ?? 1) <= 0) body.pause();
       });
-      body.once('end', () => controller.close());
+      body.once('end', () => {
+        if (!cancelled) controller.close();
+      });
       body.once('error', (err) => {
+        if (cancelled) return;
         if (onError) {
           controller.enqueue(Buffer.from(onError(err)));
           controller.close();
@@ -79,6 +86,7 @@ function relay(body: Readable, onError: ((err: unknown) => string) | undefined):
       body.resume();
     },
     cancel() {
+      cancelled = true;
       body.destroy();
     },
   });
