@@ -43,7 +43,9 @@ export function failover(options: { readonly retries: number }): TransportLayer 
           if (response) return response;
           throw cause;
         }
-        response?.body.destroy();
+        // The refused answer is discarded unread; undici reports that abort as an 'error' event, which
+        // without a listener would be thrown from the emitter.
+        response?.body.on('error', () => undefined).destroy();
         ({ backend, request } = await request.reroute(backend, cause));
       }
     },

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, request as httpRequest, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FileConfigInput } from '../../src/config/schema.js';
 import { closeServer } from '../../src/sim/backend-server.js';
@@ -54,6 +54,24 @@ export async function post(url: string, body: string, headers: Record<string, st
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
   const text = await res.text();
   return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text) };
+}
+
+/** A streamed POST over a real socket: the response as it arrives, and `abort` to leave mid-stream. */
+export function streamPost(url: string, body: string): Promise<{ status: number; headers: IncomingMessage['headers']; response: IncomingMessage; abort: () => void }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (response) =>
+      resolve({ status: response.statusCode ?? 0, headers: response.headers, response, abort: () => req.destroy() }),
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+export function nextChunk(response: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    response.once('data', (c: Buffer) => resolve(c.toString()));
+    response.once('error', reject);
+  });
 }
 
 export async function until(check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {

@@ -69,6 +69,37 @@ describe('pool planner (HiGHS)', () => {
     expect(plan.note).toMatch(/exceeds what the SLOs allow/);
   });
 
+  it('plans capacity for the forecast times the margin: demand the clean instance carries alone needs both with a margin of 2', async () => {
+    const solver = await loadSolver();
+    const exact = solvePlan(solver, input({ demand: demand(1.5), margin: 1 }));
+    expect([...exact.active]).toEqual(['clean']);
+    const doubled = solvePlan(solver, input({ demand: demand(1.5), margin: 2 }));
+    expect(doubled.status).toBe('optimal');
+    expect(doubled.active).toEqual(new Set(['clean', 'dirty']));
+  });
+
+  it('loads no instance beyond maxUtilisation of its capacity: the same demand needs both instances at 0.5', async () => {
+    const solver = await loadSolver();
+    const high = solvePlan(solver, input({ demand: demand(1.5), margin: 1, maxUtilisation: 0.8 }));
+    expect([...high.active]).toEqual(['clean']);
+    const low = solvePlan(solver, input({ demand: demand(1.5), margin: 1, maxUtilisation: 0.5 }));
+    expect(low.status).toBe('optimal');
+    expect(low.active).toEqual(new Set(['clean', 'dirty']));
+  });
+
+  it('sends an instance no more long prompts than leave its time between tokens within target, though its capacity could take more', async () => {
+    const solver = await loadSolver();
+    // 80 ms between tokens: decoding alone is within it, with little time left to prefill.
+    const tight = { ...DEFAULT_SLO_CLASSES.standard!, tbtMs: 80 };
+    const longPrompts = (rps: number) => ({ ...demand(0), LS: { rps, meanPromptTokens: 2_000, meanOutputTokens: 120 } });
+    const short = solvePlan(solver, input({ demand: demand(0.8), margin: 1, slo: tight }));
+    expect([...short.active]).toEqual(['clean']);
+    // The same rate of 2,000-token prompts fits the clean instance's capacity but not its prefill budget.
+    const long = solvePlan(solver, input({ demand: longPrompts(0.8), margin: 1, slo: tight }));
+    expect(long.status).toBe('optimal');
+    expect(long.active).toEqual(new Set(['clean', 'dirty']));
+  });
+
   it('targets no instance can meet at any clock degrade too: every demand is shortfall, one instance stays on', async () => {
     const impossible = { ...DEFAULT_SLO_CLASSES.standard!, ttftBaseMs: 1, ttftPerPromptTokenMs: 0, tbtMs: 1 };
     const plan = solvePlan(await loadSolver(), input({ slo: impossible }));

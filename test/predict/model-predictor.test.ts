@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { FEATURE_LENGTH, modelSlot, promptFeatures, promptTokenCount } from '../../src/predict/features.js';
 import { defaultModelDir, ModelPredictor } from '../../src/predict/model-predictor.js';
 import { parseRequest } from '../../src/request/parse.js';
-import type { RoutingRequest } from '../../src/types.js';
+import type { Prediction, RoutingRequest } from '../../src/types.js';
 
 const request = (content: unknown, model = 'gpt-4-0314', maxTokens?: number): RoutingRequest =>
   parseRequest('chat.completions', Buffer.from(JSON.stringify({ model, messages: [{ role: 'user', content }], ...(maxTokens ? { max_tokens: maxTokens } : {}) })), {
@@ -94,7 +94,9 @@ describe('ModelPredictor', () => {
   ])('fine-tunes %s on observed traffic and swaps the weights in only when they do better', async (_where, load) => {
     const Predictor = await load();
     const results: { swapped: boolean; maeBefore: number; maeAfter: number }[] = [];
-    const predictor = new Predictor({ fineTuneEvery: 100, fineTuneIntervalMs: 0, fineTuneEpochs: 30, bufferSize: 400, calibrationRate: 0, onFineTune: (r) => results.push(r) });
+    // A generous budget: each observation must find the model's prediction cached, and on a loaded
+    // machine the default 20 ms would answer some with the heuristic before the model's pass ran.
+    const predictor = new Predictor({ fineTuneEvery: 100, fineTuneIntervalMs: 0, fineTuneEpochs: 30, bufferSize: 400, calibrationRate: 0, budgetMs: 10_000, onFineTune: (r) => results.push(r) });
     await predictor.ready();
     // A traffic pattern the training data never showed: prompts about zebras get very long answers.
     const prompt = (i: number) => (i % 2 === 0 ? `Tell me about zebra herd number ${i}.` : `Tell me about the weather on day ${i}.`);
@@ -110,6 +112,24 @@ describe('ModelPredictor', () => {
     expect(results[0]!.swapped).toBe(true);
     const after = await predictor.predict(request(prompt(1_000)));
     expect(after.outputTokensP50).toBeGreaterThan(before.outputTokensP50);
+    await predictor.close();
+  });
+
+  it('answers with the heuristic when the model cannot answer within budgetMs, and with the model again once it can', async () => {
+    const predictor = new ModelPredictor({ budgetMs: 5 });
+    await predictor.ready();
+    const r = request('Explain how a hash map handles collisions.');
+    // The model's pass runs on the event loop. Here the loop stays busy past the budget before that
+    // pass gets its turn (as under a burst of requests), so the budget's timer comes first.
+    const late = await new Promise<Prediction>((resolve) =>
+      setImmediate(() => {
+        resolve(predictor.predict(r));
+        const busyUntil = performance.now() + 25;
+        while (performance.now() < busyUntil);
+      }),
+    );
+    expect(late.source).toBe('heuristic');
+    expect((await predictor.predict(r)).source).toBe('model');
     await predictor.close();
   });
 

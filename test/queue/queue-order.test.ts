@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { oneSlotRouter } from '../helpers/one-slot-router.js';
+
+/** Who a freed slot goes to, read from the order in which one backend slot admits queued requests. */
+describe('queue order through the router', () => {
+  it('an urgent request goes first even when its tenant has had more service than the others', async () => {
+    const h = oneSlotRouter({ fairness: { urgentWithinMs: 5_000 } });
+    const heavy = { tenant: 'heavy' };
+    const light = { tenant: 'light' };
+    // The premise: the interactive request must start within urgentWithinMs; the batch one need not.
+    expect((await h.latestStartMs('urgent', { ...heavy, slo: 'interactive' })).latestStartMs).toBeLessThan(5_000);
+    expect((await h.latestStartMs('relaxed', light)).latestStartMs).toBeGreaterThan(5_000);
+    // `heavy` holds the slot (and is charged for it) while the light tenant's request queues first.
+    const running = h.send('running', heavy);
+    await h.sent(1);
+    const relaxed = h.send('relaxed', light);
+    await h.queued(1);
+    const urgent = h.send('urgent', { ...heavy, slo: 'interactive' });
+    await h.queued(2);
+    expect(await h.serveAll([running, relaxed, urgent])).toEqual([200, 200, 200]);
+    expect(h.upstream.labels()).toEqual(['running', 'urgent', 'relaxed']);
+    await h.router.close();
+  });
+
+  it.each(['freesh', 'freesh-published'])(
+    '%s: a long request with a later deadline goes before a short one when it must start sooner (latest start, not deadline)',
+    async (policy) => {
+      // Tight time between tokens: a long answer's deadline comes later, but its service takes far longer.
+      const h = oneSlotRouter({
+        policy,
+        p50Tokens: 2_000,
+        sloClasses: { tight: { ttftBaseMs: 10_000, tbtMs: 1 } },
+        defaults: { sloClass: 'tight' },
+      });
+      const shortAnswer = { slo: 'tight', maxTokens: 5 };
+      const longAnswer = { slo: 'tight' };
+      const short = await h.latestStartMs('short', shortAnswer);
+      const long = await h.latestStartMs('long', longAnswer);
+      expect(long.placement.deadlineMs).toBeGreaterThan(short.placement.deadlineMs);
+      expect(long.latestStartMs).toBeLessThan(short.latestStartMs);
+
+      const running = h.send('running', shortAnswer);
+      await h.sent(1);
+      // The short one arrives first: first-come-first-served or deadline order would admit it first.
+      const first = h.send('short', shortAnswer);
+      await h.queued(1);
+      const second = h.send('long', longAnswer);
+      await h.queued(2);
+      await h.serveAll([running, first, second]);
+      expect(h.upstream.labels()).toEqual(['running', 'long', 'short']);
+      await h.router.close();
+    },
+  );
+});
