@@ -6,7 +6,8 @@
  * on each question's effect averaged over the models that answered it, which removes most of the
  * per-answer noise); each model's verbosity is its mean log length, kept in the spec.
  */
-import * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs-core';
+import * as tfl from '@tensorflow/tfjs-layers';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FEATURE_LENGTH, FEATURE_VERSION, HASH_BUCKETS, modelSlot } from './features.js';
@@ -28,7 +29,11 @@ export interface LengthModelSpec {
 
 let backend: Promise<string> | undefined;
 
-/** tfjs-node when it is installed (it cannot install without network access), else WebAssembly, else plain JS. */
+/**
+ * tfjs-node when it is installed (it cannot install without network access), else WebAssembly, else
+ * plain JS. Only TF.js's core, layers and these backends are dependencies: the umbrella package
+ * would add WebGL, the graph-model converter and the data pipeline, which no path here loads.
+ */
 export function initBackend(): Promise<string> {
   backend ??= (async () => {
     try {
@@ -39,6 +44,7 @@ export function initBackend(): Promise<string> {
         await import('@tensorflow/tfjs-backend-wasm');
         await tf.setBackend('wasm');
       } catch {
+        await import('@tensorflow/tfjs-backend-cpu');
         await tf.setBackend('cpu');
       }
     }
@@ -55,22 +61,22 @@ export const ENSEMBLE = 5;
  * The network: ENSEMBLE branches of features → 32 ReLU units (dropout) → a question effect, each
  * from its own initialisation, averaged (less variance than any one branch).
  */
-export function buildNetwork(seed: number): tf.LayersModel {
-  const l2 = tf.regularizers.l2({ l2: 1e-3 });
-  const input = tf.input({ shape: [FEATURE_LENGTH], name: 'features' });
+export function buildNetwork(seed: number): tfl.LayersModel {
+  const l2 = tfl.regularizers.l2({ l2: 1e-3 });
+  const input = tfl.input({ shape: [FEATURE_LENGTH], name: 'features' });
   const branches = Array.from({ length: ENSEMBLE }, (_, k) => {
     const s = seed + 10 * k;
-    const hidden = tf.layers.dense({ units: 32, activation: 'relu', kernelRegularizer: l2, kernelInitializer: tf.initializers.glorotUniform({ seed: s }) }).apply(input);
-    const dropped = tf.layers.dropout({ rate: 0.3, seed: s + 1 }).apply(hidden);
-    return tf.layers.dense({ units: 1, kernelRegularizer: l2, kernelInitializer: tf.initializers.glorotUniform({ seed: s + 2 }) }).apply(dropped) as tf.SymbolicTensor;
+    const hidden = tfl.layers.dense({ units: 32, activation: 'relu', kernelRegularizer: l2, kernelInitializer: tfl.initializers.glorotUniform({ seed: s }) }).apply(input);
+    const dropped = tfl.layers.dropout({ rate: 0.3, seed: s + 1 }).apply(hidden);
+    return tfl.layers.dense({ units: 1, kernelRegularizer: l2, kernelInitializer: tfl.initializers.glorotUniform({ seed: s + 2 }) }).apply(dropped) as tfl.SymbolicTensor;
   });
-  const output = tf.layers.average().apply(branches) as tf.SymbolicTensor;
-  return tf.model({ inputs: input, outputs: output, name: 'length' });
+  const output = tfl.layers.average().apply(branches) as tfl.SymbolicTensor;
+  return tfl.model({ inputs: input, outputs: output, name: 'length' });
 }
 
 /** Fits the network to question effects (mean squared error, Adam). */
 export async function fitNetwork(
-  network: tf.LayersModel,
+  network: tfl.LayersModel,
   features: Float32Array,
   targets: Float32Array,
   options: { epochs: number; learningRate?: number; onEpoch?: (epoch: number, loss: number) => void },
@@ -90,7 +96,7 @@ export async function fitNetwork(
 }
 
 /** Question effects for feature rows (log space), for training-time use. */
-export async function questionEffects(network: tf.LayersModel, features: Float32Array, rows: number): Promise<Float32Array> {
+export async function questionEffects(network: tfl.LayersModel, features: Float32Array, rows: number): Promise<Float32Array> {
   const out = tf.tidy(() => network.predict(tf.tensor2d(features, [rows, FEATURE_LENGTH])) as tf.Tensor);
   const values = (await out.data()) as Float32Array;
   out.dispose();
@@ -100,7 +106,7 @@ export async function questionEffects(network: tf.LayersModel, features: Float32
 /** A loaded length model: predicts log(1 + tokens) for batches of feature rows. */
 export class LengthModel {
   readonly spec: LengthModelSpec;
-  readonly #network: tf.LayersModel;
+  readonly #network: tfl.LayersModel;
 
   /** A copy with its own weights, for fine-tuning without touching the model in service. */
   clone(): LengthModel {
@@ -137,7 +143,7 @@ export class LengthModel {
     return fitNetwork(this.#network, features, targets, { epochs, learningRate: 0.0005 });
   }
 
-  constructor(network: tf.LayersModel, spec: LengthModelSpec) {
+  constructor(network: tfl.LayersModel, spec: LengthModelSpec) {
     this.#network = network;
     this.spec = spec;
   }
@@ -187,7 +193,7 @@ export class LengthModel {
 }
 
 /** Writes model.json (topology and weights manifest), weights.bin and spec.json into `dir`. */
-export async function saveLengthModel(network: tf.LayersModel, spec: LengthModelSpec, dir: string): Promise<void> {
+export async function saveLengthModel(network: tfl.LayersModel, spec: LengthModelSpec, dir: string): Promise<void> {
   await mkdir(dir, { recursive: true });
   await network.save(
     tf.io.withSaveHandler(async (artifacts) => {
@@ -230,7 +236,7 @@ export async function loadLengthModel(dir: string): Promise<LengthModel> {
   try {
     const weightSpecs = topology.weightsManifest.flatMap((g) => g.weights);
     const weightData = weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength) as ArrayBuffer;
-    const network = await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: topology.modelTopology, weightSpecs, weightData }));
+    const network = await tfl.loadLayersModel(tf.io.fromMemory({ modelTopology: topology.modelTopology, weightSpecs, weightData }));
     return new LengthModel(network, spec);
   } catch (err) {
     throw new ModelLoadError(`the length model in ${dir} is corrupt: ${(err as Error).message}`);
