@@ -16,7 +16,7 @@ const TUNING_WORKER = fileURLToPath(new URL('./tuning-worker.js', import.meta.ur
 export interface ModelPredictorOptions {
   /** Folder of the trained model. Default: the package's models/length-v1. */
   readonly dir?: string;
-  /** Most requests predicted in one network pass. Default 64. */
+  /** Most requests predicted in one turn of the event loop. Default 64. */
   readonly maxBatch?: number;
   /** A prediction not ready in this long falls back to the heuristic (ms). Default 20. */
   readonly budgetMs?: number;
@@ -55,21 +55,15 @@ export interface FineTuneResult {
   readonly samples: number;
 }
 
-/** A prompt's features in sparse form: the set hashed buckets, then the dense tail. */
-interface SparseFeatures {
-  readonly hashed: Uint16Array;
-  readonly dense: Float32Array;
-}
-
 /** One observation for fine-tuning: the prompt's features and its question effect — no text. */
-interface Observation extends SparseFeatures {
+interface Observation extends Features.SparseFeatures {
   readonly target: number;
 }
 
 interface CacheEntry {
   readonly logP50: number;
   readonly p90Offset: number;
-  readonly features: SparseFeatures;
+  readonly features: Features.SparseFeatures;
 }
 
 interface Pending {
@@ -89,11 +83,11 @@ export function defaultModelDir(): string {
 }
 
 /**
- * The trained length model behind the Predictor interface. Concurrent requests are predicted
- * together in one network pass (micro-batching, flushed on the next turn of the event loop or at
- * `maxBatch`); results are cached by prompt hash; anything that is not ready within `budgetMs`, or
- * a model that is missing or broken, falls back to the heuristic — a request never fails because
- * of the predictor. `observe` learns each serving model's bias from its true lengths at once (the
+ * The trained length model behind the Predictor interface, its network run in plain JS. Requests
+ * are predicted on the next turn of the event loop, or at once when `maxBatch` are waiting, so a
+ * burst does not hold up the caller; results are cached by prompt hash; anything that is not ready
+ * within `budgetMs`, or a model that is missing or broken, falls back to the heuristic — a request
+ * never fails because of the predictor. `observe` learns each serving model's bias from its true lengths at once (the
  * model in production may be one the training data never saw); with `fineTuneEvery` set, it also
  * keeps a bounded buffer of features and true lengths — never prompt text — on which it fine-tunes
  * a copy of the network now and then, swapping the new weights in only if they do better on the
@@ -115,7 +109,7 @@ export class ModelPredictor implements Predictor {
   /** Per serving model: bias of log(1 + tokens), learnt from observations. */
   readonly #bias = new Map<string, number>();
   #model: LengthModel | undefined;
-  /** Loaded with the model: TF.js and the tokenizer load only when a router uses this predictor. */
+  /** Loaded with the model: the tokenizer loads only when a router uses this predictor. */
   #features: typeof Features | undefined;
   #failed = false;
   readonly #loading: Promise<void>;
@@ -236,15 +230,13 @@ export class ModelPredictor implements Predictor {
       epochs: this.#options.fineTuneEpochs,
     };
     try {
-      const reply: Omit<TuningReply, 'id'> = existsSync(TUNING_WORKER)
-        ? await this.#tuneInWorker(request)
-        : await (await import('./tuning-worker.js')).fineTuneCopy(current, request);
+      const reply: Omit<TuningReply, 'id'> = existsSync(TUNING_WORKER) ? await this.#tuneInWorker(request) : await (await import('./tuning-worker.js')).fineTune(request);
       if (reply.error !== undefined) throw new Error(reply.error);
       const swapped = reply.weights !== undefined && this.#model === current;
       if (swapped) {
+        // The worker trained TF.js's copy of the network; serving runs its weights in plain JS.
         this.#model = current.withWeights(reply.weights!);
         this.#cache.clear();
-        current.dispose();
       }
       this.#options.onFineTune?.({ maeBefore: reply.maeBefore!, maeAfter: reply.maeAfter!, swapped, samples: rows.length });
     } catch (err) {
@@ -288,7 +280,6 @@ export class ModelPredictor implements Predictor {
     await this.settled();
     await this.#worker?.terminate();
     this.#worker = undefined;
-    this.#model?.dispose();
     this.#model = undefined;
   }
 
@@ -304,19 +295,17 @@ export class ModelPredictor implements Predictor {
       return;
     }
     try {
-      const features = new Float32Array(batch.length * f.FEATURE_LENGTH);
-      batch.forEach((p, i) => f.promptFeatures(p.request.promptText, p.request.maxTokens, p.request.messageCount, features, i * f.FEATURE_LENGTH));
-      model.predictLog(features, batch.map((p) => p.request.model)).then(
-        (logs) => {
-          batch.forEach((p, i) => {
-            const entry: CacheEntry = { logP50: logs[i]!, p90Offset: model.p90Offset(p.request.model), features: sparse(features, i, f) };
-            this.#cache.set(p.key, entry);
-            p.resolve(this.#finish(p.request, entry.logP50, entry.p90Offset));
-          });
-        },
-        (err: unknown) => this.#fail(batch, err),
-      );
+      const row = new Float32Array(f.FEATURE_LENGTH);
+      for (const p of batch) {
+        row.fill(0);
+        f.promptFeatures(p.request.promptText, p.request.maxTokens, p.request.messageCount, row);
+        const features = f.sparseFeatures(row);
+        const entry: CacheEntry = { logP50: model.predictLog(features, p.request.model), p90Offset: model.p90Offset(p.request.model), features };
+        this.#cache.set(p.key, entry);
+        p.resolve(this.#finish(p.request, entry.logP50, entry.p90Offset));
+      }
     } catch (err) {
+      // Requests already answered ignore the fallback.
       this.#fail(batch, err);
     }
   }
@@ -345,17 +334,6 @@ function cacheKey(request: RoutingRequest): string {
     keys.set(request, key);
   }
   return key;
-}
-
-let scratch = new Uint16Array(0);
-
-/** Row `i` of a feature matrix in sparse form (kept with the cached prediction, for fine-tuning). */
-function sparse(features: Float32Array, i: number, f: typeof Features): SparseFeatures {
-  const start = i * f.FEATURE_LENGTH;
-  const hashed = scratch.length >= f.HASH_BUCKETS ? scratch : (scratch = new Uint16Array(f.HASH_BUCKETS));
-  let n = 0;
-  for (let j = 0; j < f.HASH_BUCKETS; j++) if (features[start + j] !== 0) hashed[n++] = j;
-  return { hashed: hashed.slice(0, n), dense: features.slice(start + f.HASH_BUCKETS, start + f.FEATURE_LENGTH) };
 }
 
 /** Observations packed for the worker: no dense matrix is built on the router's thread. */
