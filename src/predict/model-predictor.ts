@@ -1,5 +1,6 @@
 import { hash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -12,6 +13,32 @@ import type { PackedRows, TuningReply, TuningRequest } from './tuning-worker.js'
 
 /** The compiled fine-tuning worker; absent when running from TypeScript sources. */
 const TUNING_WORKER = fileURLToPath(new URL('./tuning-worker.js', import.meta.url));
+
+/** What installs the optional peer dependencies fine-tuning needs (the WebAssembly backend brings the CPU one). */
+const TRAINING_INSTALL = 'npm install @tensorflow/tfjs-core@^4.22.0 @tensorflow/tfjs-layers@^4.22.0 @tensorflow/tfjs-backend-wasm@^4.22.0';
+
+/**
+ * The TF.js packages fine-tuning would load (length-training.ts) that are not installed, resolved
+ * from here as the worker beside this file resolves them. Serving never needs them.
+ */
+function missingTrainingPackages(): string[] {
+  const require = createRequire(import.meta.url);
+  const installed = (name: string) => {
+    try {
+      require.resolve(name);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const missing = ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers'].filter((name) => !installed(name));
+  // Training falls back from the WebAssembly backend to the CPU one (initBackend): either will do.
+  if (!installed('@tensorflow/tfjs-backend-wasm') && !installed('@tensorflow/tfjs-backend-cpu')) missing.push('@tensorflow/tfjs-backend-wasm');
+  return missing;
+}
+
+/** Said once per process however many predictors find TF.js missing, like the report's missing charts. */
+let toldNoTraining = false;
 
 export interface ModelPredictorOptions {
   /** Folder of the trained model. Default: the package's models/length-v1. */
@@ -30,6 +57,8 @@ export interface ModelPredictorOptions {
    * Fine-tune after this many new observations; 0 turns it off. Default 500 where the compiled
    * worker thread exists, else 0: on the event loop a round stalls requests while it trains (the
    * overhead benchmark fell from ~14,000 to 140 req/s with in-line rounds every 500 requests).
+   * Fine-tuning needs TF.js, optional peer dependencies; where they are not installed it is off,
+   * and a warning on stderr says so once per process.
    */
   readonly fineTuneEvery?: number;
   /** Epochs of each fine-tuning round (the CPU it may spend). Default 5. */
@@ -117,13 +146,16 @@ export class ModelPredictor implements Predictor {
   #scheduled = false;
 
   constructor(options: ModelPredictorOptions = {}) {
+    const fineTuneEvery = options.fineTuneEvery ?? (existsSync(TUNING_WORKER) ? 500 : 0);
+    const missing = fineTuneEvery > 0 ? missingTrainingPackages() : [];
     this.#options = {
       maxBatch: options.maxBatch ?? 64,
       budgetMs: options.budgetMs ?? 20,
       cacheSize: options.cacheSize ?? 10_000,
       calibrationRate: options.calibrationRate ?? 0.05,
       bufferSize: options.bufferSize ?? 2_000,
-      fineTuneEvery: options.fineTuneEvery ?? (existsSync(TUNING_WORKER) ? 500 : 0),
+      // Without TF.js no round could run: no buffer is kept, and the model serves as trained.
+      fineTuneEvery: missing.length > 0 ? 0 : fineTuneEvery,
       fineTuneEpochs: options.fineTuneEpochs ?? 5,
       fineTuneIntervalMs: options.fineTuneIntervalMs ?? 600_000,
       onError: options.onError,
@@ -135,6 +167,12 @@ export class ModelPredictor implements Predictor {
       .then(async ([{ loadLengthModel }, features]) => {
         this.#model = await loadLengthModel(this.#dir);
         this.#features = features;
+        if (missing.length > 0 && !toldNoTraining) {
+          toldNoTraining = true;
+          console.warn(
+            `freesh: the length model will not fine-tune on traffic: ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not installed (optional peer dependencies: ${TRAINING_INSTALL}); it still predicts and calibrates each model's bias`,
+          );
+        }
       })
       .catch((err: unknown) => {
         this.#failed = true;
