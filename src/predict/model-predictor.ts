@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
+import { type Clock, systemClock } from '../clock.js';
 import type { Prediction, RoutingRequest } from '../types.js';
 import type * as Features from './features.js';
 import type { LengthModel } from './length-model.js';
@@ -69,6 +70,11 @@ export interface ModelPredictorOptions {
    * the proxy's throughput on two cores.
    */
   readonly fineTuneIntervalMs?: number;
+  /**
+   * Time for the prediction budget and the interval between fine-tuning rounds. Default
+   * `systemClock`; the simulator passes its virtual clock.
+   */
+  readonly clock?: Clock;
   /** Told of each fine-tuning round's outcome. */
   readonly onFineTune?: (result: FineTuneResult) => void;
   /** Told when the model cannot be loaded or fails (the heuristic answers meanwhile). */
@@ -134,7 +140,7 @@ export class ModelPredictor implements Predictor {
   #worker: Worker | undefined;
   #nextTuning = 0;
   /** The first round waits a full interval too: until then there is little traffic to learn from. */
-  #lastTuningMs = performance.now();
+  #lastTuningMs: number;
   /** Per serving model: bias of log(1 + tokens), learnt from observations. */
   readonly #bias = new Map<string, number>();
   #model: LengthModel | undefined;
@@ -158,9 +164,11 @@ export class ModelPredictor implements Predictor {
       fineTuneEvery: missing.length > 0 ? 0 : fineTuneEvery,
       fineTuneEpochs: options.fineTuneEpochs ?? 5,
       fineTuneIntervalMs: options.fineTuneIntervalMs ?? 600_000,
+      clock: options.clock ?? systemClock,
       onError: options.onError,
       onFineTune: options.onFineTune,
     };
+    this.#lastTuningMs = this.#options.clock.now();
     this.#cache = new LRUCache({ max: this.#options.cacheSize });
     this.#dir = options.dir ?? defaultModelDir();
     this.#loading = Promise.all([import('./length-model.js'), import('./features.js')])
@@ -192,18 +200,17 @@ export class ModelPredictor implements Predictor {
     if (hit) return Promise.resolve(this.#finish(request, hit.logP50, hit.p90Offset));
     return new Promise((resolve) => {
       let settled = false;
-      const timer = setTimeout(() => {
+      const timer = this.#options.clock.setTimer(() => {
         settled = true;
         void this.#fallback.predict(request).then(resolve);
       }, this.#options.budgetMs);
-      timer.unref?.();
       this.#pending.push({
         request,
         key,
         resolve: (prediction) => {
           if (settled) return;
           settled = true;
-          clearTimeout(timer);
+          timer.cancel();
           resolve(prediction);
         },
       });
@@ -240,7 +247,7 @@ export class ModelPredictor implements Predictor {
     this.#buffer.push({ ...hit.features, target });
     // Trimmed in batches: copying the buffer on every observation would cost O(bufferSize) each.
     if (this.#buffer.length >= 2 * this.#options.bufferSize) this.#buffer = this.#buffer.slice(-this.#options.bufferSize);
-    const now = performance.now();
+    const now = this.#options.clock.now();
     if (++this.#sinceTuning >= this.#options.fineTuneEvery && !this.#tuning && this.#buffer.length >= 50 && now - this.#lastTuningMs >= this.#options.fineTuneIntervalMs) {
       this.#sinceTuning = 0;
       this.#lastTuningMs = now;
