@@ -7,9 +7,9 @@
  *
  * The network is read from the files training writes in TF.js's LayersModel format (model.json's
  * topology and weights manifest, weights.bin) but run here without TF.js: it is a few dense layers,
- * and a prompt sets a few hundred of its 1,024 hashed buckets, so summing those kernel rows costs
- * less than handing TF.js a dense row. TF.js (length-training.ts) is needed only to train and to
- * fine-tune; nothing here loads it.
+ * and an arena prompt sets 86 of the 1,024 hashed buckets on average, so summing the kernel rows
+ * of the set features is about a tenth of the multiply-adds of a dense pass. TF.js
+ * (length-training.ts) is needed only to train and to fine-tune; nothing here loads it.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -63,6 +63,9 @@ export async function readSavedModel(dir: string): Promise<SavedModel> {
   } catch (err) {
     throw new ModelLoadError(`cannot read the length model in ${dir}: ${(err as Error).message}`);
   }
+  if (typeof saved?.modelTopology !== 'object' || saved.modelTopology === null || !Array.isArray(saved.weightsManifest)) {
+    throw new ModelLoadError(`the length model in ${dir} is corrupt: model.json holds no topology and weights manifest`);
+  }
   if (spec.featureVersion !== FEATURE_VERSION || spec.hashBuckets !== HASH_BUCKETS || spec.featureLength !== FEATURE_LENGTH) {
     throw new ModelLoadError(
       `the length model in ${dir} was trained on feature version ${spec.featureVersion} (${spec.featureLength} features); this build computes version ${FEATURE_VERSION} (${FEATURE_LENGTH}): retrain it with npm run train:predictor`,
@@ -71,7 +74,7 @@ export async function readSavedModel(dir: string): Promise<SavedModel> {
   return {
     spec,
     modelTopology: saved.modelTopology,
-    weightSpecs: (saved.weightsManifest ?? []).flatMap((group) => group.weights),
+    weightSpecs: saved.weightsManifest.flatMap((group) => group.weights ?? []),
     weightData: weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength) as ArrayBuffer,
   };
 }
