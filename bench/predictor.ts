@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadLengthExamples, splitByQuestion } from '../src/predict/dataset.js';
 import { lengthMetrics } from '../src/predict/evaluation.js';
+import { FEATURE_LENGTH, promptFeatures, sparseFeatures } from '../src/predict/features.js';
+import { loadLengthModel } from '../src/predict/length-model.js';
 import { defaultModelDir, ModelPredictor } from '../src/predict/model-predictor.js';
 import { DEFAULT_SEED, evaluateSaved, TEST_SHARE } from '../src/predict/train.js';
 import { parseRequest } from '../src/request/parse.js';
@@ -77,6 +79,25 @@ console.log(
 console.log(`Load: ${loadMs.toFixed(0)} ms (tokenizer, model); memory +${loadMiB.toFixed(1)} MiB RSS`);
 await predictor.close();
 
+// Where the compute goes: the features (tokenizer and hashing) and the network, each alone, in CPU time.
+const model = await loadLengthModel(defaultModelDir());
+const dense = new Float32Array(FEATURE_LENGTH);
+cpu = process.cpuUsage();
+const sparse = prompts.map((p) => {
+  dense.fill(0);
+  promptFeatures(`${p} {split}`, undefined, 1, dense);
+  return sparseFeatures(dense);
+});
+const cpuUsFeatures = cpuUs(cpu) / prompts.length;
+const passes = 10;
+let sink = 0;
+cpu = process.cpuUsage();
+for (let pass = 0; pass < passes; pass++) for (const f of sparse) sink += model.questionEffect(f);
+const cpuUsNetwork = cpuUs(cpu) / (passes * prompts.length);
+if (!Number.isFinite(sink)) throw new Error('the network gave a non-finite effect');
+const setBuckets = sparse.reduce((n, f) => n + f.hashed.length, 0) / sparse.length;
+console.log(`Split (CPU, each alone over the ${prompts.length} prompts): features ${cpuUsFeatures.toFixed(1)} µs, network ${cpuUsNetwork.toFixed(1)} µs a prompt (${setBuckets.toFixed(0)} of 1,024 hashed buckets set on average)`);
+
 // Online calibration: serve a model the training never saw (each answer re-labelled as an unknown
 // model's), feed its true lengths back, and measure the error on the answers not yet seen.
 const { test } = splitByQuestion(examples, TEST_SHARE, DEFAULT_SEED);
@@ -126,6 +147,8 @@ console.log(
     usPerRequestC64: Number(usBatched.toFixed(1)),
     cpuUsPerRequestC1: Number(cpuUsSequential.toFixed(1)),
     cpuUsPerRequestC64: Number(cpuUsBatched.toFixed(1)),
+    cpuUsFeatures: Number(cpuUsFeatures.toFixed(1)),
+    cpuUsNetwork: Number(cpuUsNetwork.toFixed(1)),
     loadMs: Math.round(loadMs),
     onlineLearning: { model: unseenModel, fineTuneSwaps: swaps, steps },
   }),
