@@ -86,6 +86,25 @@ export function promptFeatures(
   return out;
 }
 
+/** A prompt's features in sparse form: the set hashed buckets, then the dense tail. */
+export interface SparseFeatures {
+  readonly hashed: Uint16Array;
+  /** FEATURE_LENGTH − HASH_BUCKETS values. */
+  readonly dense: Float32Array;
+}
+
+const scratch = new Uint16Array(HASH_BUCKETS);
+
+/**
+ * The row of a feature matrix that starts at `offset`, in sparse form. Hashed buckets are 0 or 1
+ * (promptFeatures writes nothing else there), so their indices say all there is.
+ */
+export function sparseFeatures(features: Float32Array, offset = 0): SparseFeatures {
+  let n = 0;
+  for (let j = 0; j < HASH_BUCKETS; j++) if (features[offset + j] !== 0) scratch[n++] = j;
+  return { hashed: scratch.slice(0, n), dense: features.slice(offset + HASH_BUCKETS, offset + FEATURE_LENGTH) };
+}
+
 /** FNV-1a, 32-bit: a fast, well-spread hash for feature hashing. */
 const FNV_OFFSET = 0x811c9dc5;
 const FNV_PRIME = 0x01000193;

@@ -1,9 +1,11 @@
 import { hash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
+import { type Clock, systemClock } from '../clock.js';
 import type { Prediction, RoutingRequest } from '../types.js';
 import type * as Features from './features.js';
 import type { LengthModel } from './length-model.js';
@@ -13,10 +15,36 @@ import type { PackedRows, TuningReply, TuningRequest } from './tuning-worker.js'
 /** The compiled fine-tuning worker; absent when running from TypeScript sources. */
 const TUNING_WORKER = fileURLToPath(new URL('./tuning-worker.js', import.meta.url));
 
+/** What installs the optional peer dependencies fine-tuning needs (the WebAssembly backend brings the CPU one). */
+const TRAINING_INSTALL = 'npm install @tensorflow/tfjs-core@^4.22.0 @tensorflow/tfjs-layers@^4.22.0 @tensorflow/tfjs-backend-wasm@^4.22.0';
+
+/**
+ * The TF.js packages fine-tuning would load (length-training.ts) that are not installed, resolved
+ * from here as the worker beside this file resolves them. Serving never needs them.
+ */
+function missingTrainingPackages(): string[] {
+  const require = createRequire(import.meta.url);
+  const installed = (name: string) => {
+    try {
+      require.resolve(name);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const missing = ['@tensorflow/tfjs-core', '@tensorflow/tfjs-layers'].filter((name) => !installed(name));
+  // Training falls back from the WebAssembly backend to the CPU one (initBackend): either will do.
+  if (!installed('@tensorflow/tfjs-backend-wasm') && !installed('@tensorflow/tfjs-backend-cpu')) missing.push('@tensorflow/tfjs-backend-wasm');
+  return missing;
+}
+
+/** Said once per process however many predictors find TF.js missing, like the report's missing charts. */
+let toldNoTraining = false;
+
 export interface ModelPredictorOptions {
   /** Folder of the trained model. Default: the package's models/length-v1. */
   readonly dir?: string;
-  /** Most requests predicted in one network pass. Default 64. */
+  /** Most requests predicted in one turn of the event loop. Default 64. */
   readonly maxBatch?: number;
   /** A prediction not ready in this long falls back to the heuristic (ms). Default 20. */
   readonly budgetMs?: number;
@@ -30,6 +58,8 @@ export interface ModelPredictorOptions {
    * Fine-tune after this many new observations; 0 turns it off. Default 500 where the compiled
    * worker thread exists, else 0: on the event loop a round stalls requests while it trains (the
    * overhead benchmark fell from ~14,000 to 140 req/s with in-line rounds every 500 requests).
+   * Fine-tuning needs TF.js, optional peer dependencies; where they are not installed it is off,
+   * and a warning on stderr says so once per process.
    */
   readonly fineTuneEvery?: number;
   /** Epochs of each fine-tuning round (the CPU it may spend). Default 5. */
@@ -40,6 +70,11 @@ export interface ModelPredictorOptions {
    * the proxy's throughput on two cores.
    */
   readonly fineTuneIntervalMs?: number;
+  /**
+   * Time for the prediction budget and the interval between fine-tuning rounds. Default
+   * `systemClock`; the simulator passes its virtual clock.
+   */
+  readonly clock?: Clock;
   /** Told of each fine-tuning round's outcome. */
   readonly onFineTune?: (result: FineTuneResult) => void;
   /** Told when the model cannot be loaded or fails (the heuristic answers meanwhile). */
@@ -55,21 +90,15 @@ export interface FineTuneResult {
   readonly samples: number;
 }
 
-/** A prompt's features in sparse form: the set hashed buckets, then the dense tail. */
-interface SparseFeatures {
-  readonly hashed: Uint16Array;
-  readonly dense: Float32Array;
-}
-
 /** One observation for fine-tuning: the prompt's features and its question effect — no text. */
-interface Observation extends SparseFeatures {
+interface Observation extends Features.SparseFeatures {
   readonly target: number;
 }
 
 interface CacheEntry {
   readonly logP50: number;
   readonly p90Offset: number;
-  readonly features: SparseFeatures;
+  readonly features: Features.SparseFeatures;
 }
 
 interface Pending {
@@ -89,11 +118,11 @@ export function defaultModelDir(): string {
 }
 
 /**
- * The trained length model behind the Predictor interface. Concurrent requests are predicted
- * together in one network pass (micro-batching, flushed on the next turn of the event loop or at
- * `maxBatch`); results are cached by prompt hash; anything that is not ready within `budgetMs`, or
- * a model that is missing or broken, falls back to the heuristic — a request never fails because
- * of the predictor. `observe` learns each serving model's bias from its true lengths at once (the
+ * The trained length model behind the Predictor interface, its network run in plain JS. Requests
+ * are predicted on the next turn of the event loop, or at once when `maxBatch` are waiting, so a
+ * burst does not hold up the caller; results are cached by prompt hash; anything that is not ready
+ * within `budgetMs`, or a model that is missing or broken, falls back to the heuristic — a request
+ * never fails because of the predictor. `observe` learns each serving model's bias from its true lengths at once (the
  * model in production may be one the training data never saw); with `fineTuneEvery` set, it also
  * keeps a bounded buffer of features and true lengths — never prompt text — on which it fine-tunes
  * a copy of the network now and then, swapping the new weights in only if they do better on the
@@ -111,11 +140,11 @@ export class ModelPredictor implements Predictor {
   #worker: Worker | undefined;
   #nextTuning = 0;
   /** The first round waits a full interval too: until then there is little traffic to learn from. */
-  #lastTuningMs = performance.now();
+  #lastTuningMs: number;
   /** Per serving model: bias of log(1 + tokens), learnt from observations. */
   readonly #bias = new Map<string, number>();
   #model: LengthModel | undefined;
-  /** Loaded with the model: TF.js and the tokenizer load only when a router uses this predictor. */
+  /** Loaded with the model: the tokenizer loads only when a router uses this predictor. */
   #features: typeof Features | undefined;
   #failed = false;
   readonly #loading: Promise<void>;
@@ -123,24 +152,35 @@ export class ModelPredictor implements Predictor {
   #scheduled = false;
 
   constructor(options: ModelPredictorOptions = {}) {
+    const fineTuneEvery = options.fineTuneEvery ?? (existsSync(TUNING_WORKER) ? 500 : 0);
+    const missing = fineTuneEvery > 0 ? missingTrainingPackages() : [];
     this.#options = {
       maxBatch: options.maxBatch ?? 64,
       budgetMs: options.budgetMs ?? 20,
       cacheSize: options.cacheSize ?? 10_000,
       calibrationRate: options.calibrationRate ?? 0.05,
       bufferSize: options.bufferSize ?? 2_000,
-      fineTuneEvery: options.fineTuneEvery ?? (existsSync(TUNING_WORKER) ? 500 : 0),
+      // Without TF.js no round could run: no buffer is kept, and the model serves as trained.
+      fineTuneEvery: missing.length > 0 ? 0 : fineTuneEvery,
       fineTuneEpochs: options.fineTuneEpochs ?? 5,
       fineTuneIntervalMs: options.fineTuneIntervalMs ?? 600_000,
+      clock: options.clock ?? systemClock,
       onError: options.onError,
       onFineTune: options.onFineTune,
     };
+    this.#lastTuningMs = this.#options.clock.now();
     this.#cache = new LRUCache({ max: this.#options.cacheSize });
     this.#dir = options.dir ?? defaultModelDir();
     this.#loading = Promise.all([import('./length-model.js'), import('./features.js')])
       .then(async ([{ loadLengthModel }, features]) => {
         this.#model = await loadLengthModel(this.#dir);
         this.#features = features;
+        if (missing.length > 0 && !toldNoTraining) {
+          toldNoTraining = true;
+          console.warn(
+            `freesh: the length model will not fine-tune on traffic: ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not installed (optional peer dependencies: ${TRAINING_INSTALL}); it still predicts and calibrates each model's bias`,
+          );
+        }
       })
       .catch((err: unknown) => {
         this.#failed = true;
@@ -160,18 +200,17 @@ export class ModelPredictor implements Predictor {
     if (hit) return Promise.resolve(this.#finish(request, hit.logP50, hit.p90Offset));
     return new Promise((resolve) => {
       let settled = false;
-      const timer = setTimeout(() => {
+      const timer = this.#options.clock.setTimer(() => {
         settled = true;
         void this.#fallback.predict(request).then(resolve);
       }, this.#options.budgetMs);
-      timer.unref?.();
       this.#pending.push({
         request,
         key,
         resolve: (prediction) => {
           if (settled) return;
           settled = true;
-          clearTimeout(timer);
+          timer.cancel();
           resolve(prediction);
         },
       });
@@ -208,7 +247,7 @@ export class ModelPredictor implements Predictor {
     this.#buffer.push({ ...hit.features, target });
     // Trimmed in batches: copying the buffer on every observation would cost O(bufferSize) each.
     if (this.#buffer.length >= 2 * this.#options.bufferSize) this.#buffer = this.#buffer.slice(-this.#options.bufferSize);
-    const now = performance.now();
+    const now = this.#options.clock.now();
     if (++this.#sinceTuning >= this.#options.fineTuneEvery && !this.#tuning && this.#buffer.length >= 50 && now - this.#lastTuningMs >= this.#options.fineTuneIntervalMs) {
       this.#sinceTuning = 0;
       this.#lastTuningMs = now;
@@ -236,15 +275,13 @@ export class ModelPredictor implements Predictor {
       epochs: this.#options.fineTuneEpochs,
     };
     try {
-      const reply: Omit<TuningReply, 'id'> = existsSync(TUNING_WORKER)
-        ? await this.#tuneInWorker(request)
-        : await (await import('./tuning-worker.js')).fineTuneCopy(current, request);
+      const reply: Omit<TuningReply, 'id'> = existsSync(TUNING_WORKER) ? await this.#tuneInWorker(request) : await (await import('./tuning-worker.js')).fineTune(request);
       if (reply.error !== undefined) throw new Error(reply.error);
       const swapped = reply.weights !== undefined && this.#model === current;
       if (swapped) {
+        // The worker trained TF.js's copy of the network; serving runs its weights in plain JS.
         this.#model = current.withWeights(reply.weights!);
         this.#cache.clear();
-        current.dispose();
       }
       this.#options.onFineTune?.({ maeBefore: reply.maeBefore!, maeAfter: reply.maeAfter!, swapped, samples: rows.length });
     } catch (err) {
@@ -288,7 +325,6 @@ export class ModelPredictor implements Predictor {
     await this.settled();
     await this.#worker?.terminate();
     this.#worker = undefined;
-    this.#model?.dispose();
     this.#model = undefined;
   }
 
@@ -304,19 +340,17 @@ export class ModelPredictor implements Predictor {
       return;
     }
     try {
-      const features = new Float32Array(batch.length * f.FEATURE_LENGTH);
-      batch.forEach((p, i) => f.promptFeatures(p.request.promptText, p.request.maxTokens, p.request.messageCount, features, i * f.FEATURE_LENGTH));
-      model.predictLog(features, batch.map((p) => p.request.model)).then(
-        (logs) => {
-          batch.forEach((p, i) => {
-            const entry: CacheEntry = { logP50: logs[i]!, p90Offset: model.p90Offset(p.request.model), features: sparse(features, i, f) };
-            this.#cache.set(p.key, entry);
-            p.resolve(this.#finish(p.request, entry.logP50, entry.p90Offset));
-          });
-        },
-        (err: unknown) => this.#fail(batch, err),
-      );
+      const row = new Float32Array(f.FEATURE_LENGTH);
+      for (const p of batch) {
+        row.fill(0);
+        f.promptFeatures(p.request.promptText, p.request.maxTokens, p.request.messageCount, row);
+        const features = f.sparseFeatures(row);
+        const entry: CacheEntry = { logP50: model.predictLog(features, p.request.model), p90Offset: model.p90Offset(p.request.model), features };
+        this.#cache.set(p.key, entry);
+        p.resolve(this.#finish(p.request, entry.logP50, entry.p90Offset));
+      }
     } catch (err) {
+      // Requests already answered ignore the fallback.
       this.#fail(batch, err);
     }
   }
@@ -345,17 +379,6 @@ function cacheKey(request: RoutingRequest): string {
     keys.set(request, key);
   }
   return key;
-}
-
-let scratch = new Uint16Array(0);
-
-/** Row `i` of a feature matrix in sparse form (kept with the cached prediction, for fine-tuning). */
-function sparse(features: Float32Array, i: number, f: typeof Features): SparseFeatures {
-  const start = i * f.FEATURE_LENGTH;
-  const hashed = scratch.length >= f.HASH_BUCKETS ? scratch : (scratch = new Uint16Array(f.HASH_BUCKETS));
-  let n = 0;
-  for (let j = 0; j < f.HASH_BUCKETS; j++) if (features[start + j] !== 0) hashed[n++] = j;
-  return { hashed: hashed.slice(0, n), dense: features.slice(start + f.HASH_BUCKETS, start + f.FEATURE_LENGTH) };
 }
 
 /** Observations packed for the worker: no dense matrix is built on the router's thread. */

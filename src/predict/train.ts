@@ -12,7 +12,8 @@ import { parseArgs } from 'node:util';
 import { type LengthExample, loadLengthExamples, splitByQuestion } from './dataset.js';
 import { lengthMetrics, type LengthMetrics, perModelMeanBaseline, promptLengthBaseline } from './evaluation.js';
 import { FEATURE_LENGTH, FEATURE_VERSION, HASH_BUCKETS, promptFeatures, promptTokenCount } from './features.js';
-import { buildNetwork, fitNetwork, initBackend, type LengthModel, type LengthModelSpec, loadLengthModel, questionEffects, saveLengthModel, writeSpec } from './length-model.js';
+import { type LengthModel, type LengthModelSpec, loadLengthModel } from './length-model.js';
+import { buildNetwork, fitNetwork, initBackend, questionEffects, saveLengthModel, writeSpec } from './length-training.js';
 
 export const TEST_SHARE = 0.2;
 export const DEFAULT_SEED = 7;
@@ -35,19 +36,18 @@ export function promptMatrix(prompts: readonly string[]): Float32Array {
 }
 
 /** Predicted p50 tokens for examples (one network pass per distinct prompt). */
-export async function predictExamples(model: LengthModel, examples: readonly LengthExample[]): Promise<number[]> {
+export function predictExamples(model: LengthModel, examples: readonly LengthExample[]): number[] {
   const prompts = [...new Set(examples.map((e) => e.prompt))];
-  const effects = await model.questionEffects(promptMatrix(prompts), prompts.length);
+  const effects = model.questionEffects(promptMatrix(prompts), prompts.length);
   const effect = new Map(prompts.map((p, i) => [p, effects[i]!]));
   return examples.map((e) => Math.expm1(effect.get(e.prompt)! + model.verbosity(e.model)));
 }
 
-/** The held-out split's figures for a saved model and the two baselines. */
+/** The held-out split's figures for a saved model, run as the router runs it, and the two baselines. */
 export async function evaluateSaved(dir: string, examples: readonly LengthExample[], seed: number): Promise<TrainingReport> {
   const model = await loadLengthModel(dir);
   const { train, test } = splitByQuestion(examples, TEST_SHARE, seed);
-  const predicted = await predictExamples(model, test);
-  model.dispose();
+  const predicted = predictExamples(model, test);
   const tokens = new Map<string, number>();
   const promptTokens = (e: LengthExample) => tokens.get(e.prompt) ?? tokens.set(e.prompt, promptTokenCount(e.prompt)).get(e.prompt)!;
   const mean = perModelMeanBaseline(train);

@@ -1,11 +1,13 @@
 /**
- * A worker thread that fine-tunes the length model, so training never stalls the router's event
- * loop. Receives the model's folder, its weights in service, and training and check rows; answers
- * the check error before and after, and the new weights when they did better.
+ * A worker thread that fine-tunes the length model's network, so training never stalls the router's
+ * event loop. Receives the model's folder, the weights in service and training and check rows;
+ * answers the check error before and after, and the new weights when they did better. Weights
+ * travel in manifest order, the order the plain-JS model keeps them in. TF.js is imported only
+ * when a round runs.
  */
 import { parentPort } from 'node:worker_threads';
 import { FEATURE_LENGTH, HASH_BUCKETS } from './features.js';
-import { type LengthModel, loadLengthModel } from './length-model.js';
+import type { TrainableNetwork } from './length-training.js';
 
 /** Feature rows in sparse form, as they travel to the worker: set buckets, then dense tails. */
 export interface PackedRows {
@@ -48,38 +50,32 @@ export interface TuningReply {
 }
 
 const port = parentPort;
-const loaded = new Map<string, Promise<LengthModel>>();
+/** Each model folder's network, loaded once: a round only replaces its weights. */
+const loaded = new Map<string, Promise<TrainableNetwork>>();
 
 if (port) {
   port.on('message', (message: TuningRequest) => {
-    void tune(message).then(
-      (reply) => port.postMessage(reply, reply.weights?.map((w) => w.buffer as ArrayBuffer) ?? []),
+    void fineTune(message).then(
+      (reply) => port.postMessage({ id: message.id, ...reply } satisfies TuningReply, reply.weights?.map((w) => w.buffer as ArrayBuffer) ?? []),
       (err: unknown) => port.postMessage({ id: message.id, error: String(err) } satisfies TuningReply),
     );
   });
 }
 
-async function tune(m: TuningRequest): Promise<TuningReply> {
+/** Fine-tunes a copy of the weights in service; returns both errors on the check rows, and the copy's weights if better. */
+export async function fineTune(m: Omit<TuningRequest, 'id'>): Promise<Omit<TuningReply, 'id'>> {
   let base = loaded.get(m.dir);
-  if (!base) loaded.set(m.dir, (base = loadLengthModel(m.dir)));
+  if (!base) loaded.set(m.dir, (base = import('./length-training.js').then(({ loadTrainableNetwork }) => loadTrainableNetwork(m.dir))));
   const current = (await base).withWeights(m.weights);
-  try {
-    return { id: m.id, ...(await fineTuneCopy(current, m)) };
-  } finally {
-    current.dispose();
-  }
-}
-
-/** Fine-tunes a copy of `current`; returns both errors on the check rows, and the copy's weights if better. */
-export async function fineTuneCopy(current: LengthModel, m: Omit<TuningRequest, 'id' | 'dir' | 'weights'>): Promise<Omit<TuningReply, 'id'>> {
   const candidate = current.clone();
   try {
     await candidate.fineTune(unpack(m.train), m.train.targets, m.epochs);
     const checkFeatures = unpack(m.check);
     const maeBefore = await current.questionEffectError(checkFeatures, m.check.targets);
     const maeAfter = await candidate.questionEffectError(checkFeatures, m.check.targets);
-    return { maeBefore, maeAfter, ...(maeAfter < maeBefore ? { weights: candidate.weightData().map((w) => w.slice()) } : {}) };
+    return { maeBefore, maeAfter, ...(maeAfter < maeBefore ? { weights: candidate.weightData() } : {}) };
   } finally {
+    current.dispose();
     candidate.dispose();
   }
 }

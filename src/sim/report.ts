@@ -64,11 +64,63 @@ export function evaluationJson(evaluation: Evaluation): unknown {
   };
 }
 
-/** A self-contained HTML report: Chart.js is inlined, so the file opens anywhere without a network. */
+/** Why the report has no charts, said on stderr and in the page. */
+const NO_CHARTS = 'chart.js is not installed (an optional peer dependency of freesh: npm install chart.js to have them)';
+
+let chartBundle: Promise<string | undefined> | undefined;
+
+/**
+ * Chart.js's browser bundle, or undefined where it is not installed: it is an optional peer
+ * dependency, kept off the router's install, and only this report needs it. Read once per process,
+ * so a missing copy is told once however many reports are written.
+ */
+function chartJs(): Promise<string | undefined> {
+  chartBundle ??= (async () => {
+    let entry: string;
+    try {
+      entry = createRequire(import.meta.url).resolve('chart.js');
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'MODULE_NOT_FOUND') throw err;
+      console.warn(`freesh: the HTML report has no charts: ${NO_CHARTS}`);
+      return undefined;
+    }
+    // The package exports no path to its browser bundle; it sits beside the CommonJS entry.
+    return readFile(join(dirname(entry), 'chart.umd.min.js'), 'utf8');
+  })();
+  return chartBundle;
+}
+
+/**
+ * A self-contained HTML report: Chart.js is inlined, so the file opens anywhere without a network.
+ * Without chart.js installed, the report has the table and notes and says why the charts are missing.
+ */
 export async function htmlReport(evaluation: Evaluation, notes: readonly string[] = []): Promise<string> {
-  const require = createRequire(import.meta.url);
-  // The package exports no path to its browser bundle; it sits beside the CommonJS entry.
-  const chartJs = await readFile(join(dirname(require.resolve('chart.js')), 'chart.umd.min.js'), 'utf8');
+  const bundle = await chartJs();
+  const table = markdownTable(evaluation)
+    .split('\n')
+    .filter((line, i) => i !== 1)
+    .map((line, i) => `<tr>${line.split('|').slice(1, -1).map((cell) => (i === 0 ? `<th>${escape(cell.trim())}</th>` : `<td>${escape(cell.trim())}</td>`)).join('')}</tr>`)
+    .join('\n');
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>freesh trace evaluation — ${escape(evaluation.trace)}</title>
+<style>
+body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#111;padding:0 1rem}
+table{border-collapse:collapse;font-size:12px;margin:1rem 0}td,th{border:1px solid #ddd;padding:4px 6px;text-align:right}td:first-child,th:first-child{text-align:left}
+.missing{border:1px solid #f59e0b;background:#fffbeb;border-radius:8px;padding:.5rem .75rem}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:1.5rem}.card{border:1px solid #e5e7eb;border-radius:8px;padding:.75rem}h2{font-size:16px;margin:.2rem 0 .5rem}
+</style></head><body>
+<h1>freesh trace evaluation</h1>
+<p>Trace <b>${escape(evaluation.trace)}</b>: ${evaluation.requests} requests at ${evaluation.offeredRps.toFixed(2)} req/s
+(×${evaluation.rateMultiplier.toFixed(2)} the recorded rate) against a fleet capacity of ${evaluation.capacityRps.toFixed(2)} req/s —
+utilisation ${(evaluation.utilisation * 100).toFixed(0)}%.</p>
+${notes.map((n) => `<p>${escape(n)}</p>`).join('\n')}
+<table>${table}</table>
+${bundle === undefined ? `<p class="missing">No charts: ${escape(NO_CHARTS)}.</p>\n` : chartsHtml(evaluation, bundle)}</body></html>
+`;
+}
+
+/** The chart cards and the scripts that draw them, Chart.js's bundle inlined. */
+function chartsHtml(evaluation: Evaluation, bundle: string): string {
   const colours = ['#6b7280', '#2563eb', '#16a34a', '#dc2626', '#9333ea', '#ea580c', '#0891b2'];
   const runs = evaluation.runs.map(({ spec, result }, i) => {
     const done = result.records.filter((r) => r.doneMs !== undefined && r.firstTokenMs !== undefined && !r.rejected);
@@ -90,25 +142,7 @@ export async function htmlReport(evaluation: Evaluation, notes: readonly string[
   });
   const siteIds = [...new Set(evaluation.runs[0]?.result.samples.flatMap((s) => s.sites.map((x) => x.id)) ?? [])];
   const data = JSON.stringify({ runs, siteIds }).replace(/</g, '\\u003c');
-  const table = markdownTable(evaluation)
-    .split('\n')
-    .filter((line, i) => i !== 1)
-    .map((line, i) => `<tr>${line.split('|').slice(1, -1).map((cell) => (i === 0 ? `<th>${escape(cell.trim())}</th>` : `<td>${escape(cell.trim())}</td>`)).join('')}</tr>`)
-    .join('\n');
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>freesh trace evaluation — ${escape(evaluation.trace)}</title>
-<style>
-body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#111;padding:0 1rem}
-table{border-collapse:collapse;font-size:12px;margin:1rem 0}td,th{border:1px solid #ddd;padding:4px 6px;text-align:right}td:first-child,th:first-child{text-align:left}
-.grid{display:grid;grid-template-columns:1fr 1fr;gap:1.5rem}.card{border:1px solid #e5e7eb;border-radius:8px;padding:.75rem}h2{font-size:16px;margin:.2rem 0 .5rem}
-</style></head><body>
-<h1>freesh trace evaluation</h1>
-<p>Trace <b>${escape(evaluation.trace)}</b>: ${evaluation.requests} requests at ${evaluation.offeredRps.toFixed(2)} req/s
-(×${evaluation.rateMultiplier.toFixed(2)} the recorded rate) against a fleet capacity of ${evaluation.capacityRps.toFixed(2)} req/s —
-utilisation ${(evaluation.utilisation * 100).toFixed(0)}%.</p>
-${notes.map((n) => `<p>${escape(n)}</p>`).join('\n')}
-<table>${table}</table>
-<div class="grid">
+  return `<div class="grid">
 <div class="card"><h2>Energy, cumulative (kWh)</h2><canvas id="energy"></canvas></div>
 <div class="card"><h2>Carbon, cumulative (kg CO2e)</h2><canvas id="carbon"></canvas></div>
 <div class="card"><h2>TTFT distribution (ms, log scale)</h2><canvas id="ttft"></canvas></div>
@@ -116,7 +150,7 @@ ${notes.map((n) => `<p>${escape(n)}</p>`).join('\n')}
 </div>
 <h2 style="margin-top:1.5rem">Per-site power against carbon intensity</h2>
 <div class="grid" id="sites"></div>
-<script>${chartJs}</script>
+<script>${bundle}</script>
 <script>
 const DATA = ${data};
 const line = (id, key, xTitle, yTitle, logX) => new Chart(document.getElementById(id), {
@@ -144,7 +178,6 @@ for (const site of DATA.siteIds) {
 }
 document.body.dataset.ready = 'true';
 </script>
-</body></html>
 `;
 }
 

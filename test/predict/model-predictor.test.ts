@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { FEATURE_LENGTH, modelSlot, promptFeatures, promptTokenCount } from '../../src/predict/features.js';
 import { defaultModelDir, ModelPredictor } from '../../src/predict/model-predictor.js';
 import { parseRequest } from '../../src/request/parse.js';
+import { VirtualClock } from '../../src/sim/virtual-clock.js';
 import type { Prediction, RoutingRequest } from '../../src/types.js';
 
 const request = (content: unknown, model = 'gpt-4-0314', maxTokens?: number): RoutingRequest =>
@@ -130,6 +131,44 @@ describe('ModelPredictor', () => {
     );
     expect(late.source).toBe('heuristic');
     expect((await predictor.predict(r)).source).toBe('model');
+    await predictor.close();
+  });
+
+  it('spends its budget and its fine-tuning interval on the clock it is given', async () => {
+    const clock = new VirtualClock();
+    const rounds: unknown[] = [];
+    const predictor = new ModelPredictor({ clock, budgetMs: 20, fineTuneEvery: 10, fineTuneIntervalMs: 60_000, fineTuneEpochs: 1, calibrationRate: 0, onFineTune: (r) => rounds.push(r) });
+    await predictor.ready();
+    // The budget runs out when the clock passes it, before the next turn of the event loop.
+    const late = predictor.predict(request('Explain quicksort.'));
+    clock.advance(20);
+    expect((await late).source).toBe('heuristic');
+    // However long the real wait, the model answers while the clock stands still.
+    const waited = predictor.predict(request('Explain merge sort.'));
+    await new Promise((resolve) => setTimeout(resolve, 40));
+    expect((await waited).source).toBe('model');
+
+    let n = 0;
+    const observe = async (count: number) => {
+      for (let i = 0; i < count; i++, n++) {
+        const r = request(`Tell me about zebra herd number ${n}.`);
+        await predictor.predict(r);
+        predictor.observe(r, 3_000);
+      }
+      await predictor.settled();
+    };
+    await observe(60);
+    clock.advanceTo(59_999);
+    await observe(1);
+    expect(rounds).toHaveLength(0); // enough observations, not yet a full interval of the clock's time
+    clock.advanceTo(60_000);
+    await observe(1);
+    expect(rounds).toHaveLength(1);
+    await observe(20);
+    expect(rounds).toHaveLength(1); // the next round waits for the clock again
+    clock.advance(60_000);
+    await observe(10);
+    expect(rounds).toHaveLength(2);
     await predictor.close();
   });
 

@@ -47,6 +47,13 @@ describe('evaluation report', () => {
     }
   });
 
+  it('inlines Chart.js (a development dependency here) and draws its charts with no note of their absence', async () => {
+    const html = await htmlReport(await evaluation);
+    expect(html).toContain('Chart.js v4');
+    expect(html.match(/<canvas id=/g)).toHaveLength(4);
+    expect(html).not.toContain('class="missing"');
+  });
+
   it.skipIf(!CHROMIUM)('opens in a browser with no network and draws every chart', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'freesh-report-'));
     const file = join(dir, 'report.html');
