@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_FREQUENCY_MODEL } from '../../src/cost/frequency.js';
 import { BUILTIN_PROFILES } from '../../src/cost/profiles.js';
-import { loadSolver, type PlanInput, solvePlan } from '../../src/plan/planner.js';
+import { formulate, loadSolver, type PlanInput, solvePlan } from '../../src/plan/planner.js';
+import { PoolPlanner } from '../../src/plan/pool-planner.js';
+import { inThreadSolver } from '../../src/plan/solver.js';
+import { VirtualClock } from '../../src/sim/virtual-clock.js';
+import { MemoryStateStore } from '../../src/state/memory-store.js';
 import { DEFAULT_SLO_CLASSES } from '../../src/request/slo.js';
 import type { Backend, Site } from '../../src/types.js';
 
@@ -112,8 +116,7 @@ describe('pool planner (HiGHS)', () => {
 describe('solving off the event loop', () => {
   it('a worker thread (the compiled one) finds the same plan as the calling thread', async () => {
     // The worker runs compiled JavaScript: `npm test` builds first.
-    const { workerSolver, inThreadSolver } = (await import(new URL('../../dist/src/plan/solver.js', import.meta.url).href)) as typeof import('../../src/plan/solver.js');
-    const { formulate } = await import('../../src/plan/planner.js');
+    const { workerSolver } = (await import(new URL('../../dist/src/plan/solver.js', import.meta.url).href)) as typeof import('../../src/plan/solver.js');
     const lp = formulate(input({ demand: demand(3) })).lp;
     const worker = workerSolver();
     const local = inThreadSolver();
@@ -136,10 +139,6 @@ describe('solving off the event loop', () => {
 
 describe('PoolPlanner', () => {
   it('plans every step from the window\'s demand, tells onPlan and publishes to the store', async () => {
-    const { PoolPlanner } = await import('../../src/plan/pool-planner.js');
-    const { inThreadSolver } = await import('../../src/plan/solver.js');
-    const { VirtualClock } = await import('../../src/sim/virtual-clock.js');
-    const { MemoryStateStore } = await import('../../src/state/memory-store.js');
     const clock = new VirtualClock();
     const store = new MemoryStateStore({ clock });
     const plans: unknown[] = [];
@@ -173,10 +172,6 @@ describe('PoolPlanner', () => {
   });
 
   it('with replicas sharing a store, one plans per step and the others follow its plan', async () => {
-    const { PoolPlanner } = await import('../../src/plan/pool-planner.js');
-    const { inThreadSolver } = await import('../../src/plan/solver.js');
-    const { VirtualClock } = await import('../../src/sim/virtual-clock.js');
-    const { MemoryStateStore } = await import('../../src/state/memory-store.js');
     const clock = new VirtualClock();
     const store = new MemoryStateStore({ clock });
     let solves = 0;
