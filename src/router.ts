@@ -1,13 +1,12 @@
 import type { Readable } from 'node:stream';
 import { channel } from 'node:diagnostics_channel';
-import { type CancelSignal, CancelToken } from './cancel.js';
+import type { CancelSignal } from './cancel.js';
 import { carbonSignalFromConfig } from './carbon/from-config.js';
 import type { CarbonSignal } from './carbon/signal.js';
 import { type Clock, type Rng, systemClock } from './clock.js';
-import { ConfigError, parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
+import { parseConfig, type RouterConfig, type RouterConfigInput, routerConfigSchema } from './config/schema.js';
 import { type CostModel, createCostModel } from './cost/cost-model.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './cost/frequency.js';
-import { BUILTIN_PROFILES } from './cost/profiles.js';
 import {
   clientAborted,
   FreeshError,
@@ -20,14 +19,16 @@ import {
   upstreamStatus,
 } from './errors.js';
 import { createFetchHandler, type FetchHandler } from './http/fetch-handler.js';
-import { type Outcome, RouterMetrics } from './metrics/metrics.js';
+import { type Outcome, outcomeOf, RouterMetrics } from './metrics/metrics.js';
+import { fleetOf, resolvePolicy } from './pipeline/fleet.js';
+import { type FleetHealth, HealthCheck } from './pipeline/health.js';
 import { FairShareAccounting, LatencyCalibrator, PlannerFeed, PrefillTracker, PredictorFeedback } from './pipeline/bookkeepers.js';
 import { type CompletionEvent, Lifecycle, type LifecyclePlugin, type Placement, type RequestEvent } from './pipeline/lifecycle.js';
 import { Placer } from './pipeline/place.js';
 import { CONSUMER_GONE, onRelayEnd, readSnippet, responseHeaders, UPSTREAM_PATH, upstreamHeaders } from './pipeline/relay.js';
 import { Slots } from './pipeline/slots.js';
 import type { Plan } from './plan/plan.js';
-import { PoolPlanner } from './plan/pool-planner.js';
+import { planningClass, PoolPlanner } from './plan/pool-planner.js';
 import { inThreadSolver, workerSolver } from './plan/solver.js';
 import { ModelPredictor } from './predict/model-predictor.js';
 import type { Predictor } from './predict/predictor.js';
@@ -37,8 +38,6 @@ import { parseRequest } from './request/parse.js';
 import { type SloClass, ttftTargetMs } from './request/slo.js';
 import { withPriority } from './request/upstream-body.js';
 import type { PolicyFactory } from './schedule/builtin.js';
-import { BUILTIN_POLICIES } from './schedule/builtin.js';
-import { TBT_HEADROOM } from './schedule/freesh.js';
 import type { Policy } from './schedule/policy.js';
 import { ClusterView } from './state/cluster-view.js';
 import { MemoryStateStore } from './state/memory-store.js';
@@ -131,9 +130,6 @@ export interface RequestEnd {
 
 /** How often the cluster snapshot that decisions read is refreshed from the store (ms). */
 const SNAPSHOT_REFRESH_MS = 250;
-/** A health check asks the backends at most this often (ms), and waits for each at most PROBE_TIMEOUT_MS. */
-const PROBE_EVERY_MS = 2_000;
-const PROBE_TIMEOUT_MS = 1_000;
 
 /**
  * Wires the request pipeline: parse → predict → place (policy over costed candidates) → admit (a
@@ -147,12 +143,9 @@ export class Router {
   readonly policy: Policy;
   readonly metrics: RouterMetrics;
   readonly #clock: Clock;
-  /** The transport as given: probes go through it without failover. */
-  readonly #baseTransport: Transport;
   readonly #transport: Transport;
-  #probe: Promise<void> | undefined;
+  readonly #health: HealthCheck;
   #fetch: FetchHandler | undefined;
-  #probedAtMs = 0;
   readonly #store: StateStore;
   readonly #predictor: Predictor;
   readonly #carbon: CarbonSignal;
@@ -163,7 +156,7 @@ export class Router {
   readonly #lifecycle: Lifecycle;
   readonly #latency: LatencyCalibrator;
   readonly #ready: Promise<void>;
-  readonly #byModel = new Map<string, Backend[]>();
+  readonly #byModel: ReadonlyMap<string, readonly Backend[]>;
   /** Added to the priority of a request sent too late for its TTFT target: it then comes after every class. */
   readonly #latePriorityOffset: number;
   readonly #idPrefix = Math.random().toString(36).slice(2, 8);
@@ -187,28 +180,11 @@ export class Router {
     const frequency = frequencyModel ?? DEFAULT_FREQUENCY_MODEL;
     this.policy = typeof policy === 'object' ? policy : resolvePolicy(config.policy, policies);
 
-    const sites = new Map<string, Site>();
-    for (const s of config.sites) sites.set(s.id, Object.freeze({ id: s.id, region: s.region, gramsPerKWh: s.carbon.gramsPerKWh, pue: s.pue }));
-    this.sites = Object.freeze([...sites.values()]);
+    const fleet = fleetOf(config);
+    this.sites = fleet.sites;
+    this.backends = fleet.backends;
+    this.#byModel = fleet.byModel;
     this.#carbon = carbon ?? carbonSignalFromConfig(config.sites);
-    this.backends = Object.freeze(
-      config.backends.map((b) =>
-        Object.freeze({
-          id: b.id,
-          site: sites.get(b.site)!,
-          baseURL: b.baseURL,
-          models: new Set(b.models),
-          maxConcurrency: b.maxConcurrency,
-          prefillChunkTokens: b.prefillChunkTokens,
-          forwardPriority: b.forwardPriority,
-          profile: BUILTIN_PROFILES[b.mode]!,
-          apiKey: b.apiKey,
-        }),
-      ),
-    );
-    for (const backend of this.backends) {
-      for (const model of backend.models) (this.#byModel.get(model) ?? this.#byModel.set(model, []).get(model)!).push(backend);
-    }
     const backendIds = this.backends.map((b) => b.id);
     const priorities = Object.values(config.sloClasses).map((c) => c.priority);
     this.#latePriorityOffset = Math.max(...priorities) - Math.min(...priorities) + 1;
@@ -271,10 +247,11 @@ export class Router {
         for (const { plugin } of errors) this.metrics.pluginErrors.labels(plugin).inc();
       },
     });
-    this.#baseTransport =
+    const baseTransport =
       transport ?? new UndiciTransport({ connectTimeoutMs: limits.connectTimeoutMs, headersTimeoutMs: limits.headersTimeoutMs, bodyTimeoutMs: limits.bodyTimeoutMs });
+    this.#health = new HealthCheck({ backends: this.backends, transport: baseTransport, view: this.#view, clock: this.#clock, unhealthyMs: limits.unhealthyMs, onStoreError: storeError });
     this.#transport = compose(
-      this.#baseTransport,
+      baseTransport,
       healthMarking((backend) => void this.#view.markUnhealthy(backend.id, limits.unhealthyMs, this.#clock.now()).catch(storeError)),
       failover({ retries: limits.retries }),
     );
@@ -311,44 +288,13 @@ export class Router {
   }
 
   /** Backends the router may send work to now (healthy in the cluster view), out of all. */
-  health(): { readonly usable: number; readonly total: number } {
-    const nowMs = this.#clock.now();
-    let usable = 0;
-    for (const b of this.backends) if (this.#view.get(b.id, nowMs).healthy) usable++;
-    return { usable, total: this.backends.length };
+  health(): FleetHealth {
+    return this.#health.now();
   }
 
-  /**
-   * `health()` after asking every backend (GET `/models`, through the transport) unless that was
-   * done in the last PROBE_EVERY_MS: one that refuses the connection or answers 5xx is marked
-   * unhealthy, one that answers is marked healthy again. So the answer holds without traffic.
-   */
-  checkHealth(): Promise<{ readonly usable: number; readonly total: number }> {
-    const nowMs = this.#clock.now();
-    if (!this.#probe || nowMs - this.#probedAtMs >= PROBE_EVERY_MS) {
-      this.#probedAtMs = nowMs;
-      this.#probe = Promise.all(this.backends.map((b) => this.#probeOne(b))).then(() => undefined);
-    }
-    return this.#probe.then(() => this.health());
-  }
-
-  async #probeOne(backend: Backend): Promise<void> {
-    const cancel = new CancelToken();
-    const timer = this.#clock.setTimer(() => cancel.abort(), PROBE_TIMEOUT_MS);
-    let healthy: boolean;
-    try {
-      const headers: Record<string, string> = backend.apiKey ? { authorization: `Bearer ${backend.apiKey}` } : {};
-      const response = await this.#baseTransport.send(backend, { method: 'GET', path: '/models', headers, signal: cancel });
-      response.body.resume();
-      healthy = response.status < 500;
-    } catch {
-      healthy = false;
-    } finally {
-      timer.cancel();
-    }
-    const unhealthyMs = this.config.limits.unhealthyMs;
-    const marked = healthy ? this.#view.markHealthy(backend.id) : this.#view.markUnhealthy(backend.id, unhealthyMs, this.#clock.now());
-    await marked.catch(() => this.metrics.pluginErrors.labels('store').inc());
+  /** `health()` after asking every backend (GET `/models`) unless that was done in the last 2 s. */
+  checkHealth(): Promise<FleetHealth> {
+    return this.#health.check();
   }
 
   /** Parses a raw OpenAI body into a RoutingRequest, or throws a 400 FreeshError. */
@@ -609,7 +555,7 @@ export class Router {
       carbon: this.#carbon,
       store: this.#store,
       objective: this.config.objective,
-      slo: strictestClass(this.config.sloClasses),
+      slo: planningClass(this.config.sloClasses),
       frequency,
       stepMs: plan.stepMs,
       windowMs: plan.windowMs,
@@ -685,44 +631,4 @@ class Held {
 
 export function createRouter(options: RouterOptions): Router {
   return new Router(options);
-}
-
-function resolvePolicy(name: string, policies: Readonly<Record<string, PolicyFactory>> | undefined): Policy {
-  const factory = policies?.[name] ?? BUILTIN_POLICIES[name];
-  if (!factory) {
-    const known = [...Object.keys(BUILTIN_POLICIES), ...Object.keys(policies ?? {})].join(', ');
-    throw new ConfigError(`Invalid router options:\n- \`policy\`: must be one of ${known}, got \`${JSON.stringify(name)}\``);
-  }
-  return factory();
-}
-
-/**
- * The class the planner plans for: the tightest TTFT and TBT targets of any class, with the TBT
- * headroom placements keep, so planned capacity never relies on breaking an SLO.
- */
-function strictestClass(classes: Readonly<Record<string, SloClass>>): SloClass {
-  const all = Object.values(classes);
-  return {
-    ttftBaseMs: Math.min(...all.map((c) => c.ttftBaseMs)),
-    ttftPerPromptTokenMs: Math.min(...all.map((c) => c.ttftPerPromptTokenMs)),
-    tbtMs: TBT_HEADROOM * Math.min(...all.map((c) => c.tbtMs)),
-    onLate: 'serve',
-    priority: Math.min(...all.map((c) => c.priority)),
-    tbtWindowMs: Math.min(...all.map((c) => c.tbtWindowMs)),
-  };
-}
-
-function outcomeOf(error: FreeshError): Outcome {
-  switch (error.code) {
-    case 'queue_full':
-      return 'rejected-queue-full';
-    case 'queue_timeout':
-      return 'evicted-queue-timeout';
-    case 'client_closed':
-      return 'client-abort';
-    case 'no_backend_available':
-      return 'rejected-no-backend';
-    default:
-      return 'internal-error';
-  }
 }

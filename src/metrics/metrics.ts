@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { FreeshError } from '../errors.js';
 
 /** How a request ended: a closed set, used as a metrics label. Details live in the error. */
 export const OUTCOMES = [
@@ -189,8 +190,24 @@ export class RouterMetrics {
   });
   readonly pluginErrors = new Counter({
     name: 'freesh_plugin_errors_total',
-    help: 'Policy plugins that threw; the orchestrator substituted a safe verdict',
+    help: 'Plugins that threw (policy: a safe verdict was used; lifecycle: the hook was skipped), state store failures and lost leases, by source',
     labelNames: ['plugin'] as const,
     registers: [this.registry],
   });
+}
+
+/** The outcome a refusal or failure is counted under. */
+export function outcomeOf(error: FreeshError): Outcome {
+  switch (error.code) {
+    case 'queue_full':
+      return 'rejected-queue-full';
+    case 'queue_timeout':
+      return 'evicted-queue-timeout';
+    case 'client_closed':
+      return 'client-abort';
+    case 'no_backend_available':
+      return 'rejected-no-backend';
+    default:
+      return 'internal-error';
+  }
 }

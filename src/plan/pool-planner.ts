@@ -4,6 +4,7 @@ import type { Clock, Timer } from '../clock.js';
 import type { FrequencyModel } from '../cost/frequency.js';
 import { REQUEST_TYPES, type RequestType } from '../request/request-type.js';
 import type { SloClass } from '../request/slo.js';
+import { TBT_HEADROOM } from '../schedule/freesh.js';
 import type { PlanRecord, PublishedPlan, StateStore } from '../state/store.js';
 import type { Backend } from '../types.js';
 import { initialPlan, type Plan, type PlanView } from './plan.js';
@@ -233,5 +234,21 @@ function fromRecord(record: PlanRecord, nowMs: number): Plan {
     objectiveRate: record.objectiveRate,
     solveMs: 0,
     note: `${record.note} (planned by ${record.origin})`,
+  };
+}
+
+/**
+ * The class the planner plans for: the tightest TTFT and TBT targets of any class, with the TBT
+ * headroom placements keep, so planned capacity never relies on breaking an SLO.
+ */
+export function planningClass(classes: Readonly<Record<string, SloClass>>): SloClass {
+  const all = Object.values(classes);
+  return {
+    ttftBaseMs: Math.min(...all.map((c) => c.ttftBaseMs)),
+    ttftPerPromptTokenMs: Math.min(...all.map((c) => c.ttftPerPromptTokenMs)),
+    tbtMs: TBT_HEADROOM * Math.min(...all.map((c) => c.tbtMs)),
+    onLate: 'serve',
+    priority: Math.min(...all.map((c) => c.priority)),
+    tbtWindowMs: Math.min(...all.map((c) => c.tbtWindowMs)),
   };
 }
