@@ -470,7 +470,7 @@ export class Router {
       const error = toFreeshError(err);
       throw this.#count(outcomeOf(error), placement.backend.id, error, request, placement);
     }
-    let meter = new TokenMeter();
+    const metering = new Metering(this.#clock);
     const excluded = new Set<string>();
     const reroute = async (failed: Backend, cause: unknown) => {
       // The failed attempt never reached the client: give its slot back and place again elsewhere.
@@ -487,13 +487,13 @@ export class Router {
         const error = toFreeshError(err);
         throw this.#count(outcomeOf(error), placement.backend.id, error, request, placement);
       }
-      meter = new TokenMeter();
+      metering.meter = new TokenMeter();
       return { backend: placement.backend, request: held.upstream };
     };
 
     let upstream: UpstreamResponse;
     try {
-      upstream = await this.#transport.send(placement.backend, tapped(held.upstream, (chunk) => meter.push(chunk, this.#clock.now()), reroute));
+      upstream = await this.#transport.send(placement.backend, tapped(held.upstream, metering.onData, reroute));
     } catch (err) {
       if (err instanceof FreeshError) throw err; // from reroute, already counted
       const backendId = placement.backend.id;
@@ -519,6 +519,7 @@ export class Router {
       body,
       () => signal?.aborted === true,
       (err) => {
+        const meter = metering.meter;
         const tokens = meter.outputTokens();
         let outcome: CompletionEvent['outcome'] = upstream.status >= 400 ? 'upstream-status' : 'completed';
         let error: FreeshError | undefined;
@@ -681,6 +682,21 @@ class Held {
     this.#ended = true;
     this.end(this, outcome, undefined, undefined, undefined);
     return true;
+  }
+}
+
+/**
+ * The token meter of a request's current attempt, and the tap that feeds it. The tap is made here,
+ * not as a closure in `#serve`: undici's body holds it, and a closure there kept the whole request
+ * (its context, the response, the relay) alive past two scavenges, so ~7 KB a request was promoted
+ * to the old generation (measured with --trace-gc-nvp under bench:overhead's load; 0.3 KB without).
+ */
+class Metering {
+  meter = new TokenMeter();
+  readonly onData: (chunk: Buffer) => void;
+
+  constructor(clock: Clock) {
+    this.onData = (chunk) => this.meter.push(chunk, clock.now());
   }
 }
 
