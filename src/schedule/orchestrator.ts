@@ -42,32 +42,42 @@ export interface Decision {
  * Runs a policy over candidates and enforces the plugin contracts: a throwing filter keeps the
  * candidate, a throwing or out-of-range scorer counts as 0 (clamped to [0, 1]), a throwing picker
  * falls back to the highest score. Plugins stay pure; this is the one place that guards them.
+ *
+ * Linear in the candidates, and allocation-light: one array per filter, one running sum per
+ * candidate and one `Scored` per candidate at the end. An entry per candidate per scorer, and a
+ * closure per filter, made the decision's garbage grow with scorers × candidates (bench:decision,
+ * 1,000 backends: see bench/README.md).
  */
 export function decide(policy: Policy, candidates: readonly Candidate[], ctx: DecisionContext, trace = false): Decision {
-  const errors: PluginError[] = [];
-  const pluginUs: Record<string, number> = {};
+  let errors: PluginError[] | undefined;
+  const pluginUs: Record<string, number> | undefined = trace ? {} : undefined;
   const dropped = trace ? new Map<Candidate, string>() : undefined;
-  const time = trace ? (name: string, started: number) => { pluginUs[name] = (pluginUs[name] ?? 0) + (performance.now() - started) * 1000; } : undefined;
+  const started = (): number => (pluginUs ? performance.now() : 0);
+  const time = (name: string, since: number): void => {
+    if (pluginUs) pluginUs[name] = (pluginUs[name] ?? 0) + (performance.now() - since) * 1000;
+  };
 
   let kept = candidates;
   let emptiedBy: string | undefined;
-  const relaxed: string[] = [];
+  let relaxed: string[] | undefined;
   for (const filter of policy.filters) {
-    const started = time ? performance.now() : 0;
-    const next = kept.filter((candidate) => {
+    const since = started();
+    const next: Candidate[] = [];
+    for (let i = 0; i < kept.length; i++) {
+      const candidate = kept[i]!;
       let keep = true;
       try {
         keep = filter.keep(candidate, ctx);
       } catch (err) {
-        errors.push({ plugin: `filter:${filter.name}`, message: (err as Error).message });
+        (errors ??= []).push({ plugin: `filter:${filter.name}`, message: (err as Error).message });
       }
-      if (!keep) dropped?.set(candidate, filter.name);
-      return keep;
-    });
-    time?.(`filter:${filter.name}`, started);
+      if (keep) next.push(candidate);
+      else dropped?.set(candidate, filter.name);
+    }
+    time(`filter:${filter.name}`, since);
     if (next.length === 0 && kept.length > 0) {
       if (filter.soft) {
-        relaxed.push(filter.name);
+        (relaxed ??= []).push(filter.name);
         if (dropped) for (const c of kept) dropped.delete(c);
         continue;
       }
@@ -78,44 +88,51 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
 
   const perScorer = trace ? new Map<Candidate, Record<string, number>>() : undefined;
   let scorers = policy.scorers;
-  for (const name of relaxed) scorers = policy.whenRelaxed?.[name] ?? scorers;
-  const totalWeight = scorers.reduce((sum, s) => sum + s.weight, 0);
-  const scored: Scored[] = kept.map((candidate) => ({ candidate, score: 0 }));
+  if (relaxed) for (const name of relaxed) scorers = policy.whenRelaxed?.[name] ?? scorers;
+  let totalWeight = 0;
+  for (const s of scorers) totalWeight += s.weight;
+  // Each candidate's weighted sum, added scorer by scorer in the policy's order (the same
+  // floating-point sums as one entry per scorer gave).
+  const sums = new Float64Array(kept.length);
   for (const { scorer, weight } of scorers) {
-    const started = time ? performance.now() : 0;
-    for (let i = 0; i < scored.length; i++) {
-      const entry = scored[i]!;
+    const since = started();
+    for (let i = 0; i < kept.length; i++) {
+      const candidate = kept[i]!;
       let value = 0;
       try {
-        value = clamp01(scorer.score(entry.candidate, ctx));
+        value = clamp01(scorer.score(candidate, ctx));
       } catch (err) {
-        errors.push({ plugin: `scorer:${scorer.name}`, message: (err as Error).message });
+        (errors ??= []).push({ plugin: `scorer:${scorer.name}`, message: (err as Error).message });
       }
-      if (perScorer) (perScorer.get(entry.candidate) ?? perScorer.set(entry.candidate, {}).get(entry.candidate)!)[scorer.name] = value;
-      scored[i] = { candidate: entry.candidate, score: entry.score + (weight * value) / totalWeight };
+      if (perScorer) (perScorer.get(candidate) ?? perScorer.set(candidate, {}).get(candidate)!)[scorer.name] = value;
+      sums[i] = sums[i]! + (weight * value) / totalWeight;
     }
-    time?.(`scorer:${scorer.name}`, started);
+    time(`scorer:${scorer.name}`, since);
   }
+  const scored: Scored[] = new Array<Scored>(kept.length);
+  for (let i = 0; i < kept.length; i++) scored[i] = { candidate: kept[i]!, score: sums[i]! };
 
   let picked: Scored | undefined;
   if (scored.length > 0) {
-    const started = time ? performance.now() : 0;
+    const since = started();
     try {
       picked = policy.picker.pick(scored, ctx);
       if (!scored.includes(picked)) throw new Error('returned an entry it was not given');
     } catch (err) {
-      errors.push({ plugin: `picker:${policy.picker.name}`, message: (err as Error).message });
+      (errors ??= []).push({ plugin: `picker:${policy.picker.name}`, message: (err as Error).message });
       picked = scored.reduce((a, b) => (b.score > a.score ? b : a));
     }
-    time?.(`picker:${policy.picker.name}`, started);
+    time(`picker:${policy.picker.name}`, since);
   }
 
+  const errorList: readonly PluginError[] = errors ?? NONE;
+  const relaxedList: readonly string[] = relaxed ?? NONE;
   return {
     picked,
     emptiedBy,
-    errors,
-    relaxed,
-    trace: trace
+    errors: errorList,
+    relaxed: relaxedList,
+    trace: pluginUs
       ? {
           policy: policy.name,
           candidates: candidates.map((c) => {
@@ -125,12 +142,15 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
           }),
           pluginUs,
           picked: picked?.candidate.backend.id,
-          errors,
-          relaxed,
+          errors: errorList,
+          relaxed: relaxedList,
         }
       : undefined,
   };
 }
+
+/** Shared by every decision without errors or relaxed filters: read-only, so it is frozen. */
+const NONE: readonly never[] = Object.freeze([]);
 
 function clamp01(value: number): number {
   if (!(value > 0)) return 0; // also NaN
