@@ -265,7 +265,7 @@ export class Router {
       view: this.#view,
       prefill,
       latency: this.#latency,
-      waiting: (id) => this.#slots.waiting(id),
+      queue: (id) => this.#slots.queue(id),
       plan: () => this.#planner?.view(),
       onPluginErrors: (errors) => {
         for (const { plugin } of errors) this.metrics.pluginErrors.labels(plugin).inc();
