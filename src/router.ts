@@ -411,13 +411,14 @@ export class Router {
   }
 
   /** The whole path for a raw call: parse, then `serve`. */
-  async dispatch(call: RouterCall): Promise<RoutedResponse> {
-    if (this.#closed) throw noBackend('*', 'the router is shutting down');
+  dispatch(call: RouterCall): Promise<RoutedResponse> {
+    // Not an async function: it hands back `serve`'s promise rather than wrapping it in another.
+    if (this.#closed) return Promise.reject(noBackend('*', 'the router is shutting down'));
     let request: RoutingRequest;
     try {
       request = this.parse(call);
     } catch (err) {
-      throw this.#count('rejected-invalid', undefined, toFreeshError(err));
+      return Promise.reject(this.#count('rejected-invalid', undefined, toFreeshError(err)));
     }
     return this.serve(request, call.signal);
   }
@@ -471,10 +472,11 @@ export class Router {
       throw this.#count(outcomeOf(error), placement.backend.id, error, request, placement);
     }
     const metering = new Metering(this.#clock);
-    const excluded = new Set<string>();
+    let excluded: Set<string> | undefined;
     const reroute = async (failed: Backend, cause: unknown) => {
       // The failed attempt never reached the client: give its slot back and place again elsewhere.
       held.abort(isConnectError(cause) ? 'upstream-unreachable' : 'upstream-status');
+      excluded ??= new Set();
       excluded.add(failed.id);
       try {
         placement = this.#place(request, prediction, pool, excluded);

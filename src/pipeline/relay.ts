@@ -36,9 +36,11 @@ export const CONSUMER_GONE = Symbol('consumer gone');
 
 /**
  * Calls `done` once when the relayed body ends: with nothing on a clean end, CONSUMER_GONE when the
- * consumer destroyed it or its signal fired, or the error that broke it. Once-listeners only: they
- * observe the body without setting it flowing. 'close' without an earlier 'end' or 'error' means the
- * consumer destroyed it; an error after the caller's signal fired is the abort it asked for.
+ * consumer destroyed it or its signal fired, or the error that broke it. Listeners for 'end',
+ * 'error' and 'close' only: they observe the body without setting it flowing. 'close' without an
+ * earlier 'end' or 'error' means the consumer destroyed it; an error after the caller's signal fired
+ * is the abort it asked for. `on`, not `once`: each fires at most once, and `once` wraps every
+ * listener (see the node listener).
  */
 export function onRelayEnd(body: Readable, aborted: () => boolean, done: (err: unknown) => void): void {
   let ended = false;
@@ -47,9 +49,9 @@ export function onRelayEnd(body: Readable, aborted: () => boolean, done: (err: u
     ended = true;
     done(err);
   };
-  body.once('end', () => end(undefined));
-  body.once('error', (err) => end(aborted() ? CONSUMER_GONE : err));
-  body.once('close', () => end(CONSUMER_GONE));
+  body.on('end', () => end(undefined));
+  body.on('error', (err) => end(aborted() ? CONSUMER_GONE : err));
+  body.on('close', () => end(CONSUMER_GONE));
 }
 
 /** Reads at most 512 bytes of an error body for the message, then discards the rest. */
