@@ -15,36 +15,58 @@ import type { AbortEvent, CompletionEvent, LifecyclePlugin, RequestEvent, SendEv
 /** Time constant of the per-backend prefill-load estimate: short enough to see a burst coming. */
 export const PREFILL_LOAD_TAU_MS = 10_000;
 
+/** One backend's prefill load and backlog, as costing reads them. */
+export interface BackendPrefill {
+  /** Prompt tokens per second sent to the backend lately. */
+  promptTokensPerS(nowMs: number): number;
+  /** Tokens still to prefill ahead of a prompt of `priority`, draining at `tokensPerMs` from now on. */
+  backlogTokens(nowMs: number, tokensPerMs: number, priority: number): number;
+}
+
+class PrefillState implements BackendPrefill {
+  readonly load = new RateMeter(PREFILL_LOAD_TAU_MS);
+  readonly backlog = new PrefillBacklog();
+
+  promptTokensPerS(nowMs: number): number {
+    return this.load.perSecond(nowMs);
+  }
+
+  backlogTokens(nowMs: number, tokensPerMs: number, priority: number): number {
+    return this.backlog.pending(nowMs, tokensPerMs, priority);
+  }
+}
+
 /**
  * Prompt tokens sent to each backend: as a decaying rate (prefill load, which stretches everyone's
  * time between tokens) and as a backlog not yet prefilled (which delays the next prompt's first token).
  */
 export class PrefillTracker implements LifecyclePlugin {
   readonly name = 'prefill';
-  readonly #load = new Map<string, RateMeter>();
-  readonly #backlog = new Map<string, PrefillBacklog>();
+  readonly #backends = new Map<string, PrefillState>();
 
   constructor(backendIds: readonly string[]) {
-    for (const id of backendIds) {
-      this.#load.set(id, new RateMeter(PREFILL_LOAD_TAU_MS));
-      this.#backlog.set(id, new PrefillBacklog());
-    }
+    for (const id of backendIds) this.#backends.set(id, new PrefillState());
+  }
+
+  /** A backend's load and backlog, for a reader that looks it up once and reads it at every decision. */
+  of(backendId: string): BackendPrefill | undefined {
+    return this.#backends.get(backendId);
   }
 
   /** Prompt tokens per second sent to the backend lately. */
   promptTokensPerS(backendId: string, nowMs: number): number {
-    return this.#load.get(backendId)?.perSecond(nowMs) ?? 0;
+    return this.#backends.get(backendId)?.promptTokensPerS(nowMs) ?? 0;
   }
 
   /** Tokens still to prefill ahead of a prompt of `priority`, draining at `tokensPerMs` from now on. */
   backlogTokens(backendId: string, nowMs: number, tokensPerMs: number, priority: number): number {
-    return this.#backlog.get(backendId)?.pending(nowMs, tokensPerMs, priority) ?? 0;
+    return this.#backends.get(backendId)?.backlogTokens(nowMs, tokensPerMs, priority) ?? 0;
   }
 
   send({ request, placement, nowMs, priority }: SendEvent): void {
-    const id = placement.backend.id;
-    this.#load.get(id)?.add(request.promptTokens, nowMs);
-    this.#backlog.get(id)?.add(request.promptTokens, nowMs, priority);
+    const backend = this.#backends.get(placement.backend.id);
+    backend?.load.add(request.promptTokens, nowMs);
+    backend?.backlog.add(request.promptTokens, nowMs, priority);
   }
 }
 
@@ -52,9 +74,18 @@ export class PrefillTracker implements LifecyclePlugin {
 export class LatencyCalibrator implements LifecyclePlugin {
   readonly name = 'latency-calibration';
   readonly #calibration = new LatencyCalibration();
+  /** Each factor as a field, kept equal to the calibration's: read per candidate without a lookup. */
+  readonly #factors = new Map<string, { factor: number }>();
 
   factor(backendId: string): number {
     return this.#calibration.factor(backendId);
+  }
+
+  /** A backend's factor as a live field, for a reader that looks it up once. */
+  of(backendId: string): { readonly factor: number } {
+    let entry = this.#factors.get(backendId);
+    if (!entry) this.#factors.set(backendId, (entry = { factor: this.#calibration.factor(backendId) }));
+    return entry;
   }
 
   complete({ placement, outcome, outputTokens, serviceMs }: CompletionEvent): void {
@@ -63,7 +94,10 @@ export class LatencyCalibrator implements LifecyclePlugin {
     // The model's service time for the true length, against the time the backend took to send its
     // last byte (not the client's reading it: a slow reader must not look like a slow backend).
     const modelledMs = cost.ttftMs - cost.waitMs + Math.max(0, outputTokens - 1) * cost.tbtMs;
-    this.#calibration.observe(placement.backend.id, modelledMs, serviceMs);
+    const id = placement.backend.id;
+    this.#calibration.observe(id, modelledMs, serviceMs);
+    const entry = this.#factors.get(id);
+    if (entry) entry.factor = this.#calibration.factor(id);
   }
 }
 

@@ -5,14 +5,14 @@ import type { RouterConfig } from '../config/schema.js';
 import { type CostModel, prefillTokensPerMs } from '../cost/cost-model.js';
 import type { FrequencyModel } from '../cost/frequency.js';
 import { deadlineUnmeetable, noBackend } from '../errors.js';
-import type { PlanView } from '../plan/plan.js';
+import type { Plan, PlanView } from '../plan/plan.js';
 import { typeOf } from '../request/request-type.js';
 import { type SloClass, ttftTargetMs } from '../request/slo.js';
 import { decide, type PluginError } from '../schedule/orchestrator.js';
 import type { DecisionContext, Policy } from '../schedule/policy.js';
-import type { ClusterView } from '../state/cluster-view.js';
+import type { BackendView, ClusterView } from '../state/cluster-view.js';
 import type { Backend, Candidate, Prediction, RoutingRequest } from '../types.js';
-import { PREFILL_LOAD_TAU_MS, type LatencyCalibrator, type PrefillTracker } from './bookkeepers.js';
+import { type BackendPrefill, PREFILL_LOAD_TAU_MS, type LatencyCalibrator, type PrefillTracker } from './bookkeepers.js';
 import type { Placement } from './lifecycle.js';
 
 /** Published on `freesh:decision` when someone subscribes (node:diagnostics_channel): costs nothing otherwise. */
@@ -28,10 +28,33 @@ export interface PlacerOptions {
   readonly view: ClusterView;
   readonly prefill: PrefillTracker;
   readonly latency: LatencyCalibrator;
-  /** Requests waiting for a slot on a backend in this router. */
-  readonly waiting: (backendId: string) => number;
+  /** A backend's admission queue in this router (its `waiting` requests), looked up once per backend. */
+  readonly queue: (backendId: string) => { readonly waiting: number };
   readonly plan: () => PlanView | undefined;
   readonly onPluginErrors: (errors: readonly PluginError[]) => void;
+}
+
+/** What costing reads of one backend, looked up once: each is a live object read at every decision. */
+interface Handle {
+  readonly backend: Backend;
+  readonly view: BackendView;
+  readonly queue: { readonly waiting: number };
+  readonly prefill: BackendPrefill | undefined;
+  readonly latency: { readonly factor: number };
+  readonly site: SiteCarbon;
+}
+
+/** A site's carbon intensity, read once per decision for all its backends. */
+interface SiteCarbon {
+  decision: number;
+  gramsPerKWh: number;
+}
+
+/** The handles of one pool, in its order, and the clock fractions of the plan they were read from. */
+interface PoolHandles {
+  readonly handles: readonly Handle[];
+  plan: Plan | undefined;
+  clockFractions: Float64Array;
 }
 
 /**
@@ -41,6 +64,14 @@ export interface PlacerOptions {
  */
 export class Placer {
   readonly #o: PlacerOptions;
+  /**
+   * Per pool (the router's array of a model's backends), each backend's state objects: a decision
+   * reads them by position. Looking each up by id per candidate (view, queue, prefill, latency,
+   * carbon: six map lookups) was a fifth of bench:decision's profile at 1,000 backends.
+   */
+  readonly #pools = new WeakMap<readonly Backend[], PoolHandles>();
+  readonly #sites = new Map<string, SiteCarbon>();
+  #decision = 0;
 
   constructor(options: PlacerOptions) {
     this.#o = options;
@@ -51,25 +82,37 @@ export class Placer {
     const o = this.#o;
     const slo = o.config.sloClasses[request.sloClass]!;
     const planView = o.plan();
+    const handles = this.#handles(pool, planView?.plan);
+    const decision = ++this.#decision;
     const candidates: Candidate[] = [];
-    for (const backend of pool) {
+    for (let i = 0; i < handles.handles.length; i++) {
+      const h = handles.handles[i]!;
+      const backend = h.backend;
       if (exclude?.has(backend.id)) continue;
-      const state = o.view.get(backend.id, nowMs);
-      const queued = o.waiting(backend.id);
+      const state = o.view.at(h.view, nowMs);
+      const queued = h.queue.waiting;
       let strictestTbtMs = Number.POSITIVE_INFINITY;
       let windowMs = Math.min(slo.tbtWindowMs, PREFILL_LOAD_TAU_MS);
-      for (const name of state.byTag.keys()) {
-        const running = o.config.sloClasses[name];
-        if (!running) continue;
-        strictestTbtMs = Math.min(strictestTbtMs, running.tbtMs);
-        windowMs = Math.min(windowMs, running.tbtWindowMs);
+      if (state.byTag.size > 0) {
+        for (const name of state.byTag.keys()) {
+          const running = o.config.sloClasses[name];
+          if (!running) continue;
+          strictestTbtMs = Math.min(strictestTbtMs, running.tbtMs);
+          windowMs = Math.min(windowMs, running.tbtWindowMs);
+        }
       }
       // The prefill load as it will be with this prompt sent: its own prefill slows the others too,
       // spent within the shortest TBT window of this request and of those running there.
-      const promptTokensPerS = o.prefill.promptTokensPerS(backend.id, nowMs) + (request.promptTokens * 1000) / windowMs;
-      const clockFraction = planView?.plan.clockFraction.get(backend.id) ?? 1;
+      const promptTokensPerS = (h.prefill?.promptTokensPerS(nowMs) ?? 0) + (request.promptTokens * 1000) / windowMs;
+      const clockFraction = handles.clockFractions[i]!;
       const prefillRate = prefillTokensPerMs(backend, state.inFlight, clockFraction, o.frequency);
-      const prefillBacklogTokens = o.prefill.backlogTokens(backend.id, nowMs, prefillRate, backend.forwardPriority ? slo.priority : 0);
+      const prefillBacklogTokens = h.prefill?.backlogTokens(nowMs, prefillRate, backend.forwardPriority ? slo.priority : 0) ?? 0;
+      const site = h.site;
+      if (site.decision !== decision) {
+        // Read once per site and decision: a signal's answer for a site at one time is one figure.
+        site.gramsPerKWh = o.carbon.gramsPerKWh(backend.site.id, nowMs);
+        site.decision = decision;
+      }
       const cost = o.costModel.estimate({
         request,
         prediction,
@@ -79,9 +122,9 @@ export class Placer {
         promptTokensPerS,
         prefillBacklogTokens,
         nowMs,
-        gramsPerKWh: o.carbon.gramsPerKWh(backend.site.id, nowMs),
+        gramsPerKWh: site.gramsPerKWh,
         clockFraction,
-        latencyFactor: o.latency.factor(backend.id),
+        latencyFactor: h.latency.factor,
       });
       candidates.push({ backend, state, queued, promptTokensPerS, strictestTbtMs, cost });
     }
@@ -91,22 +134,22 @@ export class Placer {
       prediction,
       requestType,
       slo,
-      deadlineMs: this.#deadline(request, prediction.outputTokensP50, slo, candidates, (c) => c.cost.e2eMs),
-      deadlineP90Ms: this.#deadline(request, prediction.outputTokensP90, slo, candidates, (c) => c.cost.e2eP90Ms),
+      deadlineMs: this.#deadline(request, prediction.outputTokensP50, slo, candidates, e2eP50),
+      deadlineP90Ms: this.#deadline(request, prediction.outputTokensP90, slo, candidates, e2eP90),
       nowMs,
       rng: o.rng,
       objective: o.config.objective,
       candidates,
       plan: planView,
     };
-    const decision = decide(o.policy, candidates, ctx, o.config.trace || decisionChannel.hasSubscribers);
-    if (decision.errors.length > 0) o.onPluginErrors(decision.errors);
-    if (decisionChannel.hasSubscribers) decisionChannel.publish({ request, trace: decision.trace });
-    const picked = decision.picked?.candidate;
+    const decided = decide(o.policy, candidates, ctx, o.config.trace || decisionChannel.hasSubscribers);
+    if (decided.errors.length > 0) o.onPluginErrors(decided.errors);
+    if (decisionChannel.hasSubscribers) decisionChannel.publish({ request, trace: decided.trace });
+    const picked = decided.picked?.candidate;
     if (!picked) {
-      throw noBackend(request.model, decision.emptiedBy ? `every candidate was removed by the \`${decision.emptiedBy}\` filter` : 'no candidate left');
+      throw noBackend(request.model, decided.emptiedBy ? `every candidate was removed by the \`${decided.emptiedBy}\` filter` : 'no candidate left');
     }
-    if (slo.onLate === 'reject' && decision.relaxed.includes('deadline')) throw deadlineUnmeetable(request.sloClass);
+    if (slo.onLate === 'reject' && decided.relaxed.includes('deadline')) throw deadlineUnmeetable(request.sloClass);
     return {
       backend: picked.backend,
       prediction,
@@ -114,9 +157,37 @@ export class Placer {
       requestType,
       slo,
       deadlineMs: ctx.deadlineMs,
-      relaxed: decision.relaxed,
-      trace: decision.trace,
+      relaxed: decided.relaxed,
+      trace: decided.trace,
     };
+  }
+
+  /** The pool's handles, with the clock fractions of `plan` (read again only when the plan changes). */
+  #handles(pool: readonly Backend[], plan: Plan | undefined): PoolHandles {
+    let entry = this.#pools.get(pool);
+    if (!entry) {
+      const o = this.#o;
+      const handles = pool.map((backend): Handle => {
+        let site = this.#sites.get(backend.site.id);
+        if (!site) this.#sites.set(backend.site.id, (site = { decision: 0, gramsPerKWh: 0 }));
+        return {
+          backend,
+          view: o.view.ref(backend.id),
+          queue: o.queue(backend.id),
+          prefill: o.prefill.of(backend.id),
+          latency: o.latency.of(backend.id),
+          site,
+        };
+      });
+      entry = { handles, plan: undefined, clockFractions: new Float64Array(pool.length).fill(1) };
+      this.#pools.set(pool, entry);
+    }
+    if (entry.plan !== plan) {
+      // Plans are made whole and never changed, so their fractions hold until the next plan.
+      for (let i = 0; i < pool.length; i++) entry.clockFractions[i] = plan?.clockFraction.get(pool[i]!.id) ?? 1;
+      entry.plan = plan;
+    }
+    return entry;
   }
 
   /**
@@ -132,3 +203,6 @@ export class Placer {
     return request.arrivalMs + rule.slackFactor * (Number.isFinite(best) ? best : 0);
   }
 }
+
+const e2eP50 = (c: Candidate): number => c.cost.e2eMs;
+const e2eP90 = (c: Candidate): number => c.cost.e2eP90Ms;

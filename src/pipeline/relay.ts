@@ -36,10 +36,12 @@ export const CONSUMER_GONE = Symbol('consumer gone');
 
 /**
  * Calls `done` once when the relayed body ends: with nothing on a clean end, CONSUMER_GONE when the
- * consumer destroyed it or its signal fired, or the error that broke it. Once-listeners only: they
- * observe the body without setting it flowing. 'close' without an earlier 'end' or 'error' means the
- * consumer destroyed it; so does an error once the body is destroyed by its consumer (undici reports
- * a body destroyed before its end as an abort error) or after the caller's signal fired.
+ * consumer destroyed it or its signal fired, or the error that broke it. Listeners for 'end',
+ * 'error' and 'close' only: they observe the body without setting it flowing. 'close' without an
+ * earlier 'end' or 'error' means the consumer destroyed it; so does an error once the consumer
+ * destroyed the body (undici reports a body destroyed before its end as an abort error) or after
+ * the caller's signal fired. `on`, not `once`: each fires at most once, and `once` wraps every
+ * listener (see the node listener).
  */
 export function onRelayEnd(body: Readable, aborted: () => boolean, done: (err: unknown) => void): void {
   let ended = false;
@@ -48,9 +50,9 @@ export function onRelayEnd(body: Readable, aborted: () => boolean, done: (err: u
     ended = true;
     done(err);
   };
-  body.once('end', () => end(undefined));
-  body.once('error', (err) => end(aborted() || isAbort(err) ? CONSUMER_GONE : err));
-  body.once('close', () => end(CONSUMER_GONE));
+  body.on('end', () => end(undefined));
+  body.on('error', (err) => end(aborted() || isAbort(err) ? CONSUMER_GONE : err));
+  body.on('close', () => end(CONSUMER_GONE));
 }
 
 /** An error that says the request was aborted from this side (undici's RequestAbortedError, an AbortError). */

@@ -39,6 +39,8 @@ export interface SlotRequest {
  */
 const RETRY_MS = 250;
 
+const NO_QUEUE = Object.freeze({ waiting: 0 });
+
 /**
  * Slots on backends: the store grants them (atomically, at most `maxConcurrency` per backend across
  * every replica); a request refused waits in the backend's admission queue, and each slot this
@@ -78,6 +80,11 @@ export class Slots {
   /** Requests waiting for a slot on a backend, in this router. */
   waiting(backendId: string): number {
     return this.#queues.get(backendId)?.waiting ?? 0;
+  }
+
+  /** A backend's queue length as a live field, for a reader that looks it up once. */
+  queue(backendId: string): { readonly waiting: number } {
+    return this.#queues.get(backendId) ?? NO_QUEUE;
   }
 
   /** Leases this router holds on a backend. */

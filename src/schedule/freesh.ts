@@ -86,12 +86,19 @@ export const planShareScorer: Scorer = Object.freeze<Scorer>({
     if (!shares || shares.size === 0) return 0.5;
     const target = shares.get(candidate.backend.id) ?? 0;
     const assigned = ctx.plan!.assigned.get(ctx.requestType);
-    let total = 0;
-    if (assigned) for (const n of assigned.values()) total += n;
+    // Summed once per decision, as the objective scorer's cheapest: per candidate it was quadratic.
+    let total = assignedTotals.get(ctx);
+    if (total === undefined) {
+      total = 0;
+      if (assigned) for (const n of assigned.values()) total += n;
+      assignedTotals.set(ctx, total);
+    }
     const actual = total === 0 ? 0 : (assigned?.get(candidate.backend.id) ?? 0) / total;
     return 0.5 + 2 * (target - actual);
   },
 });
+
+const assignedTotals = new WeakMap<DecisionContext, number>();
 
 function freeshPolicy(name: string, clockScaling: boolean, queue: QueueOrder): Policy {
   return {

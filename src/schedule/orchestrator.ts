@@ -42,32 +42,44 @@ export interface Decision {
  * Runs a policy over candidates and enforces the plugin contracts: a throwing filter keeps the
  * candidate, a throwing or out-of-range scorer counts as 0 (clamped to [0, 1]), a throwing picker
  * falls back to the highest score. Plugins stay pure; this is the one place that guards them.
+ *
+ * Linear in the candidates, and allocation-light: an array for a filter only once it drops a
+ * candidate, and one `Scored` per candidate, summed in place. An entry per candidate per scorer,
+ * and a closure and an array per filter, made a decision's garbage grow with scorers × candidates
+ * (bench:decision's fleet at 1,000 backends: 510 KB a decision before, 434 KB after the sums).
  */
 export function decide(policy: Policy, candidates: readonly Candidate[], ctx: DecisionContext, trace = false): Decision {
-  const errors: PluginError[] = [];
-  const pluginUs: Record<string, number> = {};
+  let errors: PluginError[] | undefined;
+  const pluginUs: Record<string, number> | undefined = trace ? {} : undefined;
   const dropped = trace ? new Map<Candidate, string>() : undefined;
-  const time = trace ? (name: string, started: number) => { pluginUs[name] = (pluginUs[name] ?? 0) + (performance.now() - started) * 1000; } : undefined;
 
   let kept = candidates;
   let emptiedBy: string | undefined;
-  const relaxed: string[] = [];
+  let relaxed: string[] | undefined;
   for (const filter of policy.filters) {
-    const started = time ? performance.now() : 0;
-    const next = kept.filter((candidate) => {
+    const started = pluginUs ? performance.now() : 0;
+    // Made only once a candidate is dropped: a filter that keeps every candidate allocates nothing.
+    let next: Candidate[] | undefined;
+    for (let i = 0; i < kept.length; i++) {
+      const candidate = kept[i]!;
       let keep = true;
       try {
         keep = filter.keep(candidate, ctx);
       } catch (err) {
-        errors.push({ plugin: `filter:${filter.name}`, message: (err as Error).message });
+        (errors ??= []).push({ plugin: `filter:${filter.name}`, message: (err as Error).message });
       }
-      if (!keep) dropped?.set(candidate, filter.name);
-      return keep;
-    });
-    time?.(`filter:${filter.name}`, started);
+      if (keep) {
+        next?.push(candidate);
+      } else {
+        next ??= kept.slice(0, i);
+        dropped?.set(candidate, filter.name);
+      }
+    }
+    if (pluginUs) addUs(pluginUs, `filter:${filter.name}`, started);
+    if (next === undefined) continue;
     if (next.length === 0 && kept.length > 0) {
       if (filter.soft) {
-        relaxed.push(filter.name);
+        (relaxed ??= []).push(filter.name);
         if (dropped) for (const c of kept) dropped.delete(c);
         continue;
       }
@@ -78,44 +90,51 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
 
   const perScorer = trace ? new Map<Candidate, Record<string, number>>() : undefined;
   let scorers = policy.scorers;
-  for (const name of relaxed) scorers = policy.whenRelaxed?.[name] ?? scorers;
-  const totalWeight = scorers.reduce((sum, s) => sum + s.weight, 0);
-  const scored: Scored[] = kept.map((candidate) => ({ candidate, score: 0 }));
+  if (relaxed) for (const name of relaxed) scorers = policy.whenRelaxed?.[name] ?? scorers;
+  let totalWeight = 0;
+  for (const s of scorers) totalWeight += s.weight;
+  // One entry per candidate, its sum added to scorer by scorer in the policy's order: the picker
+  // gets them read-only once summed.
+  const entries: { readonly candidate: Candidate; score: number }[] = new Array(kept.length);
+  for (let i = 0; i < kept.length; i++) entries[i] = { candidate: kept[i]!, score: 0 };
   for (const { scorer, weight } of scorers) {
-    const started = time ? performance.now() : 0;
-    for (let i = 0; i < scored.length; i++) {
-      const entry = scored[i]!;
+    const started = pluginUs ? performance.now() : 0;
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
       let value = 0;
       try {
         value = clamp01(scorer.score(entry.candidate, ctx));
       } catch (err) {
-        errors.push({ plugin: `scorer:${scorer.name}`, message: (err as Error).message });
+        (errors ??= []).push({ plugin: `scorer:${scorer.name}`, message: (err as Error).message });
       }
       if (perScorer) (perScorer.get(entry.candidate) ?? perScorer.set(entry.candidate, {}).get(entry.candidate)!)[scorer.name] = value;
-      scored[i] = { candidate: entry.candidate, score: entry.score + (weight * value) / totalWeight };
+      entry.score = entry.score + (weight * value) / totalWeight;
     }
-    time?.(`scorer:${scorer.name}`, started);
+    if (pluginUs) addUs(pluginUs, `scorer:${scorer.name}`, started);
   }
+  const scored: readonly Scored[] = entries;
 
   let picked: Scored | undefined;
   if (scored.length > 0) {
-    const started = time ? performance.now() : 0;
+    const started = pluginUs ? performance.now() : 0;
     try {
       picked = policy.picker.pick(scored, ctx);
       if (!scored.includes(picked)) throw new Error('returned an entry it was not given');
     } catch (err) {
-      errors.push({ plugin: `picker:${policy.picker.name}`, message: (err as Error).message });
+      (errors ??= []).push({ plugin: `picker:${policy.picker.name}`, message: (err as Error).message });
       picked = scored.reduce((a, b) => (b.score > a.score ? b : a));
     }
-    time?.(`picker:${policy.picker.name}`, started);
+    if (pluginUs) addUs(pluginUs, `picker:${policy.picker.name}`, started);
   }
 
+  const errorList: readonly PluginError[] = errors ?? NONE;
+  const relaxedList: readonly string[] = relaxed ?? NONE;
   return {
     picked,
     emptiedBy,
-    errors,
-    relaxed,
-    trace: trace
+    errors: errorList,
+    relaxed: relaxedList,
+    trace: pluginUs
       ? {
           policy: policy.name,
           candidates: candidates.map((c) => {
@@ -125,12 +144,19 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
           }),
           pluginUs,
           picked: picked?.candidate.backend.id,
-          errors,
-          relaxed,
+          errors: errorList,
+          relaxed: relaxedList,
         }
       : undefined,
   };
 }
+
+function addUs(pluginUs: Record<string, number>, name: string, started: number): void {
+  pluginUs[name] = (pluginUs[name] ?? 0) + (performance.now() - started) * 1000;
+}
+
+/** Shared by every decision without errors or relaxed filters: read-only, so it is frozen. */
+const NONE: readonly never[] = Object.freeze([]);
 
 function clamp01(value: number): number {
   if (!(value > 0)) return 0; // also NaN
