@@ -38,10 +38,12 @@ export class FairShare {
   /** A request of `tenant` starts waiting in some queue. */
   startWaiting(tenant: string): void {
     const n = this.#waiting.get(tenant) ?? 0;
+    // Stryker disable next-line ConditionalExpression: a tenant already waiting is among those it would be lifted to, so the check only saves the loop
     if (n === 0) {
+      // Every tenant in #waiting has a request waiting, and `tenant` has none yet (stopWaiting deletes at zero).
       let least = Number.POSITIVE_INFINITY;
-      for (const [other, count] of this.#waiting) if (count > 0 && other !== tenant) least = Math.min(least, this.counter(other));
-      if (least !== Number.POSITIVE_INFINITY && this.counter(tenant) < least) this.#counters.set(tenant, least);
+      for (const other of this.#waiting.keys()) least = Math.min(least, this.counter(other));
+      if (least !== Number.POSITIVE_INFINITY) this.#counters.set(tenant, Math.max(this.counter(tenant), least));
     }
     this.#waiting.set(tenant, n + 1);
   }
