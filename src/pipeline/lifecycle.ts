@@ -77,7 +77,12 @@ const HOOKS: readonly Hook[] = ['arrive', 'place', 'admit', 'send', 'firstByte',
  */
 export class Lifecycle {
   readonly plugins: readonly LifecyclePlugin[];
-  readonly #byHook: Readonly<Record<Hook, readonly LifecyclePlugin[]>>;
+  /**
+   * Each hook's plugins with the hook bound, resolved once: calling `p[hook].call(p, event)` looked
+   * the method up by name on every plugin at every hook of every request (a line of its own in the
+   * request path's CPU profile).
+   */
+  readonly #byHook: Readonly<Record<Hook, readonly BoundHook[]>>;
   readonly #onError: (plugin: string, err: unknown) => void;
 
   constructor(plugins: readonly LifecyclePlugin[], onError: (plugin: string, err: unknown) => void) {
@@ -87,8 +92,12 @@ export class Lifecycle {
       names.add(p.name);
     }
     this.plugins = Object.freeze([...plugins]);
-    const byHook = {} as Record<Hook, LifecyclePlugin[]>;
-    for (const hook of HOOKS) byHook[hook] = plugins.filter((p) => typeof p[hook] === 'function');
+    const byHook = {} as Record<Hook, BoundHook[]>;
+    for (const hook of HOOKS) {
+      byHook[hook] = plugins
+        .filter((p) => typeof p[hook] === 'function')
+        .map((p) => ({ name: p.name, call: (p[hook] as (...args: never[]) => void).bind(p) as BoundHook['call'] }));
+    }
     this.#byHook = byHook;
     this.#onError = onError;
   }
@@ -96,7 +105,7 @@ export class Lifecycle {
   arrive(request: RoutingRequest, prediction: Prediction, requestType: RequestType, nowMs: number): void {
     for (const p of this.#byHook.arrive) {
       try {
-        p.arrive!(request, prediction, requestType, nowMs);
+        (p.call as NonNullable<LifecyclePlugin['arrive']>)(request, prediction, requestType, nowMs);
       } catch (err) {
         this.#onError(p.name, err);
       }
@@ -130,10 +139,15 @@ export class Lifecycle {
   #run(hook: Exclude<Hook, 'arrive'>, event: RequestEvent): void {
     for (const p of this.#byHook[hook]) {
       try {
-        (p[hook] as (e: RequestEvent) => void).call(p, event);
+        (p.call as (e: RequestEvent) => void)(event);
       } catch (err) {
         this.#onError(p.name, err);
       }
     }
   }
+}
+
+interface BoundHook {
+  readonly name: string;
+  readonly call: (...args: never[]) => void;
 }

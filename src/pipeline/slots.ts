@@ -122,13 +122,18 @@ export class Slots {
     else this.#heldBy.delete(lease.backendId);
     this.#o.view.released(lease);
     this.#o.store.release(lease).then(
-      () => this.#pump(lease.backendId),
+      () => this.#pumpIfWaiting(lease.backendId),
       (err: unknown) => {
         // The lease expires by itself in the store.
         this.#o.onStoreError(err);
-        this.#pump(lease.backendId);
+        this.#pumpIfWaiting(lease.backendId);
       },
     );
+  }
+
+  /** `#pump` when someone waits here: with nobody waiting it would find nobody, at an async call a release. */
+  #pumpIfWaiting(backendId: string): void {
+    if ((this.#queues.get(backendId)?.waiting ?? 0) > 0) void this.#pump(backendId);
   }
 
   /** Refuses every waiter with `err` and stops renewing. Held leases are released by their requests. */
