@@ -22,6 +22,7 @@ export class RateMeter {
   }
 
   #decayed(nowMs: number): number {
+    // Stryker disable next-line ConditionalExpression: the shortcut only skips Math.exp: 0 × exp(…) is 0
     return this.#value === 0 ? 0 : this.#value * Math.exp(-Math.max(0, nowMs - this.#atMs) / this.#tauMs);
   }
 }
