@@ -57,12 +57,12 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
   let emptiedBy: string | undefined;
   let relaxed: string[] | undefined;
   // Verdicts of filters that give them in one call (`keepAll`), reused by each filter in turn.
-  let verdicts: Uint8Array | undefined;
+  let verdicts: number[] | undefined;
   for (const filter of policy.filters) {
     const started = pluginUs ? performance.now() : 0;
     let batched = false;
     if (filter.keepAll && kept.length > 0) {
-      verdicts ??= new Uint8Array(candidates.length);
+      verdicts ??= new Array<number>(candidates.length);
       try {
         filter.keepAll(kept, ctx, verdicts);
         batched = true;
@@ -76,7 +76,7 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
       const candidate = kept[i]!;
       let keep = true;
       if (batched) {
-        keep = verdicts![i] === 1;
+        keep = Boolean(verdicts![i]);
       } else {
         try {
           keep = filter.keep(candidate, ctx);
@@ -114,12 +114,12 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
   const entries: { readonly candidate: Candidate; score: number }[] = new Array(kept.length);
   for (let i = 0; i < kept.length; i++) entries[i] = { candidate: kept[i]!, score: 0 };
   // Scores of scorers that give them in one call (`scoreAll`), reused by each scorer in turn.
-  let values: Float64Array | undefined;
+  let values: number[] | undefined;
   for (const { scorer, weight } of scorers) {
     const started = pluginUs ? performance.now() : 0;
     let batched = false;
     if (scorer.scoreAll && kept.length > 0) {
-      values ??= new Float64Array(kept.length);
+      values ??= new Array<number>(kept.length);
       try {
         scorer.scoreAll(kept, ctx, values);
         batched = true;

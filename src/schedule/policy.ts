@@ -36,12 +36,12 @@ export interface Filter {
   readonly soft?: boolean;
   keep(candidate: Candidate, ctx: DecisionContext): boolean;
   /**
-   * Optional, for speed: `keep` of each candidate, written to `out[i]` as 1 (keep) or 0, for every
-   * `i < candidates.length`. The orchestrator calls it once per decision when present, and `keep`
+   * Optional, for speed: `keep` of each candidate, written to `out[i]` as 1 (keep) or 0 (read as
+   * `keep`'s answer is: truthy keeps), for every `i < candidates.length`. The orchestrator calls it once per decision when present, and `keep`
    * candidate by candidate instead if it throws. Its own loop calling its own `keep` is what makes
    * it fast: one call site shared by every filter costs several times an inlined call (V8).
    */
-  keepAll?(candidates: readonly Candidate[], ctx: DecisionContext, out: Uint8Array): void;
+  keepAll?(candidates: readonly Candidate[], ctx: DecisionContext, out: number[]): void;
 }
 
 /**
@@ -56,7 +56,7 @@ export interface Scorer {
    * every `i < candidates.length` (unclamped: the orchestrator clamps). `score` candidate by
    * candidate is used instead if it throws.
    */
-  scoreAll?(candidates: readonly Candidate[], ctx: DecisionContext, out: Float64Array): void;
+  scoreAll?(candidates: readonly Candidate[], ctx: DecisionContext, out: number[]): void;
 }
 
 export interface WeightedScorer {
