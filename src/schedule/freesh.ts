@@ -64,21 +64,26 @@ export const TBT_HEADROOM = 0.85;
  */
 export const objectiveScorer: Scorer = Object.freeze<Scorer>({
   name: 'objective',
-  score: objective,
+  score: (candidate, ctx) => relativeCost(costOf(candidate, ctx), cheapestCost(ctx)),
   scoreAll(candidates, ctx, out) {
-    for (let i = 0; i < candidates.length; i++) out[i] = objective(candidates[i]!, ctx);
+    // The cheapest looked up once for the whole decision, not once per candidate.
+    const best = cheapestCost(ctx);
+    for (let i = 0; i < candidates.length; i++) out[i] = relativeCost(costOf(candidates[i]!, ctx), best);
   },
 });
 
-function objective(candidate: Candidate, ctx: DecisionContext): number {
+function relativeCost(value: number, best: number): number {
+  return value <= 0 ? 1 : best / value;
+}
+
+function cheapestCost(ctx: DecisionContext): number {
   let best = cheapest.get(ctx);
   if (best === undefined) {
     best = Number.POSITIVE_INFINITY;
     for (const c of ctx.candidates) best = Math.min(best, costOf(c, ctx));
     cheapest.set(ctx, best);
   }
-  const value = costOf(candidate, ctx);
-  return value <= 0 ? 1 : best / value;
+  return best;
 }
 
 const cheapest = new WeakMap<DecisionContext, number>();
@@ -111,26 +116,40 @@ function laxity(candidate: Candidate, ctx: DecisionContext): number {
  */
 export const planShareScorer: Scorer = Object.freeze<Scorer>({
   name: 'plan-share',
-  score: planShare,
+  score(candidate, ctx) {
+    const shares = ctx.plan?.plan.shares.get(ctx.requestType);
+    if (!shares || shares.size === 0) return 0.5;
+    const assigned = ctx.plan!.assigned.get(ctx.requestType);
+    return planShare(candidate, shares, assigned, assignedTotal(ctx, assigned));
+  },
   scoreAll(candidates, ctx, out) {
-    for (let i = 0; i < candidates.length; i++) out[i] = planShare(candidates[i]!, ctx);
+    // The type's shares and assignments looked up once for the whole decision.
+    const shares = ctx.plan?.plan.shares.get(ctx.requestType);
+    if (!shares || shares.size === 0) {
+      for (let i = 0; i < candidates.length; i++) out[i] = 0.5;
+      return;
+    }
+    const assigned = ctx.plan!.assigned.get(ctx.requestType);
+    const total = assignedTotal(ctx, assigned);
+    for (let i = 0; i < candidates.length; i++) out[i] = planShare(candidates[i]!, shares, assigned, total);
   },
 });
 
-function planShare(candidate: Candidate, ctx: DecisionContext): number {
-  const shares = ctx.plan?.plan.shares.get(ctx.requestType);
-  if (!shares || shares.size === 0) return 0.5;
+function planShare(candidate: Candidate, shares: ReadonlyMap<string, number>, assigned: ReadonlyMap<string, number> | undefined, total: number): number {
   const target = shares.get(candidate.backend.id) ?? 0;
-  const assigned = ctx.plan!.assigned.get(ctx.requestType);
-  // Summed once per decision, as the objective scorer's cheapest: per candidate it was quadratic.
+  const actual = total === 0 ? 0 : (assigned?.get(candidate.backend.id) ?? 0) / total;
+  return 0.5 + 2 * (target - actual);
+}
+
+/** The type's assignments summed once per decision, as the objective scorer's cheapest: per candidate it was quadratic. */
+function assignedTotal(ctx: DecisionContext, assigned: ReadonlyMap<string, number> | undefined): number {
   let total = assignedTotals.get(ctx);
   if (total === undefined) {
     total = 0;
     if (assigned) for (const n of assigned.values()) total += n;
     assignedTotals.set(ctx, total);
   }
-  const actual = total === 0 ? 0 : (assigned?.get(candidate.backend.id) ?? 0) / total;
-  return 0.5 + 2 * (target - actual);
+  return total;
 }
 
 const assignedTotals = new WeakMap<DecisionContext, number>();
