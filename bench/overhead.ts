@@ -4,11 +4,15 @@
  * on a shared machine hits all three alike. Prints a table and the ratios; the last line is JSON.
  * On Linux it also reads each server process's CPU time (/proc) around its throughput runs: CPU per
  * request is steadier than throughput on a machine whose cores are shared with the load generator.
+ * `--compare DIR[,DIR...]` adds freesh servers of other compiled builds (their `bench/overhead-servers.js`,
+ * e.g. a copy of `dist` made before a change) to the same interleaved rounds, so a change is judged
+ * against its baseline in one run.
  *
- *   npm run bench:overhead [-- --seconds 8 --connections 16 --rounds 2]
+ *   npm run bench:overhead [-- --seconds 8 --connections 16 --rounds 2 --compare /tmp/dist-before]
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -18,6 +22,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '8' },
     connections: { type: 'string', default: '16' },
     rounds: { type: 'string', default: '2' },
+    compare: { type: 'string' },
   },
 });
 const seconds = Number(values.seconds);
@@ -25,9 +30,14 @@ const connections = Number(values.connections);
 const rounds = Number(values.rounds);
 const BODY = JSON.stringify({ model: 'fixed', messages: [{ role: 'user', content: 'Say hello in five words.' }], max_tokens: 16 });
 const serverScript = fileURLToPath(new URL('./overhead-servers.js', import.meta.url));
+/** Other builds' server scripts, by the name their rows get (`freesh@` and the folder's name). */
+const compared = (values.compare ?? '')
+  .split(',')
+  .filter((dir) => dir !== '')
+  .map((dir) => [`freesh@${basename(resolve(dir))}`, join(resolve(dir), 'bench', 'overhead-servers.js')] as const);
 
-async function start(role: string, upstream?: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [serverScript, role, ...(upstream ? [upstream] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function start(role: string, upstream?: string, script = serverScript): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [script, role, ...(upstream ? [upstream] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   for await (const chunk of child.stdout!) {
     out += String(chunk);
@@ -101,65 +111,89 @@ async function main(): Promise<void> {
   const fixed = await start('fixed');
   const bare = await start('bare', fixed.url);
   const freesh = await start('freesh', fixed.url);
-  const targets = { direct: fixed.url, bare: bare.url, freesh: freesh.url } as const;
-  type Name = keyof typeof targets;
-  // The process that serves each target: the backend itself for `direct`.
-  const pids: Record<Name, number | undefined> = { direct: fixed.child.pid, bare: bare.child.pid, freesh: freesh.child.pid };
-  const tput: Record<Name, Run[]> = { direct: [], bare: [], freesh: [] };
-  const c1: Record<Name, Run[]> = { direct: [], bare: [], freesh: [] };
+  const others: (readonly [string, { url: string; child: ChildProcess }])[] = [];
+  for (const [name, script] of compared) others.push([name, await start('freesh', fixed.url, script)]);
+  interface Target {
+    readonly name: string;
+    readonly url: string;
+    /** The process that serves it: the backend itself for `direct`. */
+    readonly pid: number | undefined;
+    readonly tput: Run[];
+    readonly c1: Run[];
+  }
+  const target = (name: string, server: { url: string; child: ChildProcess }): Target => ({ name, url: server.url, pid: server.child.pid, tput: [], c1: [] });
+  const targets = [target('direct', fixed), target('bare', bare), target('freesh', freesh), ...others.map(([name, server]) => target(name, server))];
   try {
-    for (const url of Object.values(targets)) await load(url, connections, 2); // warm up JIT and pools
+    for (const t of targets) await load(t.url, connections, 2); // warm up JIT and pools
     for (let r = 0; r < rounds; r++) {
-      for (const name of Object.keys(targets) as Name[]) {
-        tput[name].push(await load(targets[name], connections, seconds, pids[name]));
-        c1[name].push(await load(targets[name], 1, Math.max(3, seconds / 2)));
-        process.stderr.write(`round ${r + 1}/${rounds} ${name}: ${Math.round(tput[name].at(-1)!.rps)} req/s\n`);
+      for (const t of targets) {
+        t.tput.push(await load(t.url, connections, seconds, t.pid));
+        t.c1.push(await load(t.url, 1, Math.max(3, seconds / 2)));
+        process.stderr.write(`round ${r + 1}/${rounds} ${t.name}: ${Math.round(t.tput.at(-1)!.rps)} req/s\n`);
       }
     }
   } finally {
-    for (const s of [fixed, bare, freesh]) s.child.kill();
+    for (const s of [fixed, bare, freesh, ...others.map(([, server]) => server)]) s.child.kill();
   }
-  const summary = Object.fromEntries(
-    (Object.keys(targets) as Name[]).map((name) => [
-      name,
-      {
-        rps: mean(tput[name].map((r) => r.rps)),
-        p50Ms: mean(tput[name].map((r) => r.p50Ms)),
-        p99Ms: mean(tput[name].map((r) => r.p99Ms)),
-        p50MsC1: mean(c1[name].map((r) => r.p50Ms)),
-        p99MsC1: mean(c1[name].map((r) => r.p99Ms)),
-        errors: tput[name].reduce((n, r) => n + r.errors, 0) + c1[name].reduce((n, r) => n + r.errors, 0),
-        cpuUs: mean(tput[name].map((r) => r.cpuUsPerRequest)),
-      },
-    ]),
-  ) as Record<Name, { rps: number; p50Ms: number; p99Ms: number; p50MsC1: number; p99MsC1: number; errors: number; cpuUs: number }>;
+  const summaries = targets.map((t) => ({
+    name: t.name,
+    rps: mean(t.tput.map((r) => r.rps)),
+    p50Ms: mean(t.tput.map((r) => r.p50Ms)),
+    p99Ms: mean(t.tput.map((r) => r.p99Ms)),
+    p50MsC1: mean(t.c1.map((r) => r.p50Ms)),
+    p99MsC1: mean(t.c1.map((r) => r.p99Ms)),
+    errors: t.tput.reduce((n, r) => n + r.errors, 0) + t.c1.reduce((n, r) => n + r.errors, 0),
+    cpuUs: mean(t.tput.map((r) => r.cpuUsPerRequest)),
+  }));
+  const summary = Object.fromEntries(summaries.map((x) => [x.name, x]));
 
   console.log(`\nProxy overhead: ${connections} connections × ${seconds}s, ${rounds} interleaved rounds; concurrency-1 runs of ${Math.max(3, seconds / 2)}s`);
   console.log('| target | req/s | p50 ms | p99 ms | p50 ms (c=1) | p99 ms (c=1) | server CPU µs/request | errors |');
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
-  for (const [name, s] of Object.entries(summary)) {
+  for (const s of summaries) {
     console.log(
-      `| ${name} | ${Math.round(s.rps)} | ${s.p50Ms.toFixed(3)} | ${s.p99Ms.toFixed(3)} | ${s.p50MsC1.toFixed(3)} | ${s.p99MsC1.toFixed(3)} | ${s.cpuUs.toFixed(1)} | ${s.errors} |`,
+      `| ${s.name} | ${Math.round(s.rps)} | ${s.p50Ms.toFixed(3)} | ${s.p99Ms.toFixed(3)} | ${s.p50MsC1.toFixed(3)} | ${s.p99MsC1.toFixed(3)} | ${s.cpuUs.toFixed(1)} | ${s.errors} |`,
     );
   }
+  const direct = summary.direct!;
+  const bareRun = summary.bare!;
+  const freeshRun = summary.freesh!;
   const result = {
     connections,
     seconds,
     rounds,
-    directRps: round(summary.direct.rps, 0),
-    bareRps: round(summary.bare.rps, 0),
-    freeshRps: round(summary.freesh.rps, 0),
-    ratioVsBare: round(summary.freesh.rps / summary.bare.rps),
-    ratioVsDirect: round(summary.freesh.rps / summary.direct.rps),
-    p50MsC1: { direct: round(summary.direct.p50MsC1), bare: round(summary.bare.p50MsC1), freesh: round(summary.freesh.p50MsC1) },
-    addedP50MsC1: round(summary.freesh.p50MsC1 - summary.bare.p50MsC1),
+    directRps: round(direct.rps, 0),
+    bareRps: round(bareRun.rps, 0),
+    freeshRps: round(freeshRun.rps, 0),
+    ratioVsBare: round(freeshRun.rps / bareRun.rps),
+    ratioVsDirect: round(freeshRun.rps / direct.rps),
+    p50MsC1: { direct: round(direct.p50MsC1), bare: round(bareRun.p50MsC1), freesh: round(freeshRun.p50MsC1) },
+    addedP50MsC1: round(freeshRun.p50MsC1 - bareRun.p50MsC1),
     // Proxy CPU per request: the throughput ratio a CPU-bound machine would see, free of the load generator's share.
-    cpuUsPerRequest: { bare: round(summary.bare.cpuUs, 1), freesh: round(summary.freesh.cpuUs, 1) },
-    cpuRatioVsBare: round(summary.bare.cpuUs / summary.freesh.cpuUs),
-    errors: summary.direct.errors + summary.bare.errors + summary.freesh.errors,
+    cpuUsPerRequest: { bare: round(bareRun.cpuUs, 1), freesh: round(freeshRun.cpuUs, 1) },
+    cpuRatioVsBare: round(bareRun.cpuUs / freeshRun.cpuUs),
+    errors: summaries.reduce((n, r) => n + r.errors, 0),
+    // Other builds' freesh in the same rounds (`--compare`): throughput and CPU per request against the bare proxy's.
+    ...(others.length > 0
+      ? {
+          compared: Object.fromEntries(
+            others.map(([name]) => {
+              const run = summary[name]!;
+              return [name, { rps: round(run.rps, 0), ratioVsBare: round(run.rps / bareRun.rps), cpuUsPerRequest: round(run.cpuUs, 1), cpuTimesBare: round(run.cpuUs / bareRun.cpuUs) }];
+            }),
+          ),
+        }
+      : {}),
   };
+  const times = (cpuUs: number) => (cpuUs / bareRun.cpuUs).toFixed(2);
   console.log(`\nfreesh / bare throughput: ${result.ratioVsBare} (target ≥ 0.85); added p50 at c=1: ${result.addedP50MsC1} ms (target ≤ 0.3)`);
-  console.log(`proxy CPU per request: bare ${result.cpuUsPerRequest.bare} µs, freesh ${result.cpuUsPerRequest.freesh} µs (bare / freesh ${result.cpuRatioVsBare})`);
+  console.log(
+    `proxy CPU per request: bare ${result.cpuUsPerRequest.bare} µs, freesh ${result.cpuUsPerRequest.freesh} µs: ${times(freeshRun.cpuUs)}× the bare proxy's (target ≤ 1.25; bare / freesh ${result.cpuRatioVsBare})`,
+  );
+  for (const [name] of others) {
+    const run = summary[name]!;
+    console.log(`${name}: throughput ${round(run.rps / bareRun.rps)} of the bare proxy's, CPU per request ${run.cpuUs.toFixed(1)} µs (${times(run.cpuUs)}×)`);
+  }
   console.log(JSON.stringify(result));
 }
 

@@ -5,6 +5,8 @@ import { decodePowerW, decodeStepMs, prefillMs } from './profiles.js';
 /**
  * Estimates what a request would cost on a backend. Contract: pure and synchronous (no I/O, no
  * clock reads: time comes in `nowMs`), finite non-negative figures, called once per candidate.
+ * `input` is valid during the call only: placement refills one object for every candidate (a fresh
+ * one per candidate was a tenth of a decision's time at 1,000 backends), so keep figures, not it.
  */
 export interface CostModel {
   estimate(input: CostInput): CostEstimate;
@@ -39,22 +41,36 @@ const JOULES_PER_KWH = 3.6e6;
  * carbon from the site's intensity now and its PUE.
  */
 export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MODEL): CostModel {
+  // The frequency model's multipliers at the last clock fraction asked for: candidates of one
+  // decision mostly share a fraction (1 without a plan), and each multiplier was a call (a power for
+  // dynamic power) per candidate, several of them twice.
+  let atFraction = Number.NaN;
+  let prefillTime = 1;
+  let decodeTime = 1;
+  let dynamicPower = 1;
   return Object.freeze<CostModel>({
     estimate({ request, prediction, backend, state, queued, promptTokensPerS, prefillBacklogTokens, gramsPerKWh, clockFraction, latencyFactor }: CostInput): CostEstimate {
+      if (clockFraction !== atFraction) {
+        prefillTime = frequency.prefillTime(clockFraction);
+        decodeTime = frequency.decodeTime(clockFraction);
+        dynamicPower = frequency.dynamicPower(clockFraction);
+        atFraction = clockFraction;
+      }
       const profile = backend.profile;
       const batch = Math.min(backend.maxConcurrency, state.inFlight + 1);
+      const chunkMs = prefillMs(profile, backend.prefillChunkTokens);
       // With continuous batching, prompts prefill in the same steps that decode: the share of time
       // spent prefilling stretches every running request's time between tokens.
-      const prefillShare = Math.min(0.9, (promptTokensPerS * prefillMsPerToken(backend) * frequency.prefillTime(clockFraction)) / 1000);
-      const tbtMs = (latencyFactor * decodeStepMs(profile, batch) * frequency.decodeTime(clockFraction)) / (1 - prefillShare);
+      const prefillShare = Math.min(0.9, (promptTokensPerS * (chunkMs / backend.prefillChunkTokens) * prefillTime) / 1000);
+      const tbtMs = (latencyFactor * decodeStepMs(profile, batch) * decodeTime) / (1 - prefillShare);
       // Chunked prefill: the prompt is prefilled after the backlog ahead of it, a chunk a step, each
       // step also decoding the running batch; its first token comes out of the step that finishes it.
-      const firstMs = (latencyFactor * (prefillBacklogTokens + request.promptTokens)) / prefillTokensPerMs(backend, state.inFlight, clockFraction, frequency);
+      const firstMs = (latencyFactor * (prefillBacklogTokens + request.promptTokens)) / chunkTokensPerMs(backend, chunkMs, state.inFlight, prefillTime, decodeTime);
       const serviceMs = firstMs + (prediction.outputTokensP50 - 1) * tbtMs;
       // Waiting requests drain maxConcurrency at a time, each taking about one service time.
       const ahead = state.inFlight + queued + 1 - backend.maxConcurrency;
       const waitMs = ahead <= 0 ? 0 : (ahead / backend.maxConcurrency) * serviceMs;
-      const powerW = profile.idleW + (decodePowerW(profile, batch) - profile.idleW) * frequency.dynamicPower(clockFraction);
+      const powerW = profile.idleW + (decodePowerW(profile, batch) - profile.idleW) * dynamicPower;
       const energyJ = ((powerW / batch) * serviceMs * backend.site.pue) / 1000;
       return {
         waitMs,
@@ -76,14 +92,18 @@ export const profileCostModel: CostModel = createCostModel();
  * `prefillChunkTokens` a step, and each step also decodes the batch.
  */
 export function prefillTokensPerMs(backend: Backend, running: number, clockFraction: number, frequency: FrequencyModel = DEFAULT_FREQUENCY_MODEL): number {
-  const chunk = backend.prefillChunkTokens;
-  const batch = Math.min(backend.maxConcurrency, running);
-  const stepMs =
-    prefillMs(backend.profile, chunk) * frequency.prefillTime(clockFraction) + (batch > 0 ? decodeStepMs(backend.profile, batch) * frequency.decodeTime(clockFraction) : 0);
-  return chunk / stepMs;
+  return chunkTokensPerMs(
+    backend,
+    prefillMs(backend.profile, backend.prefillChunkTokens),
+    running,
+    frequency.prefillTime(clockFraction),
+    Math.min(backend.maxConcurrency, running) > 0 ? frequency.decodeTime(clockFraction) : 0,
+  );
 }
 
-/** Prefill time per prompt token, prefilled a chunk at a time. */
-function prefillMsPerToken(backend: Backend): number {
-  return prefillMs(backend.profile, backend.prefillChunkTokens) / backend.prefillChunkTokens;
+/** `prefillTokensPerMs` from a chunk's prefill time and the frequency model's multipliers. */
+function chunkTokensPerMs(backend: Backend, chunkMs: number, running: number, prefillTime: number, decodeTime: number): number {
+  const batch = Math.min(backend.maxConcurrency, running);
+  const stepMs = chunkMs * prefillTime + (batch > 0 ? decodeStepMs(backend.profile, batch) * decodeTime : 0);
+  return backend.prefillChunkTokens / stepMs;
 }

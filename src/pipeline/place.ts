@@ -2,7 +2,7 @@ import { channel } from 'node:diagnostics_channel';
 import type { CarbonSignal } from '../carbon/signal.js';
 import type { Rng } from '../clock.js';
 import type { RouterConfig } from '../config/schema.js';
-import { type CostModel, prefillTokensPerMs } from '../cost/cost-model.js';
+import { type CostInput, type CostModel, prefillTokensPerMs } from '../cost/cost-model.js';
 import type { FrequencyModel } from '../cost/frequency.js';
 import { deadlineUnmeetable, noBackend } from '../errors.js';
 import type { Plan, PlanView } from '../plan/plan.js';
@@ -72,6 +72,11 @@ export class Placer {
   readonly #pools = new WeakMap<readonly Backend[], PoolHandles>();
   readonly #sites = new Map<string, SiteCarbon>();
   #decision = 0;
+  /**
+   * The cost model's input, refilled for each candidate (see CostModel): made from the first
+   * candidate's figures so its fields start with the types they keep.
+   */
+  #input: Mutable<CostInput> | undefined;
 
   constructor(options: PlacerOptions) {
     this.#o = options;
@@ -113,19 +118,35 @@ export class Placer {
         site.gramsPerKWh = o.carbon.gramsPerKWh(backend.site.id, nowMs);
         site.decision = decision;
       }
-      const cost = o.costModel.estimate({
-        request,
-        prediction,
-        backend,
-        state,
-        queued,
-        promptTokensPerS,
-        prefillBacklogTokens,
-        nowMs,
-        gramsPerKWh: site.gramsPerKWh,
-        clockFraction,
-        latencyFactor: h.latency.factor,
-      });
+      let input = this.#input;
+      if (input === undefined) {
+        this.#input = input = {
+          request,
+          prediction,
+          backend,
+          state,
+          queued,
+          promptTokensPerS,
+          prefillBacklogTokens,
+          nowMs,
+          gramsPerKWh: site.gramsPerKWh,
+          clockFraction,
+          latencyFactor: h.latency.factor,
+        };
+      } else {
+        input.request = request;
+        input.prediction = prediction;
+        input.backend = backend;
+        input.state = state;
+        input.queued = queued;
+        input.promptTokensPerS = promptTokensPerS;
+        input.prefillBacklogTokens = prefillBacklogTokens;
+        input.nowMs = nowMs;
+        input.gramsPerKWh = site.gramsPerKWh;
+        input.clockFraction = clockFraction;
+        input.latencyFactor = h.latency.factor;
+      }
+      const cost = o.costModel.estimate(input);
       candidates.push({ backend, state, queued, promptTokensPerS, strictestTbtMs, cost });
     }
     const requestType = typeOf(request, prediction);
@@ -203,6 +224,8 @@ export class Placer {
     return request.arrivalMs + rule.slackFactor * (Number.isFinite(best) ? best : 0);
   }
 }
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 const e2eP50 = (c: Candidate): number => c.cost.e2eMs;
 const e2eP90 = (c: Candidate): number => c.cost.e2eP90Ms;

@@ -4,18 +4,30 @@ import type { Candidate } from '../types.js';
 import { healthyFilter, loadScorer, maxScorePicker } from './plugins.js';
 import type { DecisionContext, Filter, Policy, Scorer } from './policy.js';
 
+// Each plugin gives its batch form too, its loop written out in the plugin (see plugins.ts).
+
+const planned = (candidate: Candidate, ctx: DecisionContext): boolean => !ctx.plan || ctx.plan.plan.active.has(candidate.backend.id);
+
 /** Keeps the backends the plan runs (soft: if the plan parked them all, it is ignored). */
 export const plannedFilter: Filter = Object.freeze<Filter>({
   name: 'planned',
   soft: true,
-  keep: (candidate, ctx) => !ctx.plan || ctx.plan.plan.active.has(candidate.backend.id),
+  keep: planned,
+  keepAll(candidates, ctx, out) {
+    for (let i = 0; i < candidates.length; i++) out[i] = planned(candidates[i]!, ctx) ? 1 : 0;
+  },
 });
+
+const hasCapacity = (candidate: Candidate): boolean => candidate.state.inFlight + candidate.queued < candidate.backend.maxConcurrency;
 
 /** Keeps backends with a free slot now (soft: when every one is full, the admission queues take over). */
 export const capacityFilter: Filter = Object.freeze<Filter>({
   name: 'capacity',
   soft: true,
-  keep: (candidate) => candidate.state.inFlight + candidate.queued < candidate.backend.maxConcurrency,
+  keep: hasCapacity,
+  keepAll(candidates, _ctx, out) {
+    for (let i = 0; i < candidates.length; i++) out[i] = hasCapacity(candidates[i]!) ? 1 : 0;
+  },
 });
 
 /**
@@ -28,11 +40,19 @@ export const capacityFilter: Filter = Object.freeze<Filter>({
 export const deadlineFilter: Filter = Object.freeze<Filter>({
   name: 'deadline',
   soft: true,
-  keep: (c, ctx) =>
+  keep: meetsDeadline,
+  keepAll(candidates, ctx, out) {
+    for (let i = 0; i < candidates.length; i++) out[i] = meetsDeadline(candidates[i]!, ctx) ? 1 : 0;
+  },
+});
+
+function meetsDeadline(c: Candidate, ctx: DecisionContext): boolean {
+  return (
     c.cost.ttftMs <= ttftTargetMs(ctx.slo, ctx.request.promptTokens) &&
     c.cost.tbtMs <= TBT_HEADROOM * Math.min(ctx.slo.tbtMs, c.strictestTbtMs) &&
-    ctx.nowMs + c.cost.e2eP90Ms <= ctx.deadlineP90Ms,
-});
+    ctx.nowMs + c.cost.e2eP90Ms <= ctx.deadlineP90Ms
+  );
+}
 
 /** Share of a TBT target a placement may plan to use. */
 export const TBT_HEADROOM = 0.85;
@@ -44,17 +64,27 @@ export const TBT_HEADROOM = 0.85;
  */
 export const objectiveScorer: Scorer = Object.freeze<Scorer>({
   name: 'objective',
-  score(candidate, ctx) {
-    let best = cheapest.get(ctx);
-    if (best === undefined) {
-      best = Number.POSITIVE_INFINITY;
-      for (const c of ctx.candidates) best = Math.min(best, costOf(c, ctx));
-      cheapest.set(ctx, best);
-    }
-    const value = costOf(candidate, ctx);
-    return value <= 0 ? 1 : best / value;
+  score: (candidate, ctx) => relativeCost(costOf(candidate, ctx), cheapestCost(ctx)),
+  scoreAll(candidates, ctx, out) {
+    // The cheapest looked up once for the whole decision, not once per candidate.
+    const best = cheapestCost(ctx);
+    for (let i = 0; i < candidates.length; i++) out[i] = relativeCost(costOf(candidates[i]!, ctx), best);
   },
 });
+
+function relativeCost(value: number, best: number): number {
+  return value <= 0 ? 1 : best / value;
+}
+
+function cheapestCost(ctx: DecisionContext): number {
+  let best = cheapest.get(ctx);
+  if (best === undefined) {
+    best = Number.POSITIVE_INFINITY;
+    for (const c of ctx.candidates) best = Math.min(best, costOf(c, ctx));
+    cheapest.set(ctx, best);
+  }
+  return best;
+}
 
 const cheapest = new WeakMap<DecisionContext, number>();
 
@@ -68,12 +98,17 @@ function costOf(candidate: Candidate, ctx: DecisionContext): number {
  */
 export const laxityScorer: Scorer = Object.freeze<Scorer>({
   name: 'laxity',
-  score(candidate, ctx) {
-    const budget = Math.max(1, ctx.deadlineMs - ctx.request.arrivalMs);
-    const laxity = ctx.deadlineMs - ctx.nowMs - candidate.cost.e2eMs;
-    return laxity >= 0 ? 0.5 + 0.5 * Math.min(1, laxity / budget) : 0.5 * Math.max(0, 1 + laxity / budget);
+  score: laxity,
+  scoreAll(candidates, ctx, out) {
+    for (let i = 0; i < candidates.length; i++) out[i] = laxity(candidates[i]!, ctx);
   },
 });
+
+function laxity(candidate: Candidate, ctx: DecisionContext): number {
+  const budget = Math.max(1, ctx.deadlineMs - ctx.request.arrivalMs);
+  const laxity = ctx.deadlineMs - ctx.nowMs - candidate.cost.e2eMs;
+  return laxity >= 0 ? 0.5 + 0.5 * Math.min(1, laxity / budget) : 0.5 * Math.max(0, 1 + laxity / budget);
+}
 
 /**
  * Follows the planner's shares: backends behind their planned share of this request type score
@@ -84,19 +119,38 @@ export const planShareScorer: Scorer = Object.freeze<Scorer>({
   score(candidate, ctx) {
     const shares = ctx.plan?.plan.shares.get(ctx.requestType);
     if (!shares || shares.size === 0) return 0.5;
-    const target = shares.get(candidate.backend.id) ?? 0;
     const assigned = ctx.plan!.assigned.get(ctx.requestType);
-    // Summed once per decision, as the objective scorer's cheapest: per candidate it was quadratic.
-    let total = assignedTotals.get(ctx);
-    if (total === undefined) {
-      total = 0;
-      if (assigned) for (const n of assigned.values()) total += n;
-      assignedTotals.set(ctx, total);
+    return planShare(candidate, shares, assigned, assignedTotal(ctx, assigned));
+  },
+  scoreAll(candidates, ctx, out) {
+    // The type's shares and assignments looked up once for the whole decision.
+    const shares = ctx.plan?.plan.shares.get(ctx.requestType);
+    if (!shares || shares.size === 0) {
+      for (let i = 0; i < candidates.length; i++) out[i] = 0.5;
+      return;
     }
-    const actual = total === 0 ? 0 : (assigned?.get(candidate.backend.id) ?? 0) / total;
-    return 0.5 + 2 * (target - actual);
+    const assigned = ctx.plan!.assigned.get(ctx.requestType);
+    const total = assignedTotal(ctx, assigned);
+    for (let i = 0; i < candidates.length; i++) out[i] = planShare(candidates[i]!, shares, assigned, total);
   },
 });
+
+function planShare(candidate: Candidate, shares: ReadonlyMap<string, number>, assigned: ReadonlyMap<string, number> | undefined, total: number): number {
+  const target = shares.get(candidate.backend.id) ?? 0;
+  const actual = total === 0 ? 0 : (assigned?.get(candidate.backend.id) ?? 0) / total;
+  return 0.5 + 2 * (target - actual);
+}
+
+/** The type's assignments summed once per decision, as the objective scorer's cheapest: per candidate it was quadratic. */
+function assignedTotal(ctx: DecisionContext, assigned: ReadonlyMap<string, number> | undefined): number {
+  let total = assignedTotals.get(ctx);
+  if (total === undefined) {
+    total = 0;
+    if (assigned) for (const n of assigned.values()) total += n;
+    assignedTotals.set(ctx, total);
+  }
+  return total;
+}
 
 const assignedTotals = new WeakMap<DecisionContext, number>();
 

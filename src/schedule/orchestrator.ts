@@ -56,17 +56,33 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
   let kept = candidates;
   let emptiedBy: string | undefined;
   let relaxed: string[] | undefined;
+  // Verdicts of filters that give them in one call (`keepAll`), reused by each filter in turn.
+  let verdicts: number[] | undefined;
   for (const filter of policy.filters) {
     const started = pluginUs ? performance.now() : 0;
+    let batched = false;
+    if (filter.keepAll && kept.length > 0) {
+      verdicts ??= new Array<number>(candidates.length);
+      try {
+        filter.keepAll(kept, ctx, verdicts);
+        batched = true;
+      } catch {
+        // Judged candidate by candidate below, which reports each failure as `keep` would.
+      }
+    }
     // Made only once a candidate is dropped: a filter that keeps every candidate allocates nothing.
     let next: Candidate[] | undefined;
     for (let i = 0; i < kept.length; i++) {
       const candidate = kept[i]!;
       let keep = true;
-      try {
-        keep = filter.keep(candidate, ctx);
-      } catch (err) {
-        (errors ??= []).push({ plugin: `filter:${filter.name}`, message: (err as Error).message });
+      if (batched) {
+        keep = Boolean(verdicts![i]);
+      } else {
+        try {
+          keep = filter.keep(candidate, ctx);
+        } catch (err) {
+          (errors ??= []).push({ plugin: `filter:${filter.name}`, message: (err as Error).message });
+        }
       }
       if (keep) {
         next?.push(candidate);
@@ -97,15 +113,31 @@ export function decide(policy: Policy, candidates: readonly Candidate[], ctx: De
   // gets them read-only once summed.
   const entries: { readonly candidate: Candidate; score: number }[] = new Array(kept.length);
   for (let i = 0; i < kept.length; i++) entries[i] = { candidate: kept[i]!, score: 0 };
+  // Scores of scorers that give them in one call (`scoreAll`), reused by each scorer in turn.
+  let values: number[] | undefined;
   for (const { scorer, weight } of scorers) {
     const started = pluginUs ? performance.now() : 0;
+    let batched = false;
+    if (scorer.scoreAll && kept.length > 0) {
+      values ??= new Array<number>(kept.length);
+      try {
+        scorer.scoreAll(kept, ctx, values);
+        batched = true;
+      } catch {
+        // Scored candidate by candidate below, which reports each failure as `score` would.
+      }
+    }
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i]!;
       let value = 0;
-      try {
-        value = clamp01(scorer.score(entry.candidate, ctx));
-      } catch (err) {
-        (errors ??= []).push({ plugin: `scorer:${scorer.name}`, message: (err as Error).message });
+      if (batched) {
+        value = clamp01(values![i]!);
+      } else {
+        try {
+          value = clamp01(scorer.score(entry.candidate, ctx));
+        } catch (err) {
+          (errors ??= []).push({ plugin: `scorer:${scorer.name}`, message: (err as Error).message });
+        }
       }
       if (perScorer) (perScorer.get(entry.candidate) ?? perScorer.set(entry.candidate, {}).get(entry.candidate)!)[scorer.name] = value;
       entry.score = entry.score + (weight * value) / totalWeight;

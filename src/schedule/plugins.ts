@@ -1,17 +1,32 @@
+import type { Candidate } from '../types.js';
 import type { Filter, Picker, Scored, Scorer } from './policy.js';
+
+// Built-in filters and scorers give their batch form (`keepAll`, `scoreAll`) too: each loop is
+// written out in its own plugin, because a loop shared between plugins would be one call site again
+// (see Filter.keepAll).
+
+const healthy = (candidate: Candidate): boolean => candidate.state.healthy;
 
 /** Keeps backends the state store has not marked unhealthy. */
 export const healthyFilter: Filter = Object.freeze<Filter>({
   name: 'healthy',
-  keep: (candidate) => candidate.state.healthy,
+  keep: healthy,
+  keepAll(candidates, _ctx, out) {
+    for (let i = 0; i < candidates.length; i++) out[i] = healthy(candidates[i]!) ? 1 : 0;
+  },
 });
+
+function load(candidate: Candidate): number {
+  const load = (candidate.state.inFlight + candidate.queued) / candidate.backend.maxConcurrency;
+  return 1 / (1 + load);
+}
 
 /** 1 for an idle backend, falling towards 0 as in-flight plus queued work grows past its concurrency. */
 export const loadScorer: Scorer = Object.freeze<Scorer>({
   name: 'load',
-  score(candidate) {
-    const load = (candidate.state.inFlight + candidate.queued) / candidate.backend.maxConcurrency;
-    return 1 / (1 + load);
+  score: load,
+  scoreAll(candidates, _ctx, out) {
+    for (let i = 0; i < candidates.length; i++) out[i] = load(candidates[i]!);
   },
 });
 

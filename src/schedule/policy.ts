@@ -35,6 +35,13 @@ export interface Filter {
   readonly name: string;
   readonly soft?: boolean;
   keep(candidate: Candidate, ctx: DecisionContext): boolean;
+  /**
+   * Optional, for speed: `keep` of each candidate, written to `out[i]` as 1 (keep) or 0 (read as
+   * `keep`'s answer is: truthy keeps), for every `i < candidates.length`. The orchestrator calls it once per decision when present, and `keep`
+   * candidate by candidate instead if it throws. Its own loop calling its own `keep` is what makes
+   * it fast: one call site shared by every filter costs several times an inlined call (V8).
+   */
+  keepAll?(candidates: readonly Candidate[], ctx: DecisionContext, out: number[]): void;
 }
 
 /**
@@ -44,6 +51,12 @@ export interface Filter {
 export interface Scorer {
   readonly name: string;
   score(candidate: Candidate, ctx: DecisionContext): number;
+  /**
+   * Optional, for speed, as `Filter.keepAll`: `score` of each candidate, written to `out[i]` for
+   * every `i < candidates.length` (unclamped: the orchestrator clamps). `score` candidate by
+   * candidate is used instead if it throws.
+   */
+  scoreAll?(candidates: readonly Candidate[], ctx: DecisionContext, out: number[]): void;
 }
 
 export interface WeightedScorer {
