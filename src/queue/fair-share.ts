@@ -39,9 +39,10 @@ export class FairShare {
   startWaiting(tenant: string): void {
     const n = this.#waiting.get(tenant) ?? 0;
     if (n === 0) {
+      // Every tenant in #waiting has a request waiting, and `tenant` has none yet (stopWaiting deletes at zero).
       let least = Number.POSITIVE_INFINITY;
-      for (const [other, count] of this.#waiting) if (count > 0 && other !== tenant) least = Math.min(least, this.counter(other));
-      if (least !== Number.POSITIVE_INFINITY && this.counter(tenant) < least) this.#counters.set(tenant, least);
+      for (const other of this.#waiting.keys()) least = Math.min(least, this.counter(other));
+      if (least !== Number.POSITIVE_INFINITY) this.#counters.set(tenant, Math.max(this.counter(tenant), least));
     }
     this.#waiting.set(tenant, n + 1);
   }

@@ -73,4 +73,68 @@ describe('least-laxity-first with tenant fairness', () => {
     expect(fair.size).toBeLessThanOrEqual(FairShare.MAX_TENANTS);
     expect(fair.counter('waiting')).toBe(5);
   });
+
+  it('an urgent request goes first even when its tenant has had more service and queued first; urgency ends at urgentWithinMs', async () => {
+    const orderWith = async (heavyPriority: number): Promise<string[]> => {
+      const clock = new VirtualClock(1_000);
+      const fair = new FairShare();
+      const queue = new AdmissionQueue({ backendId: 'b', maxLength: 10, maxWaitMs: 1e9, clock, fairShare: fair, urgentWithinMs: 100 });
+      const order: string[] = [];
+      const waits = [queue.wait({ tenant: 'heavy', priority: heavyPriority }).then(() => order.push('heavy')), queue.wait({ tenant: 'light', priority: 50_000 }).then(() => order.push('light'))];
+      // Meanwhile another of heavy's requests was admitted elsewhere and charged.
+      fair.charge('heavy', 10_000);
+      admitNext(queue);
+      await flush();
+      admitNext(queue);
+      await Promise.all(waits);
+      return order;
+    };
+    // Latest start exactly urgentWithinMs from now: urgent.
+    expect(await orderWith(1_100)).toEqual(['heavy', 'light']);
+    // One millisecond later: the tenant with less service goes first.
+    expect(await orderWith(1_101)).toEqual(['light', 'heavy']);
+  });
+
+  it('a tenant queueing another request keeps its counter: only a return from idle lifts it', () => {
+    const fair = new FairShare();
+    fair.startWaiting('a');
+    fair.charge('b', 300);
+    fair.startWaiting('b');
+    // b had more service than a, the only tenant waiting: no lift.
+    expect(fair.counter('b')).toBe(300);
+    fair.startWaiting('a');
+    expect(fair.counter('a')).toBe(0);
+  });
+
+  it('a tenant that has stopped waiting no longer lifts those that return', () => {
+    const fair = new FairShare();
+    fair.startWaiting('a');
+    fair.charge('a', 500);
+    fair.stopWaiting('a');
+    fair.startWaiting('b');
+    expect(fair.counter('b')).toBe(0);
+  });
+
+  it('a tenant counts as waiting until its last waiting request leaves', () => {
+    const fair = new FairShare();
+    fair.startWaiting('a');
+    fair.startWaiting('a');
+    fair.charge('a', 500);
+    fair.stopWaiting('a');
+    fair.startWaiting('b');
+    expect(fair.counter('b')).toBe(500);
+    fair.stopWaiting('b');
+    fair.stopWaiting('a');
+    fair.startWaiting('c');
+    expect(fair.counter('c')).toBe(0);
+  });
+
+  it('keeps every counter up to its bound', () => {
+    const fair = new FairShare();
+    for (let i = 0; i < FairShare.MAX_TENANTS; i++) fair.charge(`t${i}`, 1);
+    expect(fair.size).toBe(FairShare.MAX_TENANTS);
+    expect(fair.counter('t0')).toBe(1);
+    fair.charge('one-more', 1);
+    expect(fair.counter('t0')).toBe(0);
+  });
 });

@@ -1,5 +1,27 @@
 import { describe, expect, it } from 'vitest';
+import type { Placement } from '../../src/pipeline/lifecycle.js';
+import { fifoOrder, leastLaxityFairOrder, leastLaxityOrder } from '../../src/queue/order.js';
+import type { RoutingRequest } from '../../src/types.js';
 import { oneSlotRouter } from '../helpers/one-slot-router.js';
+
+describe('queue orders', () => {
+  const request = { arrivalMs: 1_234 } as RoutingRequest;
+  /** A placement costed with `waitMs` in the queue before `serviceMs` on the backend. */
+  const placed = (deadlineMs: number, waitMs: number, serviceMs: number) => ({ deadlineMs, cost: { waitMs, e2eMs: waitMs + serviceMs } }) as Placement;
+
+  it('least laxity ranks by latest start, the deadline less the service: the wait it was costed with does not move it', () => {
+    for (const order of [leastLaxityOrder, leastLaxityFairOrder]) {
+      expect(order.priority(request, placed(10_000, 0, 3_000))).toBe(7_000);
+      expect(order.priority(request, placed(10_000, 2_000, 3_000))).toBe(7_000);
+    }
+    expect([leastLaxityOrder.tenantFair, leastLaxityFairOrder.tenantFair]).toEqual([false, true]);
+  });
+
+  it('first come first served ranks by arrival', () => {
+    expect(fifoOrder.priority(request, placed(10_000, 2_000, 3_000))).toBe(1_234);
+    expect(fifoOrder.tenantFair).toBe(false);
+  });
+});
 
 /** Who a freed slot goes to, read from the order in which one backend slot admits queued requests. */
 describe('queue order through the router', () => {
