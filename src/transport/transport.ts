@@ -50,14 +50,18 @@ export function compose(base: Transport, ...layers: readonly TransportLayer[]): 
   return layers.reduce<Transport>((inner, layer) => layer(inner), base);
 }
 
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+/** Typed to hold any code: an error's `code` may be of any type, and only these strings match. */
+const CONNECT_ERRORS: ReadonlySet<unknown> = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
 
-/** True when the backend never received the request, so sending it elsewhere cannot duplicate work. */
+/**
+ * True when the backend never received the request, so sending it elsewhere cannot duplicate work.
+ * Looks at the error and at most three causes beneath it (fetch wraps a refused connection in a
+ * `TypeError`), so a cyclic chain of causes ends.
+ */
 export function isConnectError(err: unknown): boolean {
   let current: unknown = err;
   for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
-    const code = (current as { code?: unknown }).code;
-    if (typeof code === 'string' && CONNECT_ERRORS.has(code)) return true;
+    if (CONNECT_ERRORS.has((current as { code?: unknown }).code)) return true;
     current = current.cause;
   }
   return false;
