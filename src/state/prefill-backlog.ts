@@ -27,9 +27,17 @@ export class PrefillBacklog {
   /** Adds a prompt sent at `nowMs` (the time since the last read drains at the last rate given). */
   add(tokens: number, nowMs: number, priority = 0): void {
     this.#drain(nowMs);
+    // Stryker disable next-line EqualityOperator: a level of zero tokens reads and drains as nothing
     if (!(tokens > 0)) return;
+    // Equal priorities share one level, which keeps the list short: two levels of one priority would
+    // read and drain as the same sum.
     let i = 0;
-    while (i < this.#levels.length && this.#levels[i]!.priority < priority) i++;
+    while (
+      i < this.#levels.length &&
+      // Stryker disable next-line EqualityOperator: skipping past an equal level adds a second level of that priority (see above)
+      this.#levels[i]!.priority < priority
+    )
+      i++;
     const level = this.#levels[i];
     if (level?.priority === priority) level.tokens += tokens;
     else this.#levels.splice(i, 0, { priority, tokens });

@@ -39,3 +39,29 @@ describe('prefill backlog with priorities', () => {
     expect(backlog.pending(2_000, 1, 2)).toBe(0);
   });
 });
+
+describe('prefill backlog in any order of arrival', () => {
+  it('prompts of lower priority sent after higher ones queue behind them; equal ones add up', () => {
+    const backlog = new PrefillBacklog();
+    backlog.pending(0, 1);
+    backlog.add(100, 0, 0);
+    backlog.add(200, 0, 2);
+    backlog.add(50, 0, 1);
+    backlog.add(25, 0, 2);
+    backlog.add(10, 0, 0);
+    expect(backlog.pending(0, 1, 0)).toBe(110);
+    expect(backlog.pending(0, 1, 1)).toBe(160);
+    expect(backlog.pending(0, 1, 2)).toBe(385);
+    // 120 ms at 1 token/ms: priority 0 is done, and 10 of priority 1.
+    expect(backlog.pending(120, 1, 0)).toBe(0);
+    expect(backlog.pending(120, 1, 1)).toBe(40);
+    expect(backlog.pending(120, 1, 3)).toBe(265);
+  });
+
+  it('a prompt of nothing adds nothing', () => {
+    const backlog = new PrefillBacklog();
+    backlog.add(0, 0);
+    backlog.add(Number.NaN, 0);
+    expect(backlog.pending(0, 1)).toBe(0);
+  });
+});
