@@ -23,8 +23,20 @@ describe('latency calibration', () => {
     calibration.observe('a', 0, 1_000);
     calibration.observe('a', Number.NaN, 1_000);
     calibration.observe('a', 1_000, -5);
+    calibration.observe('a', 1_000, 0);
     calibration.observe('a', 1_000, Number.POSITIVE_INFINITY);
     expect(calibration.factor('a')).toBe(MAX_FACTOR);
+  });
+
+  it('splits what the model does not explain between the factor and the overhead by the service against 100 ms', () => {
+    // 300 ms of service, 3× the scale: 90% of the 200 unexplained ms count for the factor.
+    const long = new LatencyCalibration(0.05);
+    long.observe('a', 300, 500);
+    expect(long.factor('a')).toBeCloseTo(1 + (0.05 * 0.9 * 200) / 300, 9);
+    // At the scale, half.
+    const even = new LatencyCalibration(0.05);
+    even.observe('a', 100, 300);
+    expect(even.factor('a')).toBeCloseTo(1 + (0.05 * 0.5 * 200) / 100, 9);
   });
 
   it('a 1-token completion, whose time is mostly the request\'s fixed overhead, hardly moves the factor', () => {
