@@ -193,8 +193,8 @@ export function readSolution(input: PlanInput, formulation: Formulation, result:
   };
 }
 
-/** A number as the LP format wants it: finite, no exponent surprises. */
+/** A number as the LP format wants it: finite, to twelve significant digits, as short as JavaScript writes it. */
 function num(value: number): string {
   if (!Number.isFinite(value)) throw new RangeError(`planner: coefficient ${value}`);
-  return value.toPrecision(12).replace(/\.?0+(e|$)/, '$1');
+  return String(Number(value.toPrecision(12)));
 }

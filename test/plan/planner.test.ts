@@ -113,6 +113,23 @@ describe('pool planner (HiGHS)', () => {
   });
 });
 
+describe('the LP model', () => {
+  const single = (overrides: Partial<PlanInput>) => input({ backends: [backend('clean', 'fr', '4xA100')], clockLevels: [1], ...overrides });
+
+  it('writes every coefficient with its value, however small', () => {
+    // About 2.6e-10 gCO2e/s of idle power (an intensity near zero), with twelve significant digits.
+    const gramsPerKWh = Math.PI * 1e-6;
+    const { lp } = formulate(single({ gramsPerKWh: () => gramsPerKWh }));
+    const objective = /obj: (.*)/.exec(lp)![1]!.split(' + ');
+    const idle = objective.find((term) => term.endsWith(' y_0_0'))!;
+    expect(Number(idle.split(' ')[0]) / ((BUILTIN_PROFILES['4xA100']!.idleW * 1.2 * gramsPerKWh) / 3.6e6)).toBeCloseTo(1, 10);
+  });
+
+  it('refuses a coefficient that is not a finite number', () => {
+    expect(() => formulate(single({ gramsPerKWh: () => Number.NaN }))).toThrow(new RangeError('planner: coefficient NaN'));
+  });
+});
+
 describe('solving off the event loop', () => {
   it('a worker thread (the compiled one) finds the same plan as the calling thread', async () => {
     // The worker runs compiled JavaScript: `npm test` builds first.
