@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_FREQUENCY_MODEL } from '../../src/cost/frequency.js';
-import { BUILTIN_PROFILES } from '../../src/cost/profiles.js';
-import { formulate, loadSolver, type PlanInput, solvePlan } from '../../src/plan/planner.js';
+import { BUILTIN_PROFILES, decodePowerW, decodeStepMs, prefillMs } from '../../src/cost/profiles.js';
+import { formulate, loadSolver, type LpSolution, type PlanInput, readSolution, solveLp, solvePlan } from '../../src/plan/planner.js';
 import { PoolPlanner } from '../../src/plan/pool-planner.js';
 import { inThreadSolver } from '../../src/plan/solver.js';
 import { VirtualClock } from '../../src/sim/virtual-clock.js';
@@ -48,6 +48,7 @@ describe('pool planner (HiGHS)', () => {
     expect([...plan.active]).toEqual(['clean']);
     expect(plan.clockFraction.get('clean')).toBeLessThan(1);
     expect(plan.shares.get('SS')).toEqual(new Map([['clean', 1]]));
+    expect(plan.note).toBe('1 of 2 instances active');
   });
 
   it('no clock scaling when only full clock is offered; the dirty site joins when the clean one is full', async () => {
@@ -110,6 +111,101 @@ describe('pool planner (HiGHS)', () => {
     expect(plan.status).toBe('degraded');
     expect(plan.active.size).toBe(1);
     expect(plan.shares.size).toBe(0);
+  });
+});
+
+describe('what the planner models', () => {
+  const p = BUILTIN_PROFILES['4xA100']!;
+  /** One 4xA100 instance (batch 32) at full clock; by default 0.5 SS requests a second (500 prompt tokens, 120 out), no margin. */
+  const single = (overrides: Partial<PlanInput>) => input({ backends: [backend('clean', 'fr', '4xA100')], clockLevels: [1], demand: demand(0.5), margin: 1, ...overrides });
+  const stepMs = decodeStepMs(p, 32) * DEFAULT_FREQUENCY_MODEL.decodeTime(1);
+  const prefill = prefillMs(p, 500) * DEFAULT_FREQUENCY_MODEL.prefillTime(1);
+
+  it('plans at an objective rate of idle power plus each request\'s dynamic energy, weighted by PUE and, for carbon, the grid', async () => {
+    const solver = await loadSolver();
+    const energyJ = (prefill / 1000) * (p.prefillW - p.idleW) + (120 * stepMs * (decodePowerW(p, 32) - p.idleW)) / 32 / 1000;
+    const watts = 1.2 * (p.idleW + 0.5 * energyJ);
+    const energy = solvePlan(solver, single({ objective: 'energy' }));
+    expect(energy.status).toBe('optimal');
+    expect(energy.objectiveRate / watts).toBeCloseTo(1, 9);
+    // gCO2e/s at 50 g/kWh.
+    const carbon = solvePlan(solver, single({ objective: 'carbon' }));
+    expect(carbon.objectiveRate / ((watts * 50) / 3.6e6)).toBeCloseTo(1, 9);
+  });
+
+  it('a TTFT target the instance meets exactly is met; one millisecond less is not, and the demand becomes shortfall', async () => {
+    const solver = await loadSolver();
+    const exactly = { ...DEFAULT_SLO_CLASSES.standard!, ttftBaseMs: prefill + stepMs, ttftPerPromptTokenMs: 0 };
+    expect(solvePlan(solver, single({ slo: exactly })).status).toBe('optimal');
+    const under = solvePlan(solver, single({ slo: { ...exactly, ttftBaseMs: prefill + stepMs - 1 } }));
+    expect(under.status).toBe('degraded');
+    expect(under.shares.size).toBe(0);
+  });
+
+  it('a lower clock whose slower decoding breaks the TBT target is not planned, though it would save energy', async () => {
+    const solver = await loadSolver();
+    const levels = { clockLevels: [1, 0.5], demand: demand(0.05) };
+    expect(solvePlan(solver, single(levels)).clockFraction.get('clean')).toBe(0.5);
+    // 58 ms lies between the step at full clock (56.7 ms) and at half clock (59.5 ms).
+    const tight = solvePlan(solver, single({ ...levels, slo: { ...DEFAULT_SLO_CLASSES.standard!, tbtMs: 58 } }));
+    expect(tight.status).toBe('optimal');
+    expect(tight.clockFraction.get('clean')).toBe(1);
+  });
+
+  it('a degraded plan reports its own rate, not the price of its shortfall', async () => {
+    const plan = solvePlan(await loadSolver(), input({ demand: demand(500) }));
+    expect(plan.status).toBe('degraded');
+    // Two instances of about 1-2 kW at 50 and 500 g/kWh: well under 1 gCO2e/s.
+    expect(plan.objectiveRate).toBeGreaterThan(0);
+    expect(plan.objectiveRate).toBeLessThan(1);
+  });
+
+  it('says how long it took to solve', async () => {
+    const solver = await loadSolver();
+    const started = performance.now();
+    const plan = solvePlan(solver, input({}));
+    expect(plan.solveMs).toBeGreaterThan(0);
+    expect(plan.solveMs).toBeLessThanOrEqual(performance.now() - started);
+  });
+
+  it('every column of the model is a variable the plan reads back, or a request type\'s shortfall', async () => {
+    const solver = await loadSolver();
+    const impossible = { ...DEFAULT_SLO_CLASSES.standard!, tbtMs: 1 };
+    for (const model of [input({}), input({ slo: impossible })]) {
+      const formulation = formulate(model);
+      const columns = Object.keys(solveLp(solver, formulation.lp).Columns);
+      expect(columns.sort()).toEqual([...formulation.variables.keys(), 'u_0', 'u_1', 'u_2', 'u_3'].sort());
+    }
+  });
+});
+
+describe('reading a solution', () => {
+  const model = input({ clockLevels: [1] });
+  const formulation = formulate(model);
+  const solution = (objective: number, columns: Record<string, number>, status = 'Optimal'): LpSolution => ({
+    Status: status,
+    ObjectiveValue: objective,
+    Columns: Object.fromEntries(Object.entries(columns).map(([name, value]) => [name, { Primal: value }])),
+  });
+
+  it('reads solver noise as zero: an instance at 0.5 or less is parked, a rate of 1e-9 or less gets no share, a shortfall of 1e-6 is none', () => {
+    const plan = readSolution(model, formulation, solution(1, { y_0_0: 1, y_1_0: 0.5, l_0_0_0: 0.55, l_1_0_0: 1e-9, u_0: 1e-6 }), 3);
+    expect(plan.active).toEqual(new Set(['clean']));
+    expect(plan.clockFraction).toEqual(new Map([['clean', 1]]));
+    expect(plan.shares).toEqual(new Map([['SS', new Map([['clean', 1]])]]));
+    expect(plan.status).toBe('optimal');
+    expect(plan.solveMs).toBe(3);
+  });
+
+  it('a shortfall degrades the plan, and its price is taken out of the objective rate', () => {
+    const plan = readSolution(model, formulation, solution(2_000_007, { y_0_0: 1, l_0_0_0: 3, u_0: 1.5, u_2: 0.5 }), 3);
+    expect(plan.status).toBe('degraded');
+    expect(plan.objectiveRate).toBeCloseTo(7, 6);
+    expect(plan.note).toBe('demand exceeds what the SLOs allow by 2.00 req/s: serving the rest best-effort');
+  });
+
+  it('refuses a solve that did not end optimal', () => {
+    expect(() => readSolution(model, formulation, solution(0, {}, 'Time limit reached'), 0)).toThrow('planner: HiGHS ended with status Time limit reached');
   });
 });
 
@@ -218,11 +314,22 @@ describe('PoolPlanner', () => {
       expect([...p.plan.active]).toEqual(['clean']);
     }
     expect((await store.readPlan())?.origin).toBe('a');
+    // Followers run the leader's plan: its instances, clocks and shares.
+    for (const p of [b, c]) {
+      expect(p.plan.clockFraction).toEqual(a.plan.clockFraction);
+      expect(p.plan.shares).toEqual(a.plan.shares);
+      expect(p.plan.note).toBe(`${a.plan.note} (planned by a)`);
+    }
+    // The leader keeps its lease while it plans.
+    clock.advance(300_000);
+    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    expect(solves).toBe(2);
+    expect((await store.readPlan())?.origin).toBe('a');
     // The leader stops: its lease is given up, and another replica plans the next step.
     await a.stop();
     clock.advance(300_000);
     for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-    expect(solves).toBe(2);
+    expect(solves).toBe(3);
     expect((await store.readPlan())?.origin).not.toBe('a');
     await Promise.all([b.stop(), c.stop()]);
   });
