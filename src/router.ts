@@ -43,7 +43,7 @@ import { ClusterView } from './state/cluster-view.js';
 import { MemoryStateStore } from './state/memory-store.js';
 import type { Lease, StateStore } from './state/store.js';
 import { failover, healthMarking } from './transport/layers.js';
-import { compose, isConnectError, type Transport, type UpstreamRequest, type UpstreamResponse } from './transport/transport.js';
+import { compose, isConnectError, type Retarget, type Transport, type UpstreamRequest, type UpstreamResponse } from './transport/transport.js';
 import { UndiciTransport } from './transport/undici.js';
 import type { Backend, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
 
@@ -420,7 +420,7 @@ export class Router {
     }
     const metering = new Metering(this.#clock);
     let excluded: Set<string> | undefined;
-    const reroute = async (failed: Backend, cause: unknown) => {
+    const reroute = async (failed: Backend, cause: unknown): Promise<Retarget> => {
       // The failed attempt never reached the client: give its slot back and place again elsewhere.
       held.abort(isConnectError(cause) ? 'upstream-unreachable' : 'upstream-status');
       excluded ??= new Set();
@@ -437,7 +437,8 @@ export class Router {
         throw this.#count(outcomeOf(error), placement.backend.id, error, request, placement);
       }
       metering.meter = new TokenMeter();
-      return { backend: placement.backend, request: held.upstream };
+      // The next attempt is metered, and may fail over again, like the first.
+      return { backend: placement.backend, request: tapped(held.upstream, metering.onData, reroute) };
     };
 
     let upstream: UpstreamResponse;

@@ -71,4 +71,33 @@ describe('failover sends a request elsewhere only if no backend received it', ()
     expect(busy.received()).toBe(2);
     expect(fine.received()).toBe(2);
   });
+
+  it('a retried request is metered like the first and may fail over again, up to the retries allowed', async () => {
+    const busy = (_req: IncomingMessage, res: ServerResponse) => res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":"busy"}');
+    const answering = (_req: IncomingMessage, res: ServerResponse) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"object":"chat.completion","usage":{"prompt_tokens":5,"completion_tokens":7}}');
+    const [a, b, c] = [await backend(busy), await backend(busy), await backend(answering)];
+    const p = await proxyFor(
+      fleetConfig(
+        [
+          { id: 'first', baseURL: a.baseURL },
+          { id: 'second', baseURL: b.baseURL },
+          { id: 'third', baseURL: c.baseURL },
+        ],
+        { policy: 'round-robin', limits: { retries: 2 } },
+      ),
+      { predictor: heuristicPredictor() },
+    );
+    cleanup.push(() => p.shutdown(0));
+    // Round-robin over the candidates left: the third request tries first, then second, then third.
+    for (let i = 0; i < 3; i++) {
+      const res = await post(`${p.url}/v1/chat/completions`, chatBody());
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-freesh-backend')).toBe('third');
+    }
+    expect(b.received()).toBeGreaterThan(0);
+    const tokens = await p.router.metrics.registry.getSingleMetricAsString('freesh_output_tokens_total');
+    expect(tokens).toMatch(/backend="third"} 21/);
+  });
 });
+
