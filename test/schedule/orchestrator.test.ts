@@ -10,6 +10,36 @@ const ctx = (seed = 1): DecisionContext => decisionContext({ rng: seededRng(seed
 const scorer = (name: string, fn: Scorer['score']): Scorer => ({ name, score: fn });
 
 describe('decide', () => {
+  it('uses a plugin\'s one-call form (keepAll, scoreAll) when it works, and its per-candidate form with errors reported when it throws', () => {
+    const odd = (id: string) => id === 'b';
+    const batchFilter = (throws: boolean) => ({
+      name: 'drop-b',
+      keep: (c: { backend: { id: string } }) => !odd(c.backend.id),
+      keepAll(cs: readonly { backend: { id: string } }[], _ctx: DecisionContext, out: number[]) {
+        if (throws) throw new Error('batch broke');
+        cs.forEach((c, i) => (out[i] = odd(c.backend.id) ? 0 : 1));
+      },
+    });
+    const batchScorer = (throws: boolean): Scorer => ({
+      name: 'prefer-c',
+      score: (c) => (c.backend.id === 'c' ? 1 : 0.2),
+      scoreAll(cs, _ctx, out) {
+        if (throws) throw new Error('batch broke');
+        cs.forEach((c, i) => (out[i] = c.backend.id === 'c' ? 1 : 0.2));
+      },
+    });
+    for (const throws of [false, true]) {
+      const policy: Policy = { name: 'p', filters: [batchFilter(throws)], scorers: [{ scorer: batchScorer(throws), weight: 1 }], picker: maxScorePicker() };
+      const d = decide(policy, [candidate('a'), candidate('b'), candidate('c')], ctx(), true);
+      expect(d.picked?.candidate.backend.id).toBe('c');
+      expect(d.trace!.candidates.find((c) => c.backend === 'b')?.droppedBy).toBe('drop-b');
+      expect(d.trace!.candidates.find((c) => c.backend === 'a')?.scores).toEqual({ 'prefer-c': 0.2 });
+      // A batch form that throws is not an error of the plugin's verdicts: the per-candidate form answered.
+      expect(d.errors).toEqual([]);
+    }
+  });
+
+
   it('clamps scores to [0, 1] and treats NaN and throwing scorers as 0, naming the culprit in the trace', () => {
     const policy: Policy = {
       name: 'p',
