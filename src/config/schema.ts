@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { BUILTIN_PROFILES } from '../cost/profiles.js';
+import { DEFAULT_BOOT_MS } from '../plan/plan.js';
 import { DEFAULT_SLO_CLASSES } from '../request/slo.js';
 
 
@@ -137,6 +138,8 @@ export const planSchema = z.strictObject({
   clockLevels: z.array(z.number().gte(0.5).lte(1)).min(1).default([1, 0.85, 0.7]),
   /** What parked instances draw: `idle` (default; they stay on) or `off` (powered down). */
   parkedPower: z.enum(['idle', 'off']).default('idle'),
+  /** With `parkedPower: off`, the time a parked instance takes to serve again (ms). Default 3 minutes. */
+  bootMs: z.int().nonnegative().max(3_600_000).default(DEFAULT_BOOT_MS),
   /** Solve in a worker thread (default), so a solve never stalls requests; the simulator solves in line to stay deterministic. */
   solveInWorker: z.boolean().default(true),
 });

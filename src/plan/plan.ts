@@ -1,5 +1,12 @@
 import type { RequestType } from '../request/request-type.js';
 
+/**
+ * Time a powered-off instance takes to serve again (ms): power-on, driver start and loading a 70B
+ * model's weights (~140 GB at a few GB/s). 3 minutes; the router's config (`plan.bootMs`) and the
+ * simulator's hardware share this default.
+ */
+export const DEFAULT_BOOT_MS = 180_000;
+
 /** What the pool planner decided for the coming step. */
 export interface Plan {
   /** Router-clock time the plan was made (ms). */
