@@ -43,7 +43,7 @@ export interface HardwareBounds {
   readonly powerExponent: readonly [number, number];
 }
 
-export const DEFAULT_HARDWARE_BOUNDS: HardwareBounds = Object.freeze({
+export const DEFAULT_HARDWARE_BOUNDS: HardwareBounds = Object.freeze<HardwareBounds>({
   stepTime: [0.9, 1.25],
   prefillTime: [0.9, 1.25],
   idlePower: [0.8, 1.3],
