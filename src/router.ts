@@ -22,7 +22,7 @@ import { createFetchHandler, type FetchHandler } from './http/fetch-handler.js';
 import { type Outcome, outcomeOf, RouterMetrics } from './metrics/metrics.js';
 import { fleetOf, resolvePolicy } from './pipeline/fleet.js';
 import { type FleetHealth, HealthCheck } from './pipeline/health.js';
-import { FairShareAccounting, LatencyCalibrator, PlannerFeed, PrefillTracker, PredictorFeedback } from './pipeline/bookkeepers.js';
+import { FairShareAccounting, LatencyCalibrator, PlannerFeed, PowerStates, PrefillTracker, PredictorFeedback } from './pipeline/bookkeepers.js';
 import { type CompletionEvent, Lifecycle, type LifecyclePlugin, type Placement } from './pipeline/lifecycle.js';
 import { Placer } from './pipeline/place.js';
 import { CONSUMER_GONE, onRelayEnd, readSnippet, responseHeaders, UPSTREAM_PATH, upstreamHeaders } from './pipeline/relay.js';
@@ -190,7 +190,13 @@ export class Router {
     this.#latePriorityOffset = Math.max(...priorities) - Math.min(...priorities) + 1;
 
     const planning = config.plan.enabled ?? this.policy.planner !== undefined;
-    this.#planner = planning ? this.#createPlanner(frequency, onPlan, replicaId ?? `replica-${this.#idPrefix}`) : undefined;
+    // Parked instances powered off take a boot to serve again: placement waits for it.
+    const power =
+      planning && config.plan.parkedPower === 'off' && config.plan.bootMs > 0
+        ? new PowerStates(backendIds, config.plan.bootMs, (id, nowMs) => this.#view.at(this.#view.ref(id), nowMs).inFlight)
+        : undefined;
+    const following = power ? (plan: Plan) => (power.follow(plan, this.#clock.now()), onPlan?.(plan)) : onPlan;
+    this.#planner = planning ? this.#createPlanner(frequency, following, replicaId ?? `replica-${this.#idPrefix}`) : undefined;
     const prefill = new PrefillTracker(backendIds);
     this.#latency = new LatencyCalibrator();
     const fair = (this.policy.queue ?? fifoOrder).tenantFair && config.fairness.enabled ? new FairShareAccounting() : undefined;
@@ -210,6 +216,7 @@ export class Router {
         new PredictorFeedback(this.#predictor),
         ...(fair ? [fair] : []),
         ...(this.#planner ? [new PlannerFeed(this.#planner)] : []),
+        ...(power ? [power] : []),
         ...(this.policy.plugins ?? []),
         ...(plugins ?? []),
       ],
@@ -241,6 +248,7 @@ export class Router {
       view: this.#view,
       prefill,
       latency: this.#latency,
+      power,
       queue: (id) => this.#slots.queue(id),
       plan: () => this.#planner?.view(),
       onPluginErrors: (errors) => {

@@ -30,6 +30,8 @@ export interface CostInput {
   readonly clockFraction: number;
   /** Observed ÷ modelled service time on this backend lately (see LatencyCalibration); 1 when unknown. */
   readonly latencyFactor: number;
+  /** Time until the backend can serve at all (ms): the rest of its boot, or a whole boot when it is powered off; 0 when on. */
+  readonly readyInMs: number;
 }
 
 const JOULES_PER_KWH = 3.6e6;
@@ -49,7 +51,7 @@ export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MO
   let decodeTime = 1;
   let dynamicPower = 1;
   return Object.freeze<CostModel>({
-    estimate({ request, prediction, backend, state, queued, promptTokensPerS, prefillBacklogTokens, gramsPerKWh, clockFraction, latencyFactor }: CostInput): CostEstimate {
+    estimate({ request, prediction, backend, state, queued, promptTokensPerS, prefillBacklogTokens, gramsPerKWh, clockFraction, latencyFactor, readyInMs }: CostInput): CostEstimate {
       if (clockFraction !== atFraction) {
         prefillTime = frequency.prefillTime(clockFraction);
         decodeTime = frequency.decodeTime(clockFraction);
@@ -69,7 +71,7 @@ export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MO
       const serviceMs = firstMs + (prediction.outputTokensP50 - 1) * tbtMs;
       // Waiting requests drain maxConcurrency at a time, each taking about one service time.
       const ahead = state.inFlight + queued + 1 - backend.maxConcurrency;
-      const waitMs = ahead <= 0 ? 0 : (ahead / backend.maxConcurrency) * serviceMs;
+      const waitMs = readyInMs + (ahead <= 0 ? 0 : (ahead / backend.maxConcurrency) * serviceMs);
       const powerW = profile.idleW + (decodePowerW(profile, batch) - profile.idleW) * dynamicPower;
       const energyJ = ((powerW / batch) * serviceMs * backend.site.pue) / 1000;
       return {

@@ -3,6 +3,7 @@
  * and planning read. Each keeps its state private and changes it only from its hooks.
  */
 import { LatencyCalibration } from '../cost/latency-calibration.js';
+import type { Plan } from '../plan/plan.js';
 import type { PoolPlanner } from '../plan/pool-planner.js';
 import type { Predictor } from '../predict/predictor.js';
 import { FairShare } from '../queue/fair-share.js';
@@ -151,5 +152,65 @@ export class PredictorFeedback implements LifecyclePlugin {
 
   complete({ request, outcome, outputTokens }: CompletionEvent): void {
     if (outcome === 'completed' && outputTokens !== undefined) this.#predictor.observe?.(request, outputTokens);
+  }
+}
+
+/** One backend's power as placement reads it. */
+export interface BackendPower {
+  /** The plan parks it. */
+  parked: boolean;
+  /** When it can serve (router clock, ms): the end of its last boot. */
+  readyAtMs: number;
+}
+
+/**
+ * Which backends are powered off and when booting ones can serve, for plans that power parked
+ * instances off (`plan.parkedPower: off`). A backend the plan parks is off once nothing is in
+ * flight there; one that a plan brings back, or that a request is placed on while off, serves
+ * `bootMs` later. Placement adds that wait to the request's cost, so the deadline filter keeps
+ * requests off booting and powered-off backends unless nothing else can meet them. Replicas follow
+ * the same plans and so see the same boots; one that a request on another replica started is seen
+ * by the rest only through that backend's leases.
+ */
+export class PowerStates implements LifecyclePlugin {
+  readonly name = 'power';
+  readonly #bootMs: number;
+  readonly #inFlight: (backendId: string, nowMs: number) => number;
+  readonly #states = new Map<string, BackendPower>();
+
+  constructor(backendIds: readonly string[], bootMs: number, inFlight: (backendId: string, nowMs: number) => number) {
+    this.#bootMs = bootMs;
+    this.#inFlight = inFlight;
+    for (const id of backendIds) this.#states.set(id, { parked: false, readyAtMs: Number.NEGATIVE_INFINITY });
+  }
+
+  of(backendId: string): BackendPower | undefined {
+    return this.#states.get(backendId);
+  }
+
+  /** A new plan in force: the powered-off backends it brings back start booting now. */
+  follow(plan: Plan, nowMs: number): void {
+    for (const [id, state] of this.#states) {
+      const active = plan.active.has(id);
+      if (active) this.#boot(id, state, nowMs);
+      state.parked = !active;
+    }
+  }
+
+  /** Time until the backend can serve a request sent now (ms), given what is in flight there. */
+  readyInMs(state: BackendPower, inFlight: number, nowMs: number): number {
+    if (state.parked && inFlight === 0 && state.readyAtMs <= nowMs) return this.#bootMs;
+    return Math.max(0, state.readyAtMs - nowMs);
+  }
+
+  /** A request placed on a powered-off backend boots it. */
+  place({ placement, nowMs }: RequestEvent): void {
+    const id = placement.backend.id;
+    const state = this.#states.get(id);
+    if (state) this.#boot(id, state, nowMs);
+  }
+
+  #boot(id: string, state: BackendPower, nowMs: number): void {
+    if (state.parked && state.readyAtMs <= nowMs && this.#inFlight(id, nowMs) === 0) state.readyAtMs = nowMs + this.#bootMs;
   }
 }

@@ -12,7 +12,7 @@ import { decide, type PluginError } from '../schedule/orchestrator.js';
 import type { DecisionContext, Policy } from '../schedule/policy.js';
 import type { BackendView, ClusterView } from '../state/cluster-view.js';
 import type { Backend, Candidate, Prediction, RoutingRequest } from '../types.js';
-import { type BackendPrefill, PREFILL_LOAD_TAU_MS, type LatencyCalibrator, type PrefillTracker } from './bookkeepers.js';
+import { type BackendPower, type BackendPrefill, PREFILL_LOAD_TAU_MS, type LatencyCalibrator, type PowerStates, type PrefillTracker } from './bookkeepers.js';
 import type { Placement } from './lifecycle.js';
 
 /** Published on `freesh:decision` when someone subscribes (node:diagnostics_channel): costs nothing otherwise. */
@@ -28,6 +28,8 @@ export interface PlacerOptions {
   readonly view: ClusterView;
   readonly prefill: PrefillTracker;
   readonly latency: LatencyCalibrator;
+  /** Boots and powered-off backends, when parked instances are powered off. */
+  readonly power: PowerStates | undefined;
   /** A backend's admission queue in this router (its `waiting` requests), looked up once per backend. */
   readonly queue: (backendId: string) => { readonly waiting: number };
   readonly plan: () => PlanView | undefined;
@@ -41,6 +43,7 @@ interface Handle {
   readonly queue: { readonly waiting: number };
   readonly prefill: BackendPrefill | undefined;
   readonly latency: { readonly factor: number };
+  readonly power: BackendPower | undefined;
   readonly site: SiteCarbon;
 }
 
@@ -118,6 +121,7 @@ export class Placer {
         site.gramsPerKWh = o.carbon.gramsPerKWh(backend.site.id, nowMs);
         site.decision = decision;
       }
+      const readyInMs = h.power ? o.power!.readyInMs(h.power, state.inFlight, nowMs) : 0;
       let input = this.#input;
       if (input === undefined) {
         this.#input = input = {
@@ -132,6 +136,7 @@ export class Placer {
           gramsPerKWh: site.gramsPerKWh,
           clockFraction,
           latencyFactor: h.latency.factor,
+          readyInMs,
         };
       } else {
         input.request = request;
@@ -145,6 +150,7 @@ export class Placer {
         input.gramsPerKWh = site.gramsPerKWh;
         input.clockFraction = clockFraction;
         input.latencyFactor = h.latency.factor;
+        input.readyInMs = readyInMs;
       }
       const cost = o.costModel.estimate(input);
       candidates.push({ backend, state, queued, promptTokensPerS, strictestTbtMs, cost });
@@ -197,6 +203,7 @@ export class Placer {
           queue: o.queue(backend.id),
           prefill: o.prefill.of(backend.id),
           latency: o.latency.of(backend.id),
+          power: o.power?.of(backend.id),
           site,
         };
       });

@@ -1,6 +1,7 @@
 import type { Clock, Timer } from '../clock.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from '../cost/frequency.js';
-import { decodePowerW, decodeStepMs, type InstanceProfile, prefillMs } from '../cost/profiles.js';
+import { decodeStepMs, decodeUtilisation, type InstanceProfile, prefillMs } from '../cost/profiles.js';
+import type { Hardware } from './hardware.js';
 
 export interface SimJob {
   readonly promptTokens: number;
@@ -26,6 +27,20 @@ export interface SimInstanceOptions {
   readonly parkedPower?: 'idle' | 'off';
   /** Prompt tokens prefilled per step (chunked prefill, as vLLM schedules it). Default 512. */
   readonly prefillChunkTokens?: number;
+  /** Fraction of the way from idle to full decode power at a batch. Default the router's b / (b + 4). */
+  readonly decodePowerShare?: (batch: number) => number;
+  /** Time a powered-off instance takes to serve again (ms), drawing idle power meanwhile. Default 0 (at once). */
+  readonly bootMs?: number;
+  /**
+   * Power off after this long with nothing to do (ms), as an operator's idle shutdown would; the next
+   * request boots it. Default: never (only a plan that parks it with parkedPower `off` does).
+   */
+  readonly idleOffAfterMs?: number;
+}
+
+/** SimInstanceOptions from one instance's ground truth. */
+export function hardwareOptions(hardware: Hardware): Pick<SimInstanceOptions, 'profile' | 'frequencyModel' | 'decodePowerShare' | 'bootMs'> {
+  return { profile: hardware.profile, frequencyModel: hardware.frequency, decodePowerShare: hardware.decodePowerShare, bootMs: hardware.bootMs };
 }
 
 interface Running {
@@ -47,6 +62,10 @@ interface Running {
  * batch size during decode, and idle power when nothing runs; energy is integrated over the
  * clock's time. The SM clock (a fraction of its maximum) scales step times and the
  * above-idle power through the frequency model; a parked instance takes no work.
+ *
+ * Power states: an instance is on, off (0 W) or booting (idle power for `bootMs`). It powers off
+ * when it has nothing to do and is parked with parkedPower `off`, or after `idleOffAfterMs` idle;
+ * work submitted to it, or unparking it, boots it, and queued work starts when the boot ends.
  */
 export class SimInstance {
   readonly profile: InstanceProfile;
@@ -70,6 +89,13 @@ export class SimInstance {
   #parked = false;
   readonly #frequency: FrequencyModel;
   readonly #parkedPower: 'idle' | 'off';
+  readonly #powerShare: (batch: number) => number;
+  readonly #bootMs: number;
+  readonly #idleOffAfterMs: number | undefined;
+  #power: 'on' | 'off' | 'booting' = 'on';
+  /** The boot in progress, or the idle shutdown pending. */
+  #powerTimer: Timer | undefined;
+  #boots = 0;
 
   constructor(options: SimInstanceOptions) {
     this.profile = options.profile;
@@ -80,6 +106,10 @@ export class SimInstance {
     this.#frequency = options.frequencyModel ?? DEFAULT_FREQUENCY_MODEL;
     this.#parkedPower = options.parkedPower ?? 'idle';
     this.#chunkTokens = options.prefillChunkTokens ?? 512;
+    this.#powerShare = options.decodePowerShare ?? decodeUtilisation;
+    this.#bootMs = options.bootMs ?? 0;
+    this.#idleOffAfterMs = options.idleOffAfterMs;
+    this.#becameIdle();
   }
 
   /** SM clock as a fraction of its maximum; takes effect from the next step. */
@@ -98,9 +128,19 @@ export class SimInstance {
 
   set parked(parked: boolean) {
     if (parked === this.#parked) return;
-    this.#accrue();
     this.#parked = parked;
-    if (!this.#timer) this.#powerW = this.#idlePowerW();
+    if (!parked) this.#wake();
+    else if (!this.#timer && this.#power === 'on') this.#becameIdle();
+  }
+
+  /** `on`, `off` (0 W) or `booting` (idle power until it can serve). */
+  get power(): 'on' | 'off' | 'booting' {
+    return this.#power;
+  }
+
+  /** Times the instance has booted from off. */
+  get boots(): number {
+    return this.#boots;
   }
 
   /** Sequences decoding now. */
@@ -135,12 +175,12 @@ export class SimInstance {
     return this.#energyJ + (this.#powerW * (this.#clock.now() - this.#since)) / 1000;
   }
 
-  /** Queues a job; returns a function that cancels it (its callbacks stop). Work wakes a parked instance. */
+  /** Queues a job; returns a function that cancels it (its callbacks stop). Work unparks an instance and boots one that is off. */
   submit(job: SimJob): () => void {
-    this.parked = false;
     const entry: Running = { job, priority: job.priority ?? 0, toPrefill: Math.max(0, job.promptTokens), produced: 0, cancelled: false };
     insertByPriority(this.#waiting, entry);
-    if (!this.#timer) this.#step();
+    this.#parked = false;
+    this.#wake();
     return () => {
       entry.cancelled = true;
     };
@@ -152,18 +192,65 @@ export class SimInstance {
     this.#since = now;
   }
 
-  #idlePowerW(): number {
-    return this.#parked && this.#parkedPower === 'off' ? 0 : this.profile.idleW;
+  /** Boots an instance that is off; cancels a pending idle shutdown of one that is on. */
+  #wake(): void {
+    if (this.#power === 'booting') return;
+    this.#powerTimer?.cancel();
+    this.#powerTimer = undefined;
+    if (this.#power === 'on') {
+      if (!this.#timer && this.#waiting.length > 0) this.#step();
+      return;
+    }
+    this.#boots++;
+    if (this.#bootMs <= 0) {
+      this.#power = 'on';
+      this.#afterBoot();
+      return;
+    }
+    this.#accrue();
+    this.#power = 'booting';
+    this.#powerW = this.profile.idleW;
+    this.#powerTimer = this.#clock.setTimer(() => {
+      this.#powerTimer = undefined;
+      this.#power = 'on';
+      this.#afterBoot();
+    }, this.#bootMs);
+  }
+
+  #afterBoot(): void {
+    if (this.#waiting.length > 0) this.#step();
+    else this.#becameIdle();
+  }
+
+  /** Nothing to run: idle power, then off if parked to `off` (at once) or idle long enough. */
+  #becameIdle(): void {
+    this.#accrue();
+    this.#powerW = this.profile.idleW;
+    this.#powerTimer?.cancel();
+    this.#powerTimer = undefined;
+    if (this.#parked && this.#parkedPower === 'off') this.#powerOff();
+    else if (this.#idleOffAfterMs !== undefined) this.#powerTimer = this.#clock.setTimer(() => this.#powerOff(), this.#idleOffAfterMs);
+  }
+
+  #powerOff(): void {
+    this.#powerTimer = undefined;
+    this.#accrue();
+    this.#power = 'off';
+    this.#powerW = 0;
   }
 
   #step(): void {
     this.#accrue();
+    if (this.#powerTimer) {
+      this.#powerTimer.cancel();
+      this.#powerTimer = undefined;
+    }
     this.#running = this.#running.filter((r) => !r.cancelled);
     this.#waiting = this.#waiting.filter((r) => !r.cancelled);
     while (this.#waiting.length > 0 && this.#running.length < this.#maxBatch) insertByPriority(this.#running, this.#waiting.shift()!);
     if (this.#running.length === 0) {
       this.#timer = undefined;
-      this.#powerW = this.#idlePowerW();
+      this.#becameIdle();
       return;
     }
     let decoding = 0;
@@ -191,7 +278,7 @@ export class SimInstance {
     const decode = decoding > 0 ? decodeStepMs(this.profile, decoding) * model.decodeTime(f) : 0;
     const stepMs = Math.max(1e-3, prefill + decode);
     const dynamic = model.dynamicPower(f);
-    const decodeW = idleW + (decodePowerW(this.profile, decoding) - idleW) * dynamic;
+    const decodeW = idleW + (this.profile.decodeW - idleW) * (decoding > 0 ? this.#powerShare(decoding) : 0) * dynamic;
     this.#powerW = (prefill * (idleW + (prefillW - idleW) * dynamic) + decode * decodeW) / stepMs;
     this.#busyMs += stepMs;
     this.#timer = this.#clock.setTimer(() => this.#finishStep(), stepMs);

@@ -1,13 +1,14 @@
 import type { CarbonSeries } from '../carbon/series.js';
 import { seriesSignal } from '../carbon/signal.js';
 import { seededRng } from '../clock.js';
-import { BUILTIN_PROFILES, decodeStepMs, type InstanceProfile, prefillMs } from '../cost/profiles.js';
+import { decodeStepMs, type InstanceProfile, prefillMs } from '../cost/profiles.js';
 import { FreeshError } from '../errors.js';
 import type { RoutingRequest } from '../types.js';
 import { createRouter, type Router, type RouterOptions } from '../router.js';
 import type { Policy } from '../schedule/policy.js';
 import { fleetRouterConfig, type FleetSpec } from './fleet.js';
-import { SimInstance } from './instance.js';
+import { fleetHardware, type Hardware } from './hardware.js';
+import { hardwareOptions, SimInstance } from './instance.js';
 import { simPredictor } from './sim-predictor.js';
 import { SimTransport } from './sim-transport.js';
 import { VirtualClock } from './virtual-clock.js';
@@ -24,6 +25,11 @@ export interface RunSpec {
   readonly clockFraction?: number;
   /** Anything else for the router (limits, policies...). */
   readonly router?: Partial<RouterOptions>;
+  /**
+   * Instances power off after this long idle (ms), as an operator's idle shutdown would, whatever
+   * the router does; the next request boots them. Default: only a plan parks them.
+   */
+  readonly idleOffAfterMs?: number;
 }
 
 export interface SimulationOptions {
@@ -32,6 +38,11 @@ export interface SimulationOptions {
   /** Carbon intensity over simulated time, per site id. */
   readonly carbon: ReadonlyMap<string, CarbonSeries>;
   readonly run: RunSpec;
+  /**
+   * What each backend's instance really is (per backend id). Default: the router's own model
+   * (`fleetHardware(fleet, { truth: 'model' })`), with the shared default boot time.
+   */
+  readonly hardware?: ReadonlyMap<string, Hardware>;
   readonly seed?: number;
   /** Sampling period for energy, carbon and fairness (ms of simulated time). Default 60,000. */
   readonly sampleEveryMs?: number;
@@ -89,8 +100,11 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
   const sites = new Map(fleet.sites.map((s) => [s.id, s]));
   const instances = new Map<string, SimInstance>();
   const parkedPower = run.router?.plan?.parkedPower ?? 'idle';
+  const hardware = options.hardware ?? fleetHardware(fleet, { truth: 'model' });
   for (const b of fleet.backends) {
-    const instance = new SimInstance({ profile: profileOf(b.mode), clock, parkedPower });
+    const truth = hardware.get(b.id);
+    if (!truth) throw new RangeError(`no hardware given for backend \`${b.id}\``);
+    const instance = new SimInstance({ ...hardwareOptions(truth), clock, parkedPower, idleOffAfterMs: run.idleOffAfterMs });
     instance.clockFraction = run.clockFraction ?? 1;
     instances.set(b.id, instance);
   }
@@ -224,8 +238,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
         const { backend, cost } = routed.placement;
         record.backend = backend.id;
         record.predictedLatencyMs = cost.e2eMs - cost.waitMs;
-        const profile = backend.profile;
-        record.idealLatencyMs = idealLatency(profile, request);
+        record.idealLatencyMs = idealLatency(instances.get(backend.id)!.profile, request);
         routed.body.once('end', settle);
         routed.body.once('error', () => {
           record.rejected ??= 'upstream_dropped';
@@ -283,12 +296,6 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     gpuHoursActive: busyGpuMs / 3.6e6,
     wallMs: performance.now() - started,
   };
-}
-
-function profileOf(mode: string): InstanceProfile {
-  const profile = BUILTIN_PROFILES[mode];
-  if (!profile) throw new RangeError(`unknown mode \`${mode}\``);
-  return profile;
 }
 
 function idealLatency(profile: InstanceProfile, request: WorkloadRequest): number {

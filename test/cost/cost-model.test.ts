@@ -19,6 +19,7 @@ function input(overrides: Partial<CostInput> = {}): CostInput {
     gramsPerKWh: 400,
     clockFraction: 1,
     latencyFactor: 1,
+    readyInMs: 0,
     ...overrides,
   };
 }
@@ -93,6 +94,15 @@ describe('profile cost model', () => {
     expect(slow.tbtMs / modelled.tbtMs).toBeCloseTo(1.5, 9);
     expect(slow.ttftMs / modelled.ttftMs).toBeCloseTo(1.5, 9);
     expect(slow.e2eMs / modelled.e2eMs).toBeCloseTo(1.5, 9);
+  });
+
+  it('a backend still booting (or powered off) adds the time until it can serve to the wait and the first token', () => {
+    const ready = profileCostModel.estimate(input());
+    const booting = profileCostModel.estimate(input({ readyInMs: 120_000 }));
+    expect(booting.waitMs).toBe(ready.waitMs + 120_000);
+    expect(booting.ttftMs).toBe(ready.ttftMs + 120_000);
+    expect(booting.e2eMs).toBe(ready.e2eMs + 120_000);
+    expect(booting.energyJ).toBe(ready.energyJ);
   });
 
   it('carbon follows the intensity it is given', () => {

@@ -130,4 +130,85 @@ describe('SimInstance', () => {
   it('prefill time follows the profile curve through zero', () => {
     expect(prefillMs(flat, 50)).toBe(25);
   });
+
+  describe('power states', () => {
+    it('a parked instance with parkedPower off draws nothing; work boots it at idle power and starts when the boot ends', () => {
+      const clock = new VirtualClock();
+      const instance = new SimInstance({ profile: flat, clock, parkedPower: 'off', bootMs: 1_000 });
+      instance.parked = true;
+      expect(instance.power).toBe('off');
+      clock.advance(5_000);
+      expect(instance.energyJ).toBe(0);
+      const j = job(100, 2, clock);
+      instance.submit(j.spec);
+      expect(instance.power).toBe('booting');
+      clock.advance(500);
+      expect(instance.energyJ).toBeCloseTo(100 * 0.5, 9);
+      while (clock.runNext());
+      // Boot (1 s), then prefill (50 ms) and one decode step (10 ms), from t = 5 s.
+      expect(j.times).toEqual([6_050, 6_060]);
+      expect(instance.boots).toBe(1);
+      // It is unparked by the work, so it stays on at idle power afterwards.
+      expect(instance.power).toBe('on');
+    });
+
+    it('unparking boots an instance ahead of work, and work arriving mid-boot waits for the rest of it', () => {
+      const clock = new VirtualClock();
+      const instance = new SimInstance({ profile: flat, clock, parkedPower: 'off', bootMs: 1_000 });
+      instance.parked = true;
+      clock.advance(100);
+      instance.parked = false;
+      expect(instance.power).toBe('booting');
+      clock.advance(700);
+      const j = job(100, 1, clock);
+      instance.submit(j.spec);
+      while (clock.runNext());
+      expect(j.times).toEqual([1_100 + 50]);
+      expect(instance.boots).toBe(1);
+    });
+
+    it('a parked instance finishes its work before powering off', () => {
+      const clock = new VirtualClock();
+      const instance = new SimInstance({ profile: flat, clock, parkedPower: 'off', bootMs: 1_000 });
+      const j = job(100, 3, clock);
+      instance.submit(j.spec);
+      clock.advance(20);
+      instance.parked = true;
+      expect(instance.power).toBe('on');
+      while (clock.runNext());
+      expect(j.times).toEqual([50, 60, 70]);
+      expect(instance.power).toBe('off');
+      const before = instance.energyJ;
+      clock.advance(10_000);
+      expect(instance.energyJ).toBe(before);
+    });
+
+    it('idle shutdown: off after idleOffAfterMs with nothing to do, and the timer restarts after each spell of work', () => {
+      const clock = new VirtualClock();
+      const instance = new SimInstance({ profile: flat, clock, bootMs: 2_000, idleOffAfterMs: 300_000 });
+      clock.advance(200_000);
+      const j = job(100, 1, clock);
+      instance.submit(j.spec);
+      clock.advance(299_000);
+      expect(instance.power).toBe('on');
+      clock.advance(2_000);
+      expect(instance.power).toBe('off');
+      // Idle power for 200 s + the step + 300 s of idling after it; nothing since.
+      expect(instance.energyJ).toBeCloseTo(100 * 200 + 400 * 0.05 + 100 * 300, 6);
+      const k = job(100, 1, clock);
+      const at = clock.now();
+      instance.submit(k.spec);
+      while (clock.runNext() && instance.power !== 'off');
+      expect(k.times).toEqual([at + 2_000 + 50]);
+    });
+
+    it('the decode power follows the given small-batch curve', () => {
+      const clock = new VirtualClock();
+      const instance = new SimInstance({ profile: flat, clock, decodePowerShare: () => 1 });
+      instance.submit(job(0, 11, clock).spec);
+      clock.advance(5);
+      // Decoding at batch 1 draws the full decode power with this curve (b / (b + 4) would give 140 W).
+      expect(instance.powerW).toBeCloseTo(300, 9);
+    });
+  });
 });
