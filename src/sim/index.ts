@@ -5,3 +5,4 @@ export { type DemoFleet, DEMO_MODEL, startDemoFleet } from './demo-fleet.js';
 export { FREESH_FLEET, type FleetSpec, fleetRouterConfig } from './fleet.js';
 export { parseAzureTrace, scaleTrace, type Trace, type TraceRequest } from './trace.js';
 export { VirtualClock } from './virtual-clock.js';
+export { DEFAULT_BOUND_CLOCK_LEVELS, type FluidBound, fluidBound, type FluidBoundOptions } from './fluid-bound.js';
