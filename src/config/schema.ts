@@ -147,7 +147,7 @@ export const planSchema = z.strictObject({
 const routerShape = {
   sites: z.array(siteSchema).min(1),
   backends: z.array(backendSchema).min(1),
-  /** Policy name: `freesh` (default), `freesh-published`, `least-loaded`, `round-robin`, `random`, or one registered with the router. */
+  /** Policy name: `freesh` (default), `freesh-published`, `least-loaded`, `least-loaded-planned`, `carbon-greedy`, `round-robin`, `random`, or one registered with the router. */
   policy: z.string().min(1).default('freesh'),
   limits: limitsSchema.prefault({}),
   defaults: z

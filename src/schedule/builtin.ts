@@ -1,3 +1,4 @@
+import { carbonGreedy, leastLoadedPlanned } from './baselines.js';
 import { freesh, freeshPublished } from './freesh.js';
 import type { Policy } from './policy.js';
 import { healthyFilter, loadScorer, maxScorePicker, randomPicker, roundRobinPicker } from './plugins.js';
@@ -16,6 +17,8 @@ export const BUILTIN_POLICIES: Readonly<Record<string, PolicyFactory>> = Object.
     scorers: [{ scorer: loadScorer, weight: 1 }],
     picker: maxScorePicker(),
   }),
+  'least-loaded-planned': leastLoadedPlanned,
+  'carbon-greedy': carbonGreedy,
 });
 
 export const DEFAULT_POLICY = 'freesh';

@@ -1,5 +1,6 @@
 /** `freesh/policies`: the built-in policies, their filters, scorers and pickers, queue orders, and the orchestrator. */
 export { BUILTIN_POLICIES, DEFAULT_POLICY, type PolicyFactory } from './builtin.js';
+export { carbonGreedy, cleanSiteScorer, headroomFilter, leastLoadedPlanned } from './baselines.js';
 export { capacityFilter, deadlineFilter, freesh, freeshPublished, laxityScorer, objectiveScorer, plannedFilter, planShareScorer, TBT_HEADROOM } from './freesh.js';
 export { healthyFilter, loadScorer, maxScorePicker, randomPicker, roundRobinPicker } from './plugins.js';
 export { type Decision, type DecisionTrace, decide } from './orchestrator.js';
