@@ -1,40 +1,79 @@
 /**
- * Trace-driven evaluation: replays one hour of Azure production traffic through the router on the
- * FREESH fleet, for every policy, with carbon series from the shared data folder.
+ * The savings matrix: every baseline, the shipped `freesh` policy and its oracle on each workload ×
+ * grid × load, replayed through the real router on simulated hardware that is not the router's
+ * model, with a fluid lower bound per cell. Prints a table per workload, freesh against the best
+ * baseline per cell, and ends with one JSON line `{"cells":[...]}`.
  *
- *   npm run bench:trace [-- --utilisation 0.6 --trace code --carbon freesh --parked idle --policies baseline,freesh]
+ *   npm run bench:trace [-- --workloads conv,code,long,diurnal --grids clean-fastest,clean-slowest,no-clean
+ *                          --loads 0.3,0.6,0.9 --runs freesh,least-loaded --minutes 20 --truth model --no-bounds]
  *
- * Parked instances are powered off by default here (`--parked idle` keeps them at idle power).
+ * `freesh simulate` runs one trace at one load with the full table of figures.
  */
-import { dirname, join, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { runSimulateCommand } from '../src/sim/command.js';
+import { BUILTIN_PROFILES } from '../src/cost/profiles.js';
+import { GRIDS, LOADS, type MatrixCell, MATRIX_RUNS, runMatrix, verdicts, WORKLOADS, type WorkloadName } from '../src/sim/matrix.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { values } = parseArgs({
   options: {
-    utilisation: { type: 'string', default: '0.6' },
-    trace: { type: 'string', default: 'conv' },
-    carbon: { type: 'string', default: 'electricitymaps' },
-    policies: { type: 'string' },
+    workloads: { type: 'string', default: WORKLOADS.join(',') },
+    grids: { type: 'string', default: Object.keys(GRIDS).join(',') },
+    loads: { type: 'string', default: LOADS.join(',') },
+    runs: { type: 'string', default: MATRIX_RUNS.join(',') },
+    minutes: { type: 'string' },
     seed: { type: 'string', default: '1' },
-    parked: { type: 'string', default: 'off' },
+    truth: { type: 'string', default: 'perturbed' },
+    'no-bounds': { type: 'boolean', default: false },
     data: { type: 'string', default: resolve(root, '../shared/data') },
   },
 });
-const utilisation = Number(values.utilisation);
-if (!(utilisation > 0 && utilisation < 2)) throw new Error(`--utilisation must be in (0, 2), got ${values.utilisation}`);
-if (values.parked !== 'idle' && values.parked !== 'off') throw new Error(`--parked must be idle or off, got ${values.parked}`);
-if (values.carbon !== 'electricitymaps' && values.carbon !== 'freesh') throw new Error(`--carbon must be electricitymaps or freesh, got ${values.carbon}`);
+const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const workloads = list(values.workloads) as WorkloadName[];
+for (const w of workloads) if (!WORKLOADS.includes(w)) throw new Error(`--workloads: unknown \`${w}\` (${WORKLOADS.join(', ')})`);
+const loads = list(values.loads).map(Number);
+for (const l of loads) if (!(l > 0 && l < 2)) throw new Error(`--loads must be in (0, 2), got ${values.loads}`);
+if (values.truth !== 'perturbed' && values.truth !== 'model') throw new Error(`--truth must be perturbed or model, got ${values.truth}`);
 
-await runSimulateCommand({
-  tracePath: join(values.data, 'traces', `azure-llm-2023-${values.trace}.csv`),
+const started = performance.now();
+const { cells, hardware } = await runMatrix({
   dataDir: values.data,
-  utilisation,
-  carbon: values.carbon,
-  policies: values.policies?.split(',').map((p) => p.trim()).filter(Boolean),
+  workloads,
+  grids: list(values.grids),
+  loads,
+  runs: list(values.runs),
   seed: Number(values.seed),
-  parkedPower: values.parked,
-  outDir: join(root, 'bench', 'out'),
+  minutes: values.minutes ? Number(values.minutes) : undefined,
+  truth: values.truth,
+  bounds: !values['no-bounds'],
+  onCell: (c) => process.stderr.write(`${c.trace} ${c.grid} ${c.load} ${c.policy}: ${c.energyKWh} kWh, ${c.carbonKg} kg, SLO ${c.slo ?? '-'} (${((performance.now() - started) / 1000).toFixed(0)} s)\n`),
 });
+
+const pct = (v: number | null) => (v === null ? '—' : `${(v * 100).toFixed(1)}%`);
+console.log('\nSimulated hardware (the router costs with the built-in profiles and does not see this):');
+console.log('| backend | mode | step × | prefill × | idle W | decode W | prefill W | boot s |\n|---|---|---:|---:|---:|---:|---:|---:|');
+for (const [id, h] of hardware) {
+  const mode = h.profile.id;
+  const base = BUILTIN_PROFILES[mode]!;
+  console.log(`| ${id} | ${mode} | ${(h.profile.decodeStepMs[0]![1] / base.decodeStepMs[0]![1]).toFixed(3)} | ${(h.profile.prefillMs[0]![1] / base.prefillMs[0]![1]).toFixed(3)} | ${h.profile.idleW.toFixed(0)} | ${h.profile.decodeW.toFixed(0)} | ${h.profile.prefillW.toFixed(0)} | ${(h.bootMs / 1000).toFixed(0)} |`);
+}
+for (const trace of workloads) {
+  console.log(`\n### ${trace}\n\n| grid | load | policy | energy kWh | carbon kg | SLO | interactive | served / refused |\n|---|---:|---|---:|---:|---:|---:|---:|`);
+  for (const c of cells.filter((x: MatrixCell) => x.trace === trace)) {
+    console.log(`| ${c.grid} | ${c.load} | ${c.policy} | ${c.energyKWh.toFixed(2)} | ${c.carbonKg.toFixed(3)} | ${pct(c.slo)} | ${pct(c.interactiveSlo)} | ${c.served === null ? '—' : `${c.served} / ${c.refused}`} |`);
+  }
+}
+const v = verdicts(cells);
+if (v.length > 0) {
+  const signed = (x: number) => `${x > 0 ? '+' : ''}${(x * 100).toFixed(1)}`;
+  console.log('\nfreesh against the best baseline of each cell (carbon, energy: % against the lowest; SLO: points against the highest; share: of the fluid bound\'s saving):\n');
+  console.log('| workload | grid | load | carbon | energy | SLO pt | interactive pt | carbon share | energy share |\n|---|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const x of v) {
+    console.log(`| ${x.trace} | ${x.grid} | ${x.load} | ${signed(x.carbonVsBest)}% | ${signed(x.energyVsBest)}% | ${signed(x.sloVsBest)} | ${signed(x.interactiveVsBest)} | ${pct(x.carbonShareOfBound)} | ${pct(x.energyShareOfBound)} |`);
+  }
+  const mean = (f: (x: (typeof v)[number]) => number) => v.reduce((s, x) => s + f(x), 0) / v.length;
+  console.log(`\nMean over ${v.length} cells: carbon ${signed(mean((x) => x.carbonVsBest))}%, energy ${signed(mean((x) => x.energyVsBest))}%, SLO ${signed(mean((x) => x.sloVsBest))} pt; cells with carbon ≤ best and SLO ≥ best: ${v.filter((x) => x.carbonVsBest <= 0 && x.sloVsBest >= 0).length} of ${v.length}.`);
+}
+console.log(`(${((performance.now() - started) / 1000).toFixed(0)} s)`);
+console.log(JSON.stringify({ cells }));
