@@ -96,12 +96,18 @@ export interface Matrix {
   readonly hardware: ReadonlyMap<string, Hardware>;
 }
 
-/** The H200 small-batch power curve measured for the simulator (models/hardware/decode-power-h200.json). */
+/**
+ * The small-batch power curve measured on an H200 for the simulator (models/hardware/, with its
+ * provenance; scripts/device/ made it), as shares of the idle-to-full span above a loaded idle.
+ */
 export async function measuredPowerCurve(): Promise<Curve> {
-  const file = new URL('../../../models/hardware/decode-power-h200.json', import.meta.url);
-  const parsed = JSON.parse(await readFile(file, 'utf8')) as { pointsFromLoadedIdle: [number, number][] };
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6 && !existsSync(join(dir, POWER_CURVE)); i++) dir = dirname(dir);
+  const parsed = JSON.parse(await readFile(join(dir, POWER_CURVE), 'utf8')) as { pointsFromLoadedIdle: [number, number][] };
   return parsed.pointsFromLoadedIdle;
 }
+
+const POWER_CURVE = join('models', 'hardware', 'decode-power-h200.json');
 
 /** Builds a workload's trace from the recorded ones, with the time scale of its day (1 = real time). */
 export async function loadWorkload(name: WorkloadName, dataDir: string, minutes?: number): Promise<{ trace: Trace; timeScale: number }> {
@@ -225,6 +231,9 @@ export interface CellVerdict {
   readonly load: number;
   /** freesh ÷ the lowest baseline figure − 1. */
   readonly carbonVsBest: number;
+  /** The baseline with the lowest carbon, and its SLO attainment minus freesh's (≤ 0: freesh attains as much or more). */
+  readonly carbonBest: string;
+  readonly carbonBestSloVsOurs: number;
   readonly energyVsBest: number;
   /** freesh minus the best baseline attainment (fraction). */
   readonly sloVsBest: number;
@@ -248,6 +257,7 @@ export function verdicts(cells: readonly MatrixCell[], policy = 'freesh'): CellV
     const min = (f: (c: MatrixCell) => number) => Math.min(...baselines.map(f));
     const max = (f: (c: MatrixCell) => number) => Math.max(...baselines.map(f));
     const bestCarbon = min((c) => c.carbonKg);
+    const cleanest = baselines.find((c) => c.carbonKg === bestCarbon)!;
     const bestEnergy = min((c) => c.energyKWh);
     const carbonBound = group.find((c) => c.policy === 'bound-carbon')?.carbonKg ?? Number.NaN;
     const energyBound = group.find((c) => c.policy === 'bound-energy')?.energyKWh ?? Number.NaN;
@@ -256,6 +266,8 @@ export function verdicts(cells: readonly MatrixCell[], policy = 'freesh'): CellV
       grid: ours.grid,
       load: ours.load,
       carbonVsBest: ours.carbonKg / bestCarbon - 1,
+      carbonBest: cleanest.policy,
+      carbonBestSloVsOurs: (cleanest.slo ?? 0) - (ours.slo ?? 0),
       energyVsBest: ours.energyKWh / bestEnergy - 1,
       sloVsBest: (ours.slo ?? 0) - max((c) => c.slo ?? 0),
       interactiveVsBest: (ours.interactiveSlo ?? 0) - max((c) => c.interactiveSlo ?? 0),
