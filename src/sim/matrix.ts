@@ -234,6 +234,12 @@ export interface CellVerdict {
   /** The baseline with the lowest carbon, and its SLO attainment minus freesh's (≤ 0: freesh attains as much or more). */
   readonly carbonBest: string;
   readonly carbonBestSloVsOurs: number;
+  /**
+   * freesh ÷ the lowest carbon among baselines attaining at least freesh's SLO (within half a
+   * point) − 1; null when none does (freesh attains more than all of them).
+   */
+  readonly carbonVsSloMatched: number | null;
+  readonly energyVsSloMatched: number | null;
   readonly energyVsBest: number;
   /** freesh minus the best baseline attainment (fraction). */
   readonly sloVsBest: number;
@@ -242,6 +248,9 @@ export interface CellVerdict {
   readonly carbonShareOfBound: number;
   readonly energyShareOfBound: number;
 }
+
+/** Attainment a baseline may fall short of freesh's and still count as matching it. */
+const SLO_MATCH = 0.005;
 
 export function verdicts(cells: readonly MatrixCell[], policy = 'freesh'): CellVerdict[] {
   const groups = new Map<string, MatrixCell[]>();
@@ -258,6 +267,7 @@ export function verdicts(cells: readonly MatrixCell[], policy = 'freesh'): CellV
     const max = (f: (c: MatrixCell) => number) => Math.max(...baselines.map(f));
     const bestCarbon = min((c) => c.carbonKg);
     const cleanest = baselines.find((c) => c.carbonKg === bestCarbon)!;
+    const matched = baselines.filter((c) => (c.slo ?? 0) >= (ours.slo ?? 0) - SLO_MATCH);
     const bestEnergy = min((c) => c.energyKWh);
     const carbonBound = group.find((c) => c.policy === 'bound-carbon')?.carbonKg ?? Number.NaN;
     const energyBound = group.find((c) => c.policy === 'bound-energy')?.energyKWh ?? Number.NaN;
@@ -268,6 +278,8 @@ export function verdicts(cells: readonly MatrixCell[], policy = 'freesh'): CellV
       carbonVsBest: ours.carbonKg / bestCarbon - 1,
       carbonBest: cleanest.policy,
       carbonBestSloVsOurs: (cleanest.slo ?? 0) - (ours.slo ?? 0),
+      carbonVsSloMatched: matched.length === 0 ? null : ours.carbonKg / Math.min(...matched.map((c) => c.carbonKg)) - 1,
+      energyVsSloMatched: matched.length === 0 ? null : ours.energyKWh / Math.min(...matched.map((c) => c.energyKWh)) - 1,
       energyVsBest: ours.energyKWh / bestEnergy - 1,
       sloVsBest: (ours.slo ?? 0) - max((c) => c.slo ?? 0),
       interactiveVsBest: (ours.interactiveSlo ?? 0) - max((c) => c.interactiveSlo ?? 0),

@@ -55,6 +55,11 @@ describe('savings matrix', () => {
     expect(v!.energyVsBest).toBeCloseTo(7 / 8 - 1, 12);
     expect(v!.sloVsBest).toBeCloseTo(0.01, 12);
     expect(v!.carbonShareOfBound).toBeCloseTo(0.5 / 1, 12);
+    // Only least-loaded attains freesh's SLO within half a point: it is the SLO-matched reference.
+    expect(v!.carbonVsSloMatched).toBeCloseTo(1.5 / 3 - 1, 12);
+    expect(v!.energyVsSloMatched).toBeCloseTo(7 / 9 - 1, 12);
+    const [ahead] = verdicts(cells.map((c) => (c.policy === 'freesh' ? { ...c, slo: 0.99 } : c)));
+    expect(ahead!.carbonVsSloMatched).toBeNull();
     expect(v!.energyShareOfBound).toBeCloseTo(1 / 4, 12);
   });
 
