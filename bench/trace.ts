@@ -5,7 +5,8 @@
  * baseline per cell, and ends with one JSON line `{"cells":[...]}`.
  *
  *   npm run bench:trace [-- --workloads conv,code,long,diurnal --grids clean-fastest,clean-slowest,no-clean
- *                          --loads 0.3,0.6,0.9 --runs freesh,least-loaded --minutes 20 --truth model --no-bounds]
+ *                          --loads 0.3,0.6,0.9 --runs freesh,least-loaded --minutes 20 --truth model --no-bounds
+ *                          --plan '{"peakQuantile":0.9}']
  *
  * `freesh simulate` runs one trace at one load with the full table of figures.
  */
@@ -26,6 +27,7 @@ const { values } = parseArgs({
     seed: { type: 'string', default: '1' },
     truth: { type: 'string', default: 'perturbed' },
     'no-bounds': { type: 'boolean', default: false },
+    plan: { type: 'string' },
     data: { type: 'string', default: resolve(root, '../shared/data') },
   },
 });
@@ -47,6 +49,7 @@ const { cells, hardware } = await runMatrix({
   minutes: values.minutes ? Number(values.minutes) : undefined,
   truth: values.truth,
   bounds: !values['no-bounds'],
+  plan: values.plan ? JSON.parse(values.plan) : undefined,
   onCell: (c) => process.stderr.write(`${c.trace} ${c.grid} ${c.load} ${c.policy}: ${c.energyKWh} kWh, ${c.carbonKg} kg, SLO ${c.slo ?? '-'} (${((performance.now() - started) / 1000).toFixed(0)} s)\n`),
 });
 

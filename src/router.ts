@@ -574,6 +574,7 @@ export class Router {
       stepMs: plan.stepMs,
       windowMs: plan.windowMs,
       margin: plan.margin,
+      peakQuantile: plan.peakQuantile,
       maxUtilisation: plan.maxUtilisation,
       clockLevels: this.policy.planner?.clockScaling === false ? [1] : plan.clockLevels,
       onPlan,

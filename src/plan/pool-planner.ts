@@ -25,6 +25,11 @@ export interface PoolPlannerOptions {
   readonly stepMs: number;
   readonly windowMs: number;
   readonly margin: number;
+  /**
+   * Plan for this quantile of the per-minute request rate in the window when it is above the mean
+   * (bursty traffic, rising demand); 0 plans for the mean alone.
+   */
+  readonly peakQuantile?: number;
   readonly maxUtilisation: number;
   readonly clockLevels: readonly number[];
   /** Called with every new plan (the simulator applies clocks and parking to its instances here). */
@@ -116,6 +121,28 @@ export class PoolPlanner {
     bucket.predictedTokens[type] += predictedTokens;
   }
 
+  /** The window's `peakQuantile` per-minute rate over its mean rate, at least 1. */
+  #peakFactor(now: number, spanS: number): number {
+    const q = this.#options.peakQuantile ?? 0;
+    if (!(q > 0)) return 1;
+    const minutes = Math.max(1, Math.floor(spanS / 60));
+    const perMinute = new Float64Array(minutes);
+    let total = 0;
+    for (const b of this.#buckets) {
+      // Minutes counted back from now by each bucket's end; one that began a whole window ago still
+      // lies in it and counts in the oldest minute.
+      const age = Math.min(minutes - 1, Math.max(0, Math.floor((now - b.startMs - BUCKET_MS) / 60_000)));
+      let n = 0;
+      for (const k of REQUEST_TYPES) n += b.count[k];
+      total += n;
+      perMinute[age]! += n;
+    }
+    if (total === 0) return 1;
+    perMinute.sort();
+    const atQuantile = perMinute[Math.min(minutes - 1, Math.floor(q * minutes))]!;
+    return Math.max(1, (atQuantile * minutes) / total);
+  }
+
   /** Records where a request of a type was sent, for the plan-share scorer. */
   assign(type: RequestType, backendId: string): void {
     let byBackend = this.#assigned.get(type);
@@ -130,6 +157,7 @@ export class PoolPlanner {
     const since = now - o.windowMs;
     this.#buckets = this.#buckets.filter((b) => b.startMs + BUCKET_MS > since);
     const spanS = Math.max(1, (now - Math.max(since, this.#startedMs)) / 1000);
+    const peak = this.#peakFactor(now, spanS);
     const demand = {} as Record<RequestType, TypeDemand>;
     for (const k of REQUEST_TYPES) {
       let count = 0;
@@ -141,7 +169,7 @@ export class PoolPlanner {
         predicted += b.predictedTokens[k];
       }
       demand[k] = {
-        rps: count / spanS,
+        rps: (peak * count) / spanS,
         meanPromptTokens: count ? prompt / count : 512,
         meanOutputTokens: count ? predicted / count : 128,
       };

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type CarbonSeries, parseElectricityMapsCsv, stepSeries } from '../carbon/series.js';
+import type { RouterConfigInput } from '../config/schema.js';
 import type { Curve } from '../cost/profiles.js';
 import { DEFAULT_BOOT_MS } from '../plan/plan.js';
 import { sloCapacityRps, traceRps } from './capacity.js';
@@ -20,6 +21,8 @@ import { diurnalTrace, firstMinutes, longPromptTrace } from './workloads.js';
  * The benchmark's matrix: every policy and baseline on every workload × grid × load, on simulated
  * hardware that is not the router's own model, with a fluid lower bound per cell.
  */
+
+type PlanInput = NonNullable<RouterConfigInput['plan']>;
 
 /** Electricity Maps zones per site: where the cleanest grid (FR) sits. */
 export const GRIDS: Readonly<Record<string, Readonly<Record<string, string>>>> = Object.freeze({
@@ -46,8 +49,14 @@ export const BASELINES: readonly string[] = Object.freeze(['round-robin', 'least
  * A run's set-up. `timeScale` < 1 compresses a day into the run: the planner's step and window, the
  * boot time and the idle shutdown shrink with it, so the control loops see the day as they would.
  */
-export function matrixRun(name: string, timeScale = 1, sigma = DEFAULT_PREDICTION_SIGMA): RunSpec {
-  const plan = { parkedPower: 'off' as const, stepMs: Math.round(5 * 60_000 * timeScale), windowMs: Math.round(30 * 60_000 * timeScale), bootMs: Math.round(DEFAULT_BOOT_MS * timeScale) };
+export function matrixRun(name: string, timeScale = 1, sigma = DEFAULT_PREDICTION_SIGMA, planOverrides: PlanInput = {}): RunSpec {
+  const plan = {
+    parkedPower: 'off' as const,
+    stepMs: Math.round(5 * 60_000 * timeScale),
+    windowMs: Math.round(30 * 60_000 * timeScale),
+    bootMs: Math.round(DEFAULT_BOOT_MS * timeScale),
+    ...planOverrides,
+  };
   switch (name) {
     case 'round-robin':
     case 'least-loaded':
@@ -86,6 +95,8 @@ export interface MatrixOptions {
   readonly minutes?: number;
   /** `perturbed` (default): hardware drawn around the router's model; `model`: the router's model itself. */
   readonly truth?: 'perturbed' | 'model';
+  /** Planner settings for the runs that plan (freesh, its oracle, least-loaded-planned), over the matrix's own. */
+  readonly plan?: PlanInput;
   /** Also solve the fluid bounds. Default true. */
   readonly bounds?: boolean;
   readonly onCell?: (cell: MatrixCell, metrics: RunMetrics | undefined) => void;
@@ -182,7 +193,7 @@ export async function runMatrix(options: MatrixOptions): Promise<Matrix> {
           options.onCell?.(cell, metrics);
         };
         for (const runName of options.runs ?? MATRIX_RUNS) {
-          const result = await simulate({ fleet, workload, carbon, run: matrixRun(runName, timeScale), hardware: scaledHardware, seed });
+          const result = await simulate({ fleet, workload, carbon, run: matrixRun(runName, timeScale, DEFAULT_PREDICTION_SIGMA, options.plan), hardware: scaledHardware, seed });
           const m = evaluate(result);
           push(
             {

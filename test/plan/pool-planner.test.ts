@@ -159,6 +159,29 @@ describe('PoolPlanner', () => {
     expect((await p.replan()).forecastRps).toEqual({ SS: 0, SL: 0, LS: 0, LL: 0 });
   });
 
+  it('with a peak quantile, plans for the busy minutes of bursty traffic, and for the mean when arrivals are even', async () => {
+    const T0 = 6_000_000;
+    const bursty = async (peakQuantile: number) => {
+      const clock = new VirtualClock(T0);
+      const { planner: p } = planner({ clock, windowMs: 600_000, peakQuantile });
+      clock.advance(600_000);
+      // 60 arrivals in the window's first minute, none in the other nine.
+      for (let i = 0; i < 60; i++) p.observe('SS', 100, 10, T0 + 1_000 * i);
+      return (await p.replan()).forecastRps.SS;
+    };
+    expect(await bursty(0)).toBeCloseTo(60 / 600, 12);
+    // The 0.95 quantile of the per-minute counts [60, 0 × 9] is the busy minute: 1 request a second.
+    expect(await bursty(0.95)).toBeCloseTo(1, 12);
+    // Half the minutes are empty: the median minute is below the mean, which stays.
+    expect(await bursty(0.5)).toBeCloseTo(60 / 600, 12);
+
+    const clock = new VirtualClock(T0);
+    const { planner: p } = planner({ clock, windowMs: 600_000, peakQuantile: 0.95 });
+    clock.advance(600_000);
+    for (let i = 0; i < 60; i++) p.observe('SL', 100, 900, T0 + 10_000 * i + 5_000);
+    expect((await p.replan()).forecastRps.SL).toBeCloseTo(60 / 600, 12);
+  });
+
   it('counts where requests of each type were sent until the next plan', async () => {
     const clock = new VirtualClock();
     const { planner: p } = planner({ clock });
