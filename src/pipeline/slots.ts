@@ -53,6 +53,8 @@ export class Slots {
   readonly #queues = new Map<string, AdmissionQueue>();
   readonly #backends = new Map<string, Backend>();
   readonly #held = new Set<Lease>();
+  /** Held leases the store no longer knows (a renewal found them expired): reported once, not renewed again. */
+  readonly #lost = new Set<Lease>();
   readonly #heldBy = new Map<string, number>();
   readonly #pumping = new Set<string>();
   readonly #retry = new Map<string, Timer>();
@@ -117,6 +119,7 @@ export class Slots {
   /** Gives a slot back and admits the next waiter. */
   release(lease: Lease): void {
     if (!this.#held.delete(lease)) return;
+    this.#lost.delete(lease);
     const left = this.held(lease.backendId) - 1;
     if (left > 0) this.#heldBy.set(lease.backendId, left);
     else this.#heldBy.delete(lease.backendId);
@@ -204,11 +207,15 @@ export class Slots {
 
   async #renew(): Promise<void> {
     this.#renewal = undefined;
-    const leases = [...this.#held];
+    const leases: Lease[] = [];
+    for (const lease of this.#held) if (!this.#lost.has(lease)) leases.push(lease);
     const kept = await Promise.all(leases.map((lease) => this.#o.store.renew(lease, this.#o.leaseTtlMs).catch((err: unknown) => (this.#o.onStoreError(err), true))));
     kept.forEach((ok, i) => {
-      if (!ok && this.#held.has(leases[i]!)) this.#o.onLeaseLost(leases[i]!);
+      const lease = leases[i]!;
+      if (ok || !this.#held.has(lease)) return;
+      this.#lost.add(lease);
+      this.#o.onLeaseLost(lease);
     });
-    if (this.#held.size > 0 && !this.#closed) this.#renewal ??= this.#o.clock.setTimer(() => void this.#renew(), this.#o.leaseTtlMs / 3);
+    if (this.#held.size > this.#lost.size && !this.#closed) this.#renewal ??= this.#o.clock.setTimer(() => void this.#renew(), this.#o.leaseTtlMs / 3);
   }
 }

@@ -321,6 +321,25 @@ describe('Slots: leases renewed while held', () => {
     expect(await elsewhere('c')).toBeUndefined();
   });
 
+  it('a lease that expired in the store is reported lost once and renewed no more; the others are kept', async () => {
+    const storeClock = new VirtualClock();
+    const { ask, advance, lost, slots, renewals } = setUp({ storeClock, limit: 2 });
+    const stalled = ask();
+    await settle();
+    // The store's time runs on while this router's stands still (a stalled process): the lease expires there.
+    storeClock.advance(TTL_MS);
+    const fresh = ask();
+    await settle();
+    await advance(TTL_MS / 3);
+    expect(lost).toEqual([stalled.lease]);
+    expect(renewals()).toBe(2);
+    await advance(TTL_MS / 3);
+    expect(lost).toEqual([stalled.lease]);
+    expect(renewals()).toBe(3);
+    slots.release(stalled.lease!);
+    slots.release(fresh.lease!);
+  });
+
   it('a lease given back while its renewal is on its way is not reported lost', async () => {
     const storeClock = new VirtualClock();
     const { clock, ask, lost, slots } = setUp({ storeClock });
