@@ -59,7 +59,8 @@ export class Slots {
   readonly #pumping = new Set<string>();
   readonly #retry = new Map<string, Timer>();
   #renewal: Timer | undefined;
-  #closed = false;
+  /** Set by `close`: the error every later request is refused with. */
+  #closedWith: Error | undefined;
 
   constructor(options: SlotsOptions) {
     this.#o = options;
@@ -101,13 +102,20 @@ export class Slots {
 
   /**
    * A slot on the backend: at once when the store grants one and nobody here waits for it, else
-   * after waiting in its queue. Rejects with 429 (queue full), 504 (waited too long) or 499 (signal).
+   * after waiting in its queue. Rejects with 429 (queue full), 504 (waited too long) or 499 (signal),
+   * or, once closed, with the error it was closed with.
    */
   async acquire(request: SlotRequest): Promise<Lease> {
+    if (this.#closedWith) throw this.#closedWith;
     const { backend } = request;
     const queue = this.#queues.get(backend.id)!;
-    if (queue.waiting === 0 && !this.#closed) {
+    if (queue.waiting === 0) {
       const lease = await this.#try(backend, request.tag);
+      if (this.#closedWith) {
+        // Closed while the store answered: nobody waits for the slot any more.
+        if (lease) await this.#o.store.release(lease).catch(this.#o.onStoreError);
+        throw this.#closedWith;
+      }
       if (lease) return this.#hold(lease);
     }
     const waiting = queue.wait({ priority: request.priority, tenant: request.tenant, tag: request.tag, signal: request.signal });
@@ -141,7 +149,7 @@ export class Slots {
 
   /** Refuses every waiter with `err` and stops renewing. Held leases are released by their requests. */
   close(err: Error): void {
-    this.#closed = true;
+    this.#closedWith = err;
     for (const queue of this.#queues.values()) queue.rejectAll(err);
     for (const timer of this.#retry.values()) timer.cancel();
     this.#retry.clear();
@@ -168,7 +176,7 @@ export class Slots {
 
   /** Admits waiters while the store grants slots; one pump per backend at a time. */
   async #pump(backendId: string): Promise<void> {
-    if (this.#pumping.has(backendId) || this.#closed) return;
+    if (this.#pumping.has(backendId) || this.#closedWith) return;
     const queue = this.#queues.get(backendId)!;
     const backend = this.#backends.get(backendId)!;
     this.#pumping.add(backendId);
@@ -180,7 +188,7 @@ export class Slots {
           this.#retryLater(backendId);
           return;
         }
-        if (this.#closed) {
+        if (this.#closedWith) {
           await this.#o.store.release(lease).catch(this.#o.onStoreError);
           return;
         }
@@ -216,6 +224,6 @@ export class Slots {
       this.#lost.add(lease);
       this.#o.onLeaseLost(lease);
     });
-    if (this.#held.size > this.#lost.size && !this.#closed) this.#renewal ??= this.#o.clock.setTimer(() => void this.#renew(), this.#o.leaseTtlMs / 3);
+    if (this.#held.size > this.#lost.size && !this.#closedWith) this.#renewal ??= this.#o.clock.setTimer(() => void this.#renew(), this.#o.leaseTtlMs / 3);
   }
 }

@@ -402,3 +402,41 @@ describe('Slots: closing', () => {
     expect(slots.held('b')).toBe(0);
   });
 });
+
+describe('Slots: asked after closing', () => {
+  it('a request that asks for a slot after closing is refused at once with the closing error', async () => {
+    const { slots, ask, inStore } = setUp();
+    const err = new Error('shutting down');
+    slots.close(err);
+    const late = ask();
+    await settle();
+    expect(late.error).toBe(err);
+    expect(await inStore()).toBe(0);
+  });
+
+  it('a request whose slot the store grants while closing is refused, and the slot goes back to the store', async () => {
+    const { slots, gate, ask, answerAcquires, inStore } = setUp();
+    gate.acquire = true;
+    const asking = ask();
+    await settle();
+    const err = new Error('shutting down');
+    slots.close(err);
+    await answerAcquires();
+    expect(asking.error).toBe(err);
+    expect(slots.held('b')).toBe(0);
+    expect(await inStore()).toBe(0);
+  });
+
+  it('a request refused by the store while closing is refused too, not queued', async () => {
+    const { slots, gate, ask, elsewhere, answerAcquires } = setUp();
+    await elsewhere();
+    gate.acquire = true;
+    const asking = ask();
+    await settle();
+    const err = new Error('shutting down');
+    slots.close(err);
+    await answerAcquires();
+    expect(asking.error).toBe(err);
+    expect(slots.waiting('b')).toBe(0);
+  });
+});
