@@ -217,6 +217,24 @@ describe('ClusterView: other replicas', () => {
     await expect(view.start()).resolves.toBeUndefined();
     view.stop();
   });
+  it('a snapshot that leaves a backend out updates the others and keeps that one’s last figures', async () => {
+    const errors: unknown[] = [];
+    const { clock, view, store, take, elsewhere, now } = setUp({ onError: (err) => errors.push(err) });
+    await elsewhere('b');
+    await view.start();
+    const read = store.snapshot;
+    store.snapshot = async (ids) => {
+      const all = await read(ids);
+      return new Map([...all].filter(([id]) => id !== 'b'));
+    };
+    await take('b');
+    await elsewhere('a');
+    clock.advance(REFRESH_MS);
+    await settle();
+    expect(errors).toEqual([]);
+    expect(now('a').inFlight).toBe(1);
+    expect(now('b').inFlight).toBe(2);
+  });
 });
 
 describe('ClusterView: health', () => {
@@ -291,6 +309,29 @@ describe('ClusterView: health', () => {
     clock.advance(REFRESH_MS);
     await settle();
     expect(now('a').healthy).toBe(true);
+  });
+
+  it('with the store down from the start, a mark made here still ends at its time', async () => {
+    const { view, fail } = setUp({ onError: () => undefined });
+    fail(new Error('store down'));
+    await view.start();
+    await view.markUnhealthy('a', 100, 0);
+    expect(view.get('a', 99).healthy).toBe(false);
+    expect(view.get('a', 100).healthy).toBe(true);
+    view.stop();
+  });
+
+  it('after marking healthy a backend the store had out, a later mark made here ends at its time', async () => {
+    const { clock, view, store, now } = setUp();
+    await view.start();
+    await store.markUnhealthy('a', 10_000);
+    clock.advance(REFRESH_MS);
+    await settle();
+    expect(now('a').healthy).toBe(false);
+    await view.markHealthy('a');
+    await view.markUnhealthy('a', 100, clock.now());
+    expect(now('a').healthy).toBe(false);
+    expect(view.get('a', clock.now() + 100).healthy).toBe(true);
   });
 
   it('marks on a backend the view does not follow still reach the store', async () => {
