@@ -128,9 +128,8 @@ export class Slots {
   release(lease: Lease): void {
     if (!this.#held.delete(lease)) return;
     this.#lost.delete(lease);
-    const left = this.held(lease.backendId) - 1;
-    if (left > 0) this.#heldBy.set(lease.backendId, left);
-    else this.#heldBy.delete(lease.backendId);
+    // One entry per backend at most: a zero is kept rather than deleted.
+    this.#heldBy.set(lease.backendId, this.held(lease.backendId) - 1);
     this.#o.view.released(lease);
     this.#o.store.release(lease).then(
       () => this.#pumpIfWaiting(lease.backendId),
@@ -144,7 +143,7 @@ export class Slots {
 
   /** `#pump` when someone waits here: with nobody waiting it would find nobody, at an async call a release. */
   #pumpIfWaiting(backendId: string): void {
-    if ((this.#queues.get(backendId)?.waiting ?? 0) > 0) void this.#pump(backendId);
+    if (this.#queues.get(backendId)!.waiting > 0) void this.#pump(backendId);
   }
 
   /** Refuses every waiter with `err` and stops renewing. Held leases are released by their requests. */
@@ -157,7 +156,7 @@ export class Slots {
     this.#renewal = undefined;
   }
 
-  async #try(backend: Backend, tag: string): Promise<Lease | undefined> {
+  async #try(backend: Backend, tag: string | undefined): Promise<Lease | undefined> {
     try {
       return await this.#o.store.tryAcquire(backend.id, backend.maxConcurrency, this.#o.leaseTtlMs, tag);
     } catch (err) {
@@ -176,14 +175,15 @@ export class Slots {
 
   /** Admits waiters while the store grants slots; one pump per backend at a time. */
   async #pump(backendId: string): Promise<void> {
-    if (this.#pumping.has(backendId) || this.#closedWith) return;
+    // After close nobody waits (close refuses the waiters, acquire refuses newcomers): a pump then finds nobody.
+    if (this.#pumping.has(backendId)) return;
     const queue = this.#queues.get(backendId)!;
     const backend = this.#backends.get(backendId)!;
     this.#pumping.add(backendId);
     try {
       let waiter: Waiter | undefined;
       while ((waiter = queue.next())) {
-        const lease = await this.#try(backend, waiter.tag ?? '');
+        const lease = await this.#try(backend, waiter.tag);
         if (!lease) {
           this.#retryLater(backendId);
           return;

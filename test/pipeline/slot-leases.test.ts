@@ -43,7 +43,9 @@ function setUp(o: SetUp = {}) {
   const gate = { acquire: false };
   const fail = { acquire: false, renew: false, release: false };
   let renewals = 0;
+  let acquisitions = 0;
   store.tryAcquire = (...args) => {
+    acquisitions++;
     if (fail.acquire) return Promise.reject(new Error('store down'));
     const answer = tryAcquire(...args);
     return gate.acquire ? new Promise((resolve) => held.push(() => resolve(answer))) : answer;
@@ -101,7 +103,7 @@ function setUp(o: SetUp = {}) {
     for (const fn of held.splice(0)) fn();
     await settle();
   };
-  return { clock, store, view, slots, storeErrors, lost, gate, fail, ask, elsewhere, inStore, advance, answerAcquires, renewals: () => renewals };
+  return { clock, store, view, slots, storeErrors, lost, gate, fail, ask, elsewhere, inStore, advance, answerAcquires, renewals: () => renewals, acquisitions: () => acquisitions };
 }
 
 const settle = async () => {
@@ -275,6 +277,51 @@ describe('Slots: slots freed elsewhere and the store failing', () => {
     expect(view.get('b', clock.now()).inFlight).toBe(0);
     expect(await inStore()).toBe(0);
   });
+  it('a waiter admitted from the queue holds a lease of its class, as counted by every replica', async () => {
+    const { slots, store, ask, view, clock } = setUp();
+    const running = ask();
+    await settle();
+    const waiting = ask();
+    await settle();
+    slots.release(running.lease!);
+    await settle();
+    expect(waiting.lease!.tag).toBe('batch');
+    expect(Object.fromEntries((await store.snapshot(['b'])).get('b')!.byTag)).toEqual({ batch: 1 });
+    expect(Object.fromEntries(view.get('b', clock.now()).byTag)).toEqual({ batch: 1 });
+  });
+
+  it('while the backend stays full, its queue asks the store once per retry, however many wait', async () => {
+    const { ask, elsewhere, advance, acquisitions } = setUp();
+    await elsewhere();
+    for (let i = 0; i < 5; i++) {
+      ask();
+      await settle();
+    }
+    const before = acquisitions();
+    await advance(RETRY_MS);
+    expect(acquisitions()).toBe(before + 1);
+    await advance(RETRY_MS);
+    expect(acquisitions()).toBe(before + 2);
+  });
+
+  it('slots freed here while the store is slow to answer ask it once for the one waiter', async () => {
+    const { slots, gate, ask, answerAcquires, acquisitions, inStore } = setUp({ limit: 2 });
+    const running = [ask(), ask()];
+    await settle();
+    const waiting = ask();
+    await settle();
+    gate.acquire = true;
+    const before = acquisitions();
+    slots.release(running[0]!.lease!);
+    await settle();
+    slots.release(running[1]!.lease!);
+    await settle();
+    await answerAcquires();
+    expect(acquisitions()).toBe(before + 1);
+    expect(waiting.lease).toBeDefined();
+    expect(await inStore()).toBe(1);
+  });
+
 });
 
 describe('Slots: leases renewed while held', () => {
@@ -404,13 +451,14 @@ describe('Slots: closing', () => {
 });
 
 describe('Slots: asked after closing', () => {
-  it('a request that asks for a slot after closing is refused at once with the closing error', async () => {
-    const { slots, ask, inStore } = setUp();
+  it('a request that asks for a slot after closing is refused at once with the closing error, without asking the store', async () => {
+    const { slots, ask, inStore, acquisitions } = setUp();
     const err = new Error('shutting down');
     slots.close(err);
     const late = ask();
     await settle();
     expect(late.error).toBe(err);
+    expect(acquisitions()).toBe(0);
     expect(await inStore()).toBe(0);
   });
 
