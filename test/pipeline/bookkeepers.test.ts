@@ -23,6 +23,15 @@ function completion(p: Placement, outputTokens: number | undefined, serviceMs: n
   return { request: request('t', 10), placement: p, nowMs: 0, outcome, outputTokens, serviceMs };
 }
 
+describe('the router’s bookkeepers', () => {
+  it('each has its own name, which labels its errors in the metrics', () => {
+    const planner = {} as PoolPlanner;
+    const names = [new PrefillTracker([]), new LatencyCalibrator(), new FairShareAccounting(), new PlannerFeed(planner), new PredictorFeedback({} as Predictor)].map((p) => p.name);
+    expect(names.every((name) => /^[a-z-]+$/.test(name))).toBe(true);
+    expect(new Set(names).size).toBe(names.length);
+  });
+});
+
 describe('PrefillTracker', () => {
   it('counts the prompt tokens sent to each backend as its load and backlog, and no other backend’s', () => {
     const tracker = new PrefillTracker(['a', 'b']);
@@ -157,10 +166,12 @@ describe('PredictorFeedback', () => {
     const feedback = new PredictorFeedback(predictor);
     const p = placement('a');
     const done = completion(p, 42, 1);
-    feedback.complete(done);
-    feedback.complete(completion(p, 42, 1, 'client-abort'));
-    feedback.complete(completion(p, undefined, 1));
-    expect(seen).toEqual([[done.request, 42]]);
+    const aborted = completion(p, 43, 1, 'client-abort');
+    const unknown = completion(p, undefined, 1);
+    for (const event of [done, aborted, unknown]) feedback.complete(event);
+    expect(seen).toHaveLength(1);
+    expect(seen[0]![0]).toBe(done.request);
+    expect(seen[0]![1]).toBe(42);
   });
 
   it('a predictor that does not learn is left alone', () => {
