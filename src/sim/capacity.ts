@@ -8,9 +8,7 @@ import type { Trace } from './trace.js';
  * prompt and mean output. Utilisation = offered request rate / this.
  */
 export function fleetCapacityRps(fleet: FleetSpec, trace: Trace): number {
-  const n = trace.requests.length;
-  const meanPrompt = trace.requests.reduce((s, r) => s + r.promptTokens, 0) / n;
-  const meanOut = trace.requests.reduce((s, r) => s + r.outputTokens, 0) / n;
+  const { meanPrompt, meanOut } = traceMeans(trace);
   let total = 0;
   for (const b of fleet.backends) {
     const profile = BUILTIN_PROFILES[b.mode]!;
@@ -20,6 +18,14 @@ export function fleetCapacityRps(fleet: FleetSpec, trace: Trace): number {
   return total;
 }
 
+function traceMeans(trace: Trace): { meanPrompt: number; meanOut: number } {
+  const n = trace.requests.length;
+  return {
+    meanPrompt: trace.requests.reduce((s, r) => s + r.promptTokens, 0) / n,
+    meanOut: trace.requests.reduce((s, r) => s + r.outputTokens, 0) / n,
+  };
+}
+
 /** Mean request rate of a trace (requests per second). */
 export function traceRps(trace: Trace): number {
   return trace.requests.length / Math.max(1, trace.durationMs / 1000);
@@ -27,8 +33,8 @@ export function traceRps(trace: Trace): number {
 
 /**
  * Requests per second the fleet sustains for a trace's mix while decoding stays within a TBT target
- * (default 100 ms, the strictest default class's, so that every class's TBT is met): per instance, at each batch b up to its admitted batch,
- * x(b) = throughputRps(b, ...) requests/s spend x·prefill(meanPrompt) of each second prefilling, so
+ * (default 100 ms, the strictest default class's, so that every class's TBT is met): per instance,
+ * at each batch b up to its admitted batch, x(b) = throughputRps(b, ...) requests/s spend x·prefill(meanPrompt) of each second prefilling, so
  * the time between a sequence's tokens is step(b) / (1 − x·prefill); the largest x(b) whose TBT is
  * within the target counts, summed over instances. Loads in the benchmark are fractions of this:
  * at 1 the fleet is at the edge of its SLOs, not of its raw throughput (the latter, `fleetCapacityRps`,
@@ -36,9 +42,7 @@ export function traceRps(trace: Trace): number {
  * long prompts 0.62). Queueing for prefill is not counted: near 1, bursts miss their TTFT targets.
  */
 export function sloCapacityRps(fleet: FleetSpec, trace: Trace, tbtMs = 100): number {
-  const n = trace.requests.length;
-  const meanPrompt = trace.requests.reduce((s, r) => s + r.promptTokens, 0) / n;
-  const meanOut = trace.requests.reduce((s, r) => s + r.outputTokens, 0) / n;
+  const { meanPrompt, meanOut } = traceMeans(trace);
   let total = 0;
   for (const b of fleet.backends) {
     const profile = BUILTIN_PROFILES[b.mode]!;
