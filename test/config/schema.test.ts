@@ -58,7 +58,7 @@ describe('config', () => {
   });
 
   it('rejects an unknown policy name when the router is created', () => {
-    expect(() => createRouter({ ...valid, policy: 'fastest' })).toThrow(/`policy`: must be one of round-robin, random, freesh, freesh-published, least-loaded, got `"fastest"`/);
+    expect(() => createRouter({ ...valid, policy: 'fastest' })).toThrow(/`policy`: must be one of round-robin, random, freesh, freesh-published, least-loaded, least-loaded-planned, carbon-greedy, got `"fastest"`/);
   });
 
   it('loads a file, and explains unreadable or malformed files', async () => {
