@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
 import { type Clock, systemClock } from '../clock.js';
 import type { Prediction, RoutingRequest } from '../types.js';
+import { type BiasCalibration, type CalibrationKind, MeanBias, MedianBias } from './calibration.js';
 import type * as Features from './features.js';
 import type { LengthModel } from './length-model.js';
 import { capped, heuristicPredictor, type Predictor } from './predictor.js';
@@ -50,8 +51,20 @@ export interface ModelPredictorOptions {
   readonly budgetMs?: number;
   /** Predictions remembered by prompt hash. Default 10,000. */
   readonly cacheSize?: number;
-  /** Weight of each new observation in a model's bias correction. Default 0.05 (about the last 20). */
+  /**
+   * How each serving model's bias (log(1 + tokens)) is learnt from its observed lengths. Default
+   * 'median': the median of the model's last `calibrationWindow` errors and `calibrationPrior` zeros
+   * (`MedianBias`). 'mean': the exponentially weighted mean error at `calibrationRate` (`MeanBias`),
+   * the correction before; a few very long or short answers drag it, and on the held-out answers it
+   * made half the models worse (bench/README.md, length predictor). 'none': no correction.
+   */
+  readonly calibration?: CalibrationKind;
+  /** 'mean' only: weight of each new observation. Default 0.05 (about the last 20). */
   readonly calibrationRate?: number;
+  /** 'median' only: errors the median is taken over, the newest. Default 64. */
+  readonly calibrationWindow?: number;
+  /** 'median' only: zero errors counted in with the observed ones, for the trained model's own guess. Default 3. */
+  readonly calibrationPrior?: number;
   /** Observations kept for fine-tuning (features only, never prompt text). Default 2,000. */
   readonly bufferSize?: number;
   /**
@@ -123,7 +136,8 @@ export function defaultModelDir(): string {
  * burst does not hold up the caller; results are cached by prompt hash; anything that is not ready
  * within `budgetMs`, or a model that is missing or broken, falls back to the heuristic — a request
  * never fails because of the predictor. `observe` learns each serving model's bias from its true lengths at once (the
- * model in production may be one the training data never saw); with `fineTuneEvery` set, it also
+ * model in production may be one the training data never saw; by default the median of its recent
+ * log errors, see `calibration`); with `fineTuneEvery` set, it also
  * keeps a bounded buffer of features and true lengths — never prompt text — on which it fine-tunes
  * a copy of the network now and then, swapping the new weights in only if they do better on the
  * newest slice of traffic.
@@ -142,7 +156,7 @@ export class ModelPredictor implements Predictor {
   /** The first round waits a full interval too: until then there is little traffic to learn from. */
   #lastTuningMs: number;
   /** Per serving model: bias of log(1 + tokens), learnt from observations. */
-  readonly #bias = new Map<string, number>();
+  readonly #bias = new Map<string, BiasCalibration>();
   #model: LengthModel | undefined;
   /** Loaded with the model: the tokenizer loads only when a router uses this predictor. */
   #features: typeof Features | undefined;
@@ -158,7 +172,10 @@ export class ModelPredictor implements Predictor {
       maxBatch: options.maxBatch ?? 64,
       budgetMs: options.budgetMs ?? 20,
       cacheSize: options.cacheSize ?? 10_000,
+      calibration: options.calibration ?? 'median',
       calibrationRate: options.calibrationRate ?? 0.05,
+      calibrationWindow: options.calibrationWindow ?? 64,
+      calibrationPrior: options.calibrationPrior ?? 3,
       bufferSize: options.bufferSize ?? 2_000,
       // Without TF.js no round could run: no buffer is kept, and the model serves as trained.
       fineTuneEvery: missing.length > 0 ? 0 : fineTuneEvery,
@@ -168,6 +185,8 @@ export class ModelPredictor implements Predictor {
       onError: options.onError,
       onFineTune: options.onFineTune,
     };
+    // Thrown here, not at the first observation: a bad window or prior is a configuration error.
+    if (this.#options.calibration === 'median') new MedianBias(this.#options.calibrationWindow, this.#options.calibrationPrior);
     this.#lastTuningMs = this.#options.clock.now();
     this.#cache = new LRUCache({ max: this.#options.cacheSize });
     this.#dir = options.dir ?? defaultModelDir();
@@ -225,11 +244,17 @@ export class ModelPredictor implements Predictor {
   observe(request: RoutingRequest, outputTokens: number): void {
     const hit = this.#cache.get(cacheKey(request));
     if (!hit || !(outputTokens > 0)) return;
-    // The error against the uncorrected prediction: the bias converges to the mean log error.
-    const error = Math.log1p(outputTokens) - hit.logP50;
-    const model = request.model.toLowerCase();
-    const bias = this.#bias.get(model) ?? 0;
-    this.#bias.set(model, bias + this.#options.calibrationRate * (error - bias));
+    // The error against the uncorrected prediction: the correction follows its median (or mean).
+    const kind = this.#options.calibration;
+    if (kind !== 'none') {
+      const model = request.model.toLowerCase();
+      let bias = this.#bias.get(model);
+      if (!bias) {
+        bias = kind === 'mean' ? new MeanBias(this.#options.calibrationRate) : new MedianBias(this.#options.calibrationWindow, this.#options.calibrationPrior);
+        this.#bias.set(model, bias);
+      }
+      bias.observe(Math.log1p(outputTokens) - hit.logP50);
+    }
     if (this.#options.fineTuneEvery > 0 && this.#model) this.#remember(request, hit, outputTokens);
   }
 
@@ -319,7 +344,7 @@ export class ModelPredictor implements Predictor {
 
   /** The learnt bias correction of a serving model (log space). */
   bias(model: string): number {
-    return this.#bias.get(model.toLowerCase()) ?? 0;
+    return this.#bias.get(model.toLowerCase())?.value ?? 0;
   }
 
   async close(): Promise<void> {

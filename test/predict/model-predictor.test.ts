@@ -75,8 +75,11 @@ describe('ModelPredictor', () => {
     await predictor.close();
   });
 
-  it('learns a serving model\'s bias from observed lengths', async () => {
-    const predictor = new ModelPredictor({ calibrationRate: 0.5 });
+  it.each([
+    ['the median of its errors (the default)', {}],
+    ['the mean of its errors', { calibration: 'mean', calibrationRate: 0.5 }],
+  ] as const)("learns a serving model's bias from observed lengths: %s", async (_how, options) => {
+    const predictor = new ModelPredictor(options);
     await predictor.ready();
     const r = request('Summarise the plot of Hamlet.', 'llama-3-70b');
     const before = await predictor.predict(r);
@@ -88,6 +91,40 @@ describe('ModelPredictor', () => {
     await predictor.close();
   });
 
+  it('moves the median-based bias to the median of a heavy-tailed error stream, where the mean-based one follows the tail', async () => {
+    const median = new ModelPredictor();
+    const mean = new ModelPredictor({ calibration: 'mean' });
+    const none = new ModelPredictor({ calibration: 'none' });
+    await Promise.all([median.ready(), mean.ready(), none.ready()]);
+    const errors: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const r = request(`Explain sorting algorithm number ${i}.`, 'llama-3-70b');
+      // Four in five answers twice the uncorrected prediction; one in five a hundred times as long.
+      const logP50 = Math.log1p((await none.predict(r)).outputTokensP50);
+      const tokens = Math.round(Math.expm1(logP50) * (i % 5 === 4 ? 100 : 2));
+      for (const p of [median, mean, none]) {
+        await p.predict(r);
+        p.observe(r, tokens);
+      }
+      errors.push(Math.log1p(tokens) - logP50);
+    }
+    const sorted = errors.slice(-64).sort((a, b) => a - b);
+    const mid = (sorted[31]! + sorted[32]!) / 2;
+    const meanError = errors.reduce((s, e) => s + e, 0) / errors.length;
+    expect(mid).toBeCloseTo(Math.log(2), 1);
+    expect(meanError).toBeGreaterThan(1.3);
+    // The served predictions are rounded to whole tokens: the errors here are against them.
+    expect(median.bias('llama-3-70b')).toBeCloseTo(mid, 1);
+    expect(mean.bias('llama-3-70b')).toBeGreaterThan(1);
+    expect(none.bias('llama-3-70b')).toBe(0);
+    await Promise.all([median.close(), mean.close(), none.close()]);
+  });
+
+  it('refuses a median window or prior that is not a whole number', () => {
+    expect(() => new ModelPredictor({ calibrationWindow: 0 })).toThrow(/window/);
+    expect(() => new ModelPredictor({ calibrationPrior: 1.5 })).toThrow(/prior/);
+  });
+
   it.each([
     ['on the calling thread (TypeScript sources)', async () => ModelPredictor],
     // The compiled build has the worker thread: `npm test` builds first.
@@ -97,7 +134,7 @@ describe('ModelPredictor', () => {
     const results: { swapped: boolean; maeBefore: number; maeAfter: number }[] = [];
     // A generous budget: each observation must find the model's prediction cached, and on a loaded
     // machine the default 20 ms would answer some with the heuristic before the model's pass ran.
-    const predictor = new Predictor({ fineTuneEvery: 100, fineTuneIntervalMs: 0, fineTuneEpochs: 30, bufferSize: 400, calibrationRate: 0, budgetMs: 10_000, onFineTune: (r) => results.push(r) });
+    const predictor = new Predictor({ fineTuneEvery: 100, fineTuneIntervalMs: 0, fineTuneEpochs: 30, bufferSize: 400, calibration: 'none', budgetMs: 10_000, onFineTune: (r) => results.push(r) });
     await predictor.ready();
     // A traffic pattern the training data never showed: prompts about zebras get very long answers.
     const prompt = (i: number) => (i % 2 === 0 ? `Tell me about zebra herd number ${i}.` : `Tell me about the weather on day ${i}.`);
@@ -137,7 +174,7 @@ describe('ModelPredictor', () => {
   it('spends its budget and its fine-tuning interval on the clock it is given', async () => {
     const clock = new VirtualClock();
     const rounds: unknown[] = [];
-    const predictor = new ModelPredictor({ clock, budgetMs: 20, fineTuneEvery: 10, fineTuneIntervalMs: 60_000, fineTuneEpochs: 1, calibrationRate: 0, onFineTune: (r) => rounds.push(r) });
+    const predictor = new ModelPredictor({ clock, budgetMs: 20, fineTuneEvery: 10, fineTuneIntervalMs: 60_000, fineTuneEpochs: 1, calibration: 'none', onFineTune: (r) => rounds.push(r) });
     await predictor.ready();
     // The budget runs out when the clock passes it, before the next turn of the event loop.
     const late = predictor.predict(request('Explain quicksort.'));
