@@ -133,10 +133,12 @@ export const planSchema = z.strictObject({
   /** Planned capacity over forecast demand. Default 1.1 (FREESH's margin). */
   margin: z.number().min(1).max(3).default(1.1),
   /**
-   * Plan for this quantile of the window's per-minute request rate when it is above the mean, so
-   * bursts and rising demand find instances on; 0 plans for the mean. Default 0.
+   * Plan for this quantile of the window's per-minute request rate when it is above `margin` ×
+   * the mean, so bursts and rising demand find instances on; 0 plans for margin × the mean.
+   * Default 0.9: on the bursty code trace at 0.3 of SLO capacity it raised attainment from 38.6% to
+   * 48.3% for +7% energy; on smooth conversation traffic it costs ~4% energy for +0.5 point.
    */
-  peakQuantile: z.number().min(0).max(1).default(0),
+  peakQuantile: z.number().min(0).max(1).default(0.9),
   /** Highest planned load of an instance, as a fraction of its capacity. Default 0.8. */
   maxUtilisation: z.number().gt(0).max(1).default(0.8),
   /** SM clock levels (fractions of maximum) the planner may choose; [1] disables frequency scaling. Default [1, 0.85, 0.7]. */

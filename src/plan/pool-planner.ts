@@ -26,8 +26,8 @@ export interface PoolPlannerOptions {
   readonly windowMs: number;
   readonly margin: number;
   /**
-   * Plan for this quantile of the per-minute request rate in the window when it is above the mean
-   * (bursty traffic, rising demand); 0 plans for the mean alone.
+   * Plan for this quantile of the per-minute request rate in the window when it is above the
+   * margin over the mean (bursty traffic, rising demand); 0 plans for the margin over the mean.
    */
   readonly peakQuantile?: number;
   readonly maxUtilisation: number;
@@ -121,7 +121,10 @@ export class PoolPlanner {
     bucket.predictedTokens[type] += predictedTokens;
   }
 
-  /** The window's `peakQuantile` per-minute rate over its mean rate, at least 1. */
+  /**
+   * What the mean rate is multiplied by so that margin × forecast covers the window's
+   * `peakQuantile` per-minute rate: 1 when the margin already covers it (smooth traffic).
+   */
   #peakFactor(now: number, spanS: number): number {
     const q = this.#options.peakQuantile ?? 0;
     if (!(q > 0)) return 1;
@@ -140,7 +143,7 @@ export class PoolPlanner {
     if (total === 0) return 1;
     perMinute.sort();
     const atQuantile = perMinute[Math.min(minutes - 1, Math.floor(q * minutes))]!;
-    return Math.max(1, (atQuantile * minutes) / total);
+    return Math.max(1, (atQuantile * minutes) / total / this.#options.margin);
   }
 
   /** Records where a request of a type was sent, for the plan-share scorer. */
