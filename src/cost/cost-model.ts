@@ -99,7 +99,7 @@ export function prefillTokensPerMs(backend: Backend, running: number, clockFract
     prefillMs(backend.profile, backend.prefillChunkTokens),
     running,
     frequency.prefillTime(clockFraction),
-    Math.min(backend.maxConcurrency, running) > 0 ? frequency.decodeTime(clockFraction) : 0,
+    frequency.decodeTime(clockFraction),
   );
 }
 

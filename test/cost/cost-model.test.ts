@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type CostInput, prefillTokensPerMs, profileCostModel } from '../../src/cost/cost-model.js';
 import { BUILTIN_PROFILES, decodePowerW, decodeStepMs, interpolate, prefillMs } from '../../src/cost/profiles.js';
+import { DEFAULT_FREQUENCY_MODEL } from '../../src/cost/frequency.js';
 import { backend, request } from '../helpers/fixtures.js';
 
 const prediction = { outputTokensP50: 100, outputTokensP90: 300, source: 'test' };
@@ -119,5 +120,37 @@ describe('profile cost model', () => {
     expect(busy.waitMs).toBeGreaterThan(0);
     expect(busy.ttftMs).toBeGreaterThan(idle.ttftMs);
     expect(busy.energyJ).toBeLessThan(idle.energyJ);
+  });
+});
+
+describe('profile cost model: queueing and the clock', () => {
+  it('waits behind the requests ahead, maxConcurrency at a time, each about one service time', () => {
+    const b = backend('a', { maxConcurrency: 4 });
+    const at = (inFlight: number, queued: number) => {
+      const est = profileCostModel.estimate(input({ backend: b, state: { inFlight, healthy: true }, queued }));
+      return est.waitMs / (est.e2eMs - est.waitMs);
+    };
+    expect(at(3, 0)).toBe(0);
+    expect(at(4, 0)).toBeCloseTo(0.25, 12);
+    expect(at(4, 2)).toBeCloseTo(0.75, 12);
+    expect(at(2, 5)).toBeCloseTo(1, 12);
+  });
+
+  it('at a lower clock, prompts sent lately stretch the time between tokens by their slower prefill', () => {
+    const b = backend('a');
+    const f = DEFAULT_FREQUENCY_MODEL;
+    const est = profileCostModel.estimate(input({ backend: b, promptTokensPerS: 1_000, clockFraction: 0.7 }));
+    const share = (1_000 * (prefillMs(b.profile, 512) / 512) * f.prefillTime(0.7)) / 1_000;
+    expect(est.tbtMs).toBeCloseTo((decodeStepMs(b.profile, 1) * f.decodeTime(0.7)) / (1 - share), 9);
+  });
+
+  it('at a lower clock, a prompt’s chunk step takes the slower prefill plus the slower decode of the running batch', () => {
+    const b = backend('a');
+    const f = DEFAULT_FREQUENCY_MODEL;
+    const est = profileCostModel.estimate(input({ backend: b, state: { inFlight: 3, healthy: true }, clockFraction: 0.7 }));
+    const stepMs = prefillMs(b.profile, 512) * f.prefillTime(0.7) + decodeStepMs(b.profile, 3) * f.decodeTime(0.7);
+    expect(est.ttftMs).toBeCloseTo(stepMs, 9);
+    expect(prefillTokensPerMs(b, 3, 0.7)).toBeCloseTo(512 / stepMs, 12);
+    expect(prefillTokensPerMs(b, 0, 0.7)).toBeCloseTo(512 / (prefillMs(b.profile, 512) * f.prefillTime(0.7)), 12);
   });
 });

@@ -431,8 +431,8 @@ describe('Slots: closing', () => {
     expect(await elsewhere()).toBeDefined();
   });
 
-  it('a slot the store grants after closing goes back to the store and to nobody', async () => {
-    const { slots, gate, ask, answerAcquires, inStore } = setUp();
+  it('a slot the store grants after closing goes back to the store and to nobody, leaving no timer behind', async () => {
+    const { slots, gate, ask, answerAcquires, inStore, clock, view } = setUp();
     const running = ask();
     await settle();
     const waiting = ask();
@@ -447,6 +447,8 @@ describe('Slots: closing', () => {
     expect(waiting.lease).toBeUndefined();
     expect(await inStore()).toBe(0);
     expect(slots.held('b')).toBe(0);
+    expect(view.get('b', clock.now()).inFlight).toBe(0);
+    expect(clock.nextAtMs()).toBeUndefined();
   });
 });
 
