@@ -135,8 +135,8 @@ export const planSchema = z.strictObject({
   /**
    * Plan for this quantile of the window's per-minute request rate when it is above `margin` ×
    * the mean, so bursts and rising demand find instances on; 0 plans for margin × the mean.
-   * Default 0.9: on the bursty code trace at 0.3 of SLO capacity it raised attainment from 38.6% to
-   * 48.3% for +7% energy; on smooth conversation traffic it costs ~4% energy for +0.5 point.
+   * Default 0.9: on the bursty code trace at 0.3 of SLO capacity it raised attainment by 11 to 14
+   * points for +15% energy; on conversation traffic +0.3 to +3 points for +1 to +7% (bench/README).
    */
   peakQuantile: z.number().min(0).max(1).default(0.9),
   /** Highest planned load of an instance, as a fraction of its capacity. Default 0.8. */
