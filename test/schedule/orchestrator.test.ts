@@ -25,7 +25,8 @@ describe('decide', () => {
       score: (c) => (c.backend.id === 'c' ? 1 : 0.2),
       scoreAll(cs, _ctx, out) {
         if (throws) throw new Error('batch broke');
-        cs.forEach((c, i) => (out[i] = c.backend.id === 'c' ? 1 : 0.2));
+        // Not the per-candidate figure for `a`: the trace shows which form answered.
+        cs.forEach((c, i) => (out[i] = c.backend.id === 'c' ? 1 : 0.3));
       },
     });
     for (const throws of [false, true]) {
@@ -33,7 +34,7 @@ describe('decide', () => {
       const d = decide(policy, [candidate('a'), candidate('b'), candidate('c')], ctx(), true);
       expect(d.picked?.candidate.backend.id).toBe('c');
       expect(d.trace!.candidates.find((c) => c.backend === 'b')?.droppedBy).toBe('drop-b');
-      expect(d.trace!.candidates.find((c) => c.backend === 'a')?.scores).toEqual({ 'prefer-c': 0.2 });
+      expect(d.trace!.candidates.find((c) => c.backend === 'a')?.scores).toEqual({ 'prefer-c': throws ? 0.2 : 0.3 });
       // A batch form that throws is not an error of the plugin's verdicts: the per-candidate form answered.
       expect(d.errors).toEqual([]);
     }
@@ -126,5 +127,48 @@ describe('built-in policies', () => {
 
   it('the healthy filter is exported for composing policies', () => {
     expect(healthyFilter.keep(fleet[3]!, ctx())).toBe(false);
+  });
+
+  it('traces each plugin\'s time in µs, each candidate\'s score, and puts back what a relaxed soft filter had dropped', () => {
+    const slow = scorer('slow', (c) => {
+      const until = performance.now() + 2;
+      while (performance.now() < until);
+      return c.backend.id === 'a' ? 1 : 0.5;
+    });
+    const policy: Policy = {
+      name: 'p',
+      filters: [healthyFilter, { name: 'none-fits', soft: true, keep: () => false }],
+      scorers: [{ scorer: slow, weight: 1 }],
+      picker: maxScorePicker(),
+    };
+    const d = decide(policy, [candidate('a'), candidate('b'), candidate('sick', 0, 0, { healthy: false })], ctx(), true);
+    expect(d.relaxed).toEqual(['none-fits']);
+    const byId = Object.fromEntries(d.trace!.candidates.map((c) => [c.backend, c]));
+    expect(byId['a']).toEqual({ backend: 'a', scores: { slow: 1 }, score: 1 });
+    expect(byId['b']).toEqual({ backend: 'b', scores: { slow: 0.5 }, score: 0.5 });
+    expect(byId['sick']).toEqual({ backend: 'sick', droppedBy: 'healthy' });
+    const us = d.trace!.pluginUs;
+    expect(Object.keys(us)).toEqual(['filter:healthy', 'filter:none-fits', 'scorer:slow', 'picker:max-score']);
+    // Two candidates scored, 2 ms each: at least 4,000 µs, and not a clock reading.
+    expect(us['scorer:slow']).toBeGreaterThanOrEqual(3_900);
+    expect(us['scorer:slow']).toBeLessThan(10_000_000);
+    for (const v of Object.values(us)) expect(v).toBeGreaterThanOrEqual(0);
+  });
+
+  it('relaxes no soft filter when there is no candidate at all', () => {
+    const policy: Policy = { name: 'p', filters: [{ name: 'soft', soft: true, keep: () => false }], scorers: [], picker: maxScorePicker() };
+    const d = decide(policy, [], ctx());
+    expect(d.relaxed).toEqual([]);
+    expect(d.picked).toBeUndefined();
+  });
+
+  it('a misbehaving picker falls back to the first of the best-scored', () => {
+    const policy: Policy = {
+      name: 'p',
+      filters: [],
+      scorers: [{ scorer: scorer('flat', () => 0.5), weight: 1 }],
+      picker: { name: 'liar', pick: () => ({ candidate: candidate('zzz'), score: 1 }) },
+    };
+    expect(decide(policy, [candidate('a'), candidate('b'), candidate('c')], ctx()).picked?.candidate.backend.id).toBe('a');
   });
 });
