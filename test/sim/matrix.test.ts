@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MatrixCell, matrixRun, runMatrix, verdicts } from '../../src/sim/matrix.js';
 
-/** A data folder like ../shared/data: the committed 2-minute trace slice and flat synthetic grids. */
+/** A data folder laid out like the project's data set: the committed 2-minute trace slice and flat synthetic grids. */
 let dataDir: string;
 beforeAll(async () => {
   dataDir = await mkdtemp(join(tmpdir(), 'freesh-matrix-'));
