@@ -55,6 +55,15 @@ export function decodePowerW(profile: InstanceProfile, batch: number): number {
   return profile.idleW + (profile.decodeW - profile.idleW) * decodeUtilisation(batch);
 }
 
+/**
+ * Decode power at a batch when the clock scales the above-idle power by `dynamic` (see
+ * FrequencyModel.dynamicPower), with `share` the idle-to-full curve: what a simulated instance draws
+ * and what the fluid bound charges, from one formula.
+ */
+export function decodePowerAtW(profile: InstanceProfile, batch: number, dynamic: number, share: (batch: number) => number = decodeUtilisation): number {
+  return profile.idleW + (profile.decodeW - profile.idleW) * share(batch) * dynamic;
+}
+
 export function decodeStepMs(profile: InstanceProfile, batch: number): number {
   return interpolate(profile.decodeStepMs, Math.max(1, batch));
 }

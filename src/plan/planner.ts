@@ -197,8 +197,14 @@ export function readSolution(input: PlanInput, formulation: Formulation, result:
   };
 }
 
-/** A number as the LP format wants it: finite, to twelve significant digits, as short as JavaScript writes it. */
-function num(value: number): string {
-  if (!Number.isFinite(value)) throw new RangeError(`planner: coefficient ${value}`);
+/**
+ * A number as the LP format wants it: finite, to twelve significant digits, as short as JavaScript
+ * writes it (trimming zeros by hand once trimmed an exponent's: 2.63893782902e-10 became e-1).
+ * `who` names the model in the error.
+ */
+export function lpNumber(value: number, who = 'planner'): string {
+  if (!Number.isFinite(value)) throw new RangeError(`${who}: coefficient ${value}`);
   return String(Number(value.toPrecision(12)));
 }
+
+const num = (value: number): string => lpNumber(value);

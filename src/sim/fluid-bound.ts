@@ -1,6 +1,6 @@
 import type { CarbonSeries } from '../carbon/series.js';
-import { decodeStepMs, prefillMs } from '../cost/profiles.js';
-import { loadSolver, type LpSolution, solveLp } from '../plan/planner.js';
+import { decodePowerAtW, decodeStepMs, prefillMs } from '../cost/profiles.js';
+import { loadSolver, lpNumber, type LpSolution, solveLp } from '../plan/planner.js';
 import type { FleetSpec } from './fleet.js';
 import type { Hardware } from './hardware.js';
 import type { Trace } from './trace.js';
@@ -260,7 +260,7 @@ export function operatingPoints(hardware: Hardware, maxBatch: number, levels: re
     for (let b = 1; b <= maxBatch; b++) {
       const stepMs = decodeStepMs(profile, b) * frequency.decodeTime(f);
       if (stepMs > tbtMs) continue;
-      decode.push({ kind: 'decode', tokensPerMs: b / stepMs, powerW: idle + (profile.decodeW - idle) * hardware.decodePowerShare(b) * dynamic });
+      decode.push({ kind: 'decode', tokensPerMs: b / stepMs, powerW: decodePowerAtW(profile, b, dynamic, hardware.decodePowerShare) });
     }
     prefill.push({ kind: 'prefill', tokensPerMs: 1 / (prefillMsPerToken * frequency.prefillTime(f)), powerW: idle + (profile.prefillW - idle) * dynamic });
   }
@@ -303,8 +303,4 @@ function lowestIntensity(intensity: (ms: number) => number, startMs: number, end
   return lowest;
 }
 
-/** A number as the LP format wants it: finite, to twelve significant digits (as the planner writes them). */
-function num(value: number): string {
-  if (!Number.isFinite(value)) throw new RangeError(`fluidBound: coefficient ${value}`);
-  return String(Number(value.toPrecision(12)));
-}
+const num = (value: number): string => lpNumber(value, 'fluidBound');

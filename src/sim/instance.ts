@@ -1,6 +1,6 @@
 import type { Clock, Timer } from '../clock.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from '../cost/frequency.js';
-import { decodeStepMs, decodeUtilisation, type InstanceProfile, prefillMs } from '../cost/profiles.js';
+import { decodePowerAtW, decodeStepMs, decodeUtilisation, type InstanceProfile, prefillMs } from '../cost/profiles.js';
 import type { Hardware } from './hardware.js';
 
 export interface SimJob {
@@ -278,7 +278,8 @@ export class SimInstance {
     const decode = decoding > 0 ? decodeStepMs(this.profile, decoding) * model.decodeTime(f) : 0;
     const stepMs = Math.max(1e-3, prefill + decode);
     const dynamic = model.dynamicPower(f);
-    const decodeW = idleW + (this.profile.decodeW - idleW) * (decoding > 0 ? this.#powerShare(decoding) : 0) * dynamic;
+    // With nothing decoding, decode takes no time in the step: its power is not counted.
+    const decodeW = decoding > 0 ? decodePowerAtW(this.profile, decoding, dynamic, this.#powerShare) : idleW;
     this.#powerW = (prefill * (idleW + (prefillW - idleW) * dynamic) + decode * decodeW) / stepMs;
     this.#busyMs += stepMs;
     this.#timer = this.#clock.setTimer(() => this.#finishStep(), stepMs);
