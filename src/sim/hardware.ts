@@ -1,5 +1,5 @@
 import { type Rng, seededRng } from '../clock.js';
-import { frequencyModel, type FrequencyModel } from '../cost/frequency.js';
+import { DEFAULT_FREQUENCY_MODEL, frequencyModel, type FrequencyModel } from '../cost/frequency.js';
 import { BUILTIN_PROFILES, type Curve, decodeUtilisation, type InstanceProfile, interpolate } from '../cost/profiles.js';
 import { DEFAULT_BOOT_MS } from '../plan/plan.js';
 import type { FleetSpec } from './fleet.js';
@@ -55,7 +55,7 @@ export const DEFAULT_HARDWARE_BOUNDS: HardwareBounds = Object.freeze<HardwareBou
 
 /** The router's own model as hardware: what the simulator ran on before it had a truth of its own. */
 export function modelHardware(mode: string, bootMs = DEFAULT_BOOT_MS): Hardware {
-  return Object.freeze({ profile: profileOf(mode), frequency: frequencyModel(), decodePowerShare: decodeUtilisation, bootMs });
+  return Object.freeze({ profile: profileOf(mode), frequency: DEFAULT_FREQUENCY_MODEL, decodePowerShare: decodeUtilisation, bootMs });
 }
 
 export interface PerturbOptions {

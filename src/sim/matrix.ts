@@ -177,14 +177,14 @@ export async function runMatrix(options: MatrixOptions): Promise<Matrix> {
   const cells: MatrixCell[] = [];
   for (const workloadName of options.workloads ?? WORKLOADS) {
     const { trace: recorded, timeScale } = await loadWorkload(workloadName, options.dataDir, options.minutes);
+    // Boot times shrink with a compressed day, as the planner's step does.
+    const scaledHardware = timeScale >= 1 ? hardware : new Map([...hardware].map(([id, h]) => [id, { ...h, bootMs: h.bootMs * timeScale }]));
     for (const gridName of options.grids ?? Object.keys(GRIDS)) {
       const grid = GRIDS[gridName];
       if (!grid) throw new RangeError(`unknown grid \`${gridName}\``);
       const carbon = await gridCarbon(FREESH_FLEET, grid, options.dataDir, timeScale);
       const fleet = fleetOnGrid(FREESH_FLEET, grid, carbon);
       const capacity = sloCapacityRps(fleet, recorded);
-      // Boot times shrink with a compressed day, as the planner's step does.
-      const scaledHardware = timeScale >= 1 ? hardware : new Map([...hardware].map(([id, h]) => [id, { ...h, bootMs: h.bootMs * timeScale }]));
       for (const load of options.loads ?? LOADS) {
         const trace = scaleTrace(recorded, (load * capacity) / traceRps(recorded));
         const workload = buildWorkload(trace, { seed });
