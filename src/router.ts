@@ -235,6 +235,7 @@ export class Router {
       maxQueueMs: limits.maxQueueMs,
       fairShare: fair?.counters,
       urgentWithinMs: config.fairness.urgentWithinMs,
+      demoteLate: (this.policy.queue ?? fifoOrder).latestStart,
       onStoreError: storeError,
       onLeaseLost: () => this.metrics.pluginErrors.labels('lease-lost').inc(),
     });

@@ -17,6 +17,8 @@ export interface SlotsOptions {
   readonly maxQueueMs: number;
   readonly fairShare: FairShare | undefined;
   readonly urgentWithinMs: number;
+  /** Queue priorities are latest start times: waiters past theirs go behind the others. */
+  readonly demoteLate: boolean;
   /** Told of a store failure: a refused acquisition is retried, a lost renewal only counted. */
   readonly onStoreError: (err: unknown) => void;
   /** Told when a held lease could not be renewed (it had expired in the store: its slot may be reused). */
@@ -75,6 +77,7 @@ export class Slots {
           clock: options.clock,
           fairShare: options.fairShare,
           urgentWithinMs: options.urgentWithinMs,
+          demoteLate: options.demoteLate,
         }),
       );
     }

@@ -18,6 +18,12 @@ export interface AdmissionQueueOptions {
    */
   readonly fairShare?: FairShare | undefined;
   readonly urgentWithinMs?: number;
+  /**
+   * Priorities are latest start times on `clock` (least-laxity orders): a waiter whose latest start
+   * has passed can no longer meet its deadline and waits behind every waiter that still can. Without
+   * it, least laxity first spends an overload on requests already lost and makes the rest late too.
+   */
+  readonly demoteLate?: boolean;
 }
 
 export interface Ticket {
@@ -55,8 +61,14 @@ const byPriority = (a: Waiter, b: Waiter): number => a.priority - b.priority || 
 const precedes = (a: Waiter, b: Waiter): boolean => byPriority(a, b) < 0;
 const NO_TENANT = '';
 
+/** One tenant's waiters: those that can still start in time, and those that cannot (`demoteLate`). */
+interface TenantWaiters {
+  readonly onTime: TinyQueue<Waiter>;
+  readonly late: TinyQueue<Waiter>;
+}
+
 /**
- * The requests waiting for a slot on one backend, in the order they should get one: one binary heap
+ * The requests waiting for a slot on one backend, in the order they should get one: binary heaps
  * per tenant (p-queue orders by a static integer and cannot withdraw a waiting task on timeout, both
  * of which this needs, nor choose between tenants by their service). The queue does not count slots:
  * the state store grants them (`tryAcquire`, shared by every replica), and whoever frees one asks
@@ -65,7 +77,7 @@ const NO_TENANT = '';
  */
 export class AdmissionQueue {
   readonly #options: AdmissionQueueOptions;
-  readonly #heaps = new Map<string, TinyQueue<Waiter>>();
+  readonly #tenants = new Map<string, TenantWaiters>();
   #waiting = 0;
   #seq = 0;
 
@@ -102,9 +114,9 @@ export class AdmissionQueue {
         waiter.onAbort = () => this.#withdraw(waiter, clientAborted());
         waiter.signal.addEventListener('abort', waiter.onAbort);
       }
-      let heap = this.#heaps.get(tenant);
-      if (!heap) this.#heaps.set(tenant, (heap = new TinyQueue<Waiter>([], byPriority)));
-      heap.push(waiter);
+      let waiters = this.#tenants.get(tenant);
+      if (!waiters) this.#tenants.set(tenant, (waiters = { onTime: new TinyQueue<Waiter>([], byPriority), late: new TinyQueue<Waiter>([], byPriority) }));
+      waiters.onTime.push(waiter);
       this.#waiting++;
       fairShare?.startWaiting(tenant);
     });
@@ -125,26 +137,40 @@ export class AdmissionQueue {
 
   /** Refuses every waiter with `err` (used on shutdown). */
   rejectAll(err: Error): void {
-    for (const heap of [...this.#heaps.values()]) for (const waiter of [...heap.data]) this.#withdraw(waiter, err);
-    this.#heaps.clear();
+    for (const { onTime, late } of [...this.#tenants.values()]) for (const waiter of [...onTime.data, ...late.data]) this.#withdraw(waiter, err);
+    this.#tenants.clear();
   }
 
   /**
    * The waiter to admit: the most urgent one if its latest start is near (or fairness is off),
-   * otherwise the head of the tenant with the least service.
+   * otherwise the head of the tenant with the least service; with `demoteLate`, chosen among the
+   * waiters still on time, and among the late ones only when none is.
    */
   #next(): Waiter | undefined {
+    const now = this.#options.clock.now();
+    for (const [tenant, waiters] of this.#tenants) {
+      const { onTime, late } = waiters;
+      for (;;) {
+        const head = onTime.peek();
+        if (!head) break;
+        if (head.settled) onTime.pop();
+        else if (this.#options.demoteLate && head.priority < now) late.push(onTime.pop()!);
+        else break;
+      }
+      while (late.length > 0 && late.peek()!.settled) late.pop();
+      if (onTime.length === 0 && late.length === 0) this.#tenants.delete(tenant);
+    }
+    return this.#pick('onTime', now) ?? this.#pick('late', now);
+  }
+
+  #pick(kind: keyof TenantWaiters, now: number): Waiter | undefined {
     const fairShare = this.#options.fairShare;
     let urgent: Waiter | undefined;
     let fairest: Waiter | undefined;
     let fairestCounter = Number.POSITIVE_INFINITY;
-    for (const [tenant, heap] of this.#heaps) {
-      while (heap.length > 0 && heap.peek()!.settled) heap.pop();
-      const head = heap.peek();
-      if (!head) {
-        this.#heaps.delete(tenant);
-        continue;
-      }
+    for (const [tenant, waiters] of this.#tenants) {
+      const head = waiters[kind].peek();
+      if (!head) continue;
       if (!urgent || precedes(head, urgent)) urgent = head;
       if (fairShare) {
         const counter = fairShare.counter(tenant);
@@ -156,19 +182,20 @@ export class AdmissionQueue {
     }
     // With fairness on, the first head found sets both; without it, fairest stays unset.
     if (!fairest) return urgent;
-    return urgent!.priority <= this.#options.clock.now() + (this.#options.urgentWithinMs ?? 0) ? urgent : fairest;
+    return urgent!.priority <= now + (this.#options.urgentWithinMs ?? 0) ? urgent : fairest;
   }
 
   #withdraw(waiter: Waiter, err: Error): void {
     if (waiter.settled) return;
     this.#settle(waiter);
     waiter.reject(err);
-    // Withdrawn waiters stay in their heap until popped; rebuild one when they dominate it.
-    const heap = this.#heaps.get(waiter.tenant);
+    // Withdrawn waiters stay in their heap until popped; rebuild a tenant's when they dominate it.
+    const waiters = this.#tenants.get(waiter.tenant);
     // Stryker disable next-line ConditionalExpression,LogicalOperator,EqualityOperator,ArithmeticOperator,BlockStatement: whether and when to rebuild bounds memory only: next() skips settled waiters either way
-    if (heap && heap.length > 64 && heap.length > 2 * this.#waiting) {
+    if (waiters && waiters.onTime.length + waiters.late.length > 64 && waiters.onTime.length + waiters.late.length > 2 * this.#waiting) {
       // Stryker disable next-line MethodExpression: keeping the settled waiters only keeps memory; next() skips them
-      this.#heaps.set(waiter.tenant, new TinyQueue(heap.data.filter((w) => !w.settled), byPriority));
+      const kept = (heap: TinyQueue<Waiter>) => new TinyQueue(heap.data.filter((w) => !w.settled), byPriority);
+      this.#tenants.set(waiter.tenant, { onTime: kept(waiters.onTime), late: kept(waiters.late) });
     }
   }
 

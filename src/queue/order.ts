@@ -14,6 +14,11 @@ export interface QueueOrder {
    * when this is set and `fairness.enabled` is on.
    */
   readonly tenantFair: boolean;
+  /**
+   * `priority` is the latest time the request can start and still meet its deadline: once it has
+   * passed, the request waits behind every waiter that can still make it (least-laxity orders).
+   */
+  readonly latestStart: boolean;
 }
 
 /** First come, first served. */
@@ -21,6 +26,7 @@ export const fifoOrder: QueueOrder = Object.freeze<QueueOrder>({
   name: 'fifo',
   priority: (request) => request.arrivalMs,
   tenantFair: false,
+  latestStart: false,
 });
 
 /**
@@ -31,6 +37,7 @@ export const leastLaxityOrder: QueueOrder = Object.freeze<QueueOrder>({
   name: 'least-laxity',
   priority: latestStartMs,
   tenantFair: false,
+  latestStart: true,
 });
 
 /** Least laxity first among urgent waiters; otherwise the tenant with the least service. */
@@ -38,6 +45,7 @@ export const leastLaxityFairOrder: QueueOrder = Object.freeze<QueueOrder>({
   name: 'least-laxity-fair',
   priority: latestStartMs,
   tenantFair: true,
+  latestStart: true,
 });
 
 function latestStartMs(_request: RoutingRequest, placement: Placement): number {

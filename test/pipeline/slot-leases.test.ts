@@ -70,6 +70,7 @@ function setUp(o: SetUp = {}) {
     maxQueueMs: o.maxQueueMs ?? 60_000,
     fairShare: undefined,
     urgentWithinMs: 0,
+    demoteLate: false,
     onStoreError: (err) => storeErrors.push(err),
     onLeaseLost: (lease) => lost.push(lease),
   });

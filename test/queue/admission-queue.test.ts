@@ -5,9 +5,9 @@ import { FreeshError } from '../../src/errors.js';
 import { AdmissionQueue } from '../../src/queue/admission-queue.js';
 import { VirtualClock } from '../../src/sim/virtual-clock.js';
 
-const make = (maxLength = 10, maxWaitMs = 1_000, startMs = 0) => {
+const make = (maxLength = 10, maxWaitMs = 1_000, startMs = 0, demoteLate = false) => {
   const clock = new VirtualClock(startMs);
-  const queue = new AdmissionQueue({ backendId: 'b', maxLength, maxWaitMs, clock });
+  const queue = new AdmissionQueue({ backendId: 'b', maxLength, maxWaitMs, clock, demoteLate });
   let leases = 0;
   /** What a freed slot does: the queue's next waiter is admitted with a lease. */
   const release = (): boolean => {
@@ -35,6 +35,59 @@ describe('AdmissionQueue', () => {
     }
     await Promise.all(waits);
     expect(order).toEqual(['p10-first', 'p10-second', 'p20', 'p30']);
+    expect(queue.waiting).toBe(0);
+  });
+
+  it('with latest-start priorities, a waiter past its latest start goes behind every waiter still on time', async () => {
+    const { clock, queue, release } = make(10, 10_000, 0, true);
+    const order: string[] = [];
+    const waits = [
+      queue.wait({ priority: 100 }).then(() => order.push('late-100')),
+      queue.wait({ priority: 50 }).then(() => order.push('late-50')),
+      queue.wait({ priority: 300 }).then(() => order.push('on-time-300')),
+      queue.wait({ priority: 200 }).then(() => order.push('on-time-200')),
+    ];
+    clock.advance(150);
+    for (let i = 0; i < 2; i++) {
+      release();
+      await flush();
+    }
+    // Only now does 200 fall behind; 300 is still on time and goes before it.
+    clock.advance(100);
+    for (let i = 0; i < 2; i++) {
+      release();
+      await flush();
+    }
+    await Promise.all(waits);
+    expect(order).toEqual(['on-time-200', 'on-time-300', 'late-50', 'late-100']);
+  });
+
+  it('without latest-start priorities, the lowest priority goes first however old it is', async () => {
+    const { clock, queue, release } = make(10, 10_000, 0, false);
+    const order: number[] = [];
+    const waits = [300, 50, 200].map((p) => queue.wait({ priority: p }).then(() => order.push(p)));
+    clock.advance(250);
+    for (let i = 0; i < 3; i++) {
+      release();
+      await flush();
+    }
+    await Promise.all(waits);
+    expect(order).toEqual([50, 200, 300]);
+  });
+
+  it('a late waiter that leaves is never admitted, and the late ones behind it still are', async () => {
+    const { clock, queue, release } = make(10, 10_000, 0, true);
+    const abort = new AbortController();
+    const order: string[] = [];
+    const leaving = queue.wait({ priority: 1, signal: abort.signal }).catch(() => order.push('left'));
+    const staying = queue.wait({ priority: 2 }).then(() => order.push('stayed'));
+    clock.advance(10);
+    expect(queue.next()?.priority).toBe(1); // moved behind (nothing is on time), still first among the late
+    abort.abort();
+    release();
+    await Promise.all([leaving, staying]);
+    expect(order).toEqual(['left', 'stayed']);
+    expect(queue.next()).toBeUndefined();
     expect(queue.waiting).toBe(0);
   });
 

@@ -20,6 +20,8 @@ describe('queue orders', () => {
   it('first come first served ranks by arrival', () => {
     expect(fifoOrder.priority(request, placed(10_000, 2_000, 3_000))).toBe(1_234);
     expect(fifoOrder.tenantFair).toBe(false);
+    // Arrival times are not latest starts: a FIFO queue never demotes a waiter as late.
+    expect([fifoOrder.latestStart, leastLaxityOrder.latestStart, leastLaxityFairOrder.latestStart]).toEqual([false, true, true]);
   });
 });
 
@@ -51,7 +53,7 @@ describe('queue order through the router', () => {
       const h = oneSlotRouter({
         policy,
         p50Tokens: 2_000,
-        sloClasses: { tight: { ttftBaseMs: 10_000, tbtMs: 1 } },
+        sloClasses: { tight: { ttftBaseMs: 300_000, tbtMs: 1 } },
         defaults: { sloClass: 'tight' },
       });
       const shortAnswer = { slo: 'tight', maxTokens: 5 };
@@ -60,6 +62,8 @@ describe('queue order through the router', () => {
       const long = await h.latestStartMs('long', longAnswer);
       expect(long.placement.deadlineMs).toBeGreaterThan(short.placement.deadlineMs);
       expect(long.latestStartMs).toBeLessThan(short.latestStartMs);
+      // Both can still start in time (a request already late would wait behind them).
+      expect(long.latestStartMs).toBeGreaterThan(0);
 
       const running = h.send('running', shortAnswer);
       await h.sent(1);
@@ -73,4 +77,27 @@ describe('queue order through the router', () => {
       await h.router.close();
     },
   );
+
+  it('a request that can no longer meet its deadline waits behind one that still can, under least laxity first', async () => {
+    const h = oneSlotRouter({
+      policy: 'freesh',
+      sloClasses: { lost: { ttftBaseMs: 1, tbtMs: 1 }, roomy: { ttftBaseMs: 300_000, tbtMs: 1_000 } },
+      defaults: { sloClass: 'roomy' },
+    });
+    const lost = await h.latestStartMs('lost', { slo: 'lost' });
+    const roomy = await h.latestStartMs('roomy', { slo: 'roomy' });
+    // The premise: the lost one must have started already; by its latest start alone it would go first.
+    expect(lost.latestStartMs).toBeLessThan(0);
+    expect(roomy.latestStartMs).toBeGreaterThan(lost.latestStartMs);
+
+    const running = h.send('running', { slo: 'roomy' });
+    await h.sent(1);
+    const first = h.send('lost', { slo: 'lost' });
+    await h.queued(1);
+    const second = h.send('roomy', { slo: 'roomy' });
+    await h.queued(2);
+    await h.serveAll([running, first, second]);
+    expect(h.upstream.labels()).toEqual(['running', 'roomy', 'lost']);
+    await h.router.close();
+  });
 });
