@@ -258,7 +258,9 @@ export class RedisStateStore implements StateStore {
 
   deleteCounters(name: string, keys: readonly string[]): Promise<void> {
     return this.#route(
-      async () => void (keys.length > 0 && (await this.#client.hdel(this.#keys.counters(name), ...keys))),
+      async () => {
+        if (keys.length > 0) await this.#client.hdel(this.#keys.counters(name), ...keys);
+      },
       (local) => local.deleteCounters(name, keys),
     );
   }
@@ -294,7 +296,9 @@ export class RedisStateStore implements StateStore {
 
   setGauges(name: string, values: ReadonlyMap<string, number>): Promise<void> {
     return this.#route(
-      async () => void (values.size > 0 && (await this.#client.hset(this.#keys.gauges(name), values))),
+      async () => {
+        if (values.size > 0) await this.#client.hset(this.#keys.gauges(name), values);
+      },
       (local) => local.setGauges(name, values),
     );
   }

@@ -156,6 +156,9 @@ describe('RedisStateStore on a real Redis', () => {
     const { store: publisher } = open({ keyPrefix });
     const received: PublishedPlan[] = [];
     watcher.watchPlans((plan) => received.push(plan));
+    // The watch has begun once the watcher's connection answers: a plan another store published
+    // before that is one from before the watch.
+    await watcher.readPlan();
     const first = await publisher.publishPlan(PLAN);
     await waitFor(() => received.at(-1)?.version === first, 'the first plan is delivered');
 
@@ -217,7 +220,7 @@ describe('RedisStateStore on a real Redis', () => {
     expect(await store.renew(local, 30_000)).toBe(true);
     expect(Object.fromEntries(await store.updateCounters('tokens', [{ key: 'a', add: 2 }]))).toEqual({ a: 2 });
     expect(await store.tryLead('planner', 'r1', 1_000)).toBe(true);
-    expect(performance.now() - answering).toBeLessThan(100);
+    expect(performance.now() - answering).toBeLessThan(200);
     expect(degraded).toHaveLength(1);
 
     await own.restart(); // empty: the server keeps nothing across restarts
