@@ -1,0 +1,239 @@
+import type { Cluster, Redis } from 'ioredis';
+
+/*
+ * The Lua behind `RedisStateStore`. Each script runs atomically in Redis, touches only the keys it is
+ * given in KEYS (all under one hash tag, so they share a Redis Cluster slot), and reads time with
+ * `TIME`, so every expiry is measured by one clock whatever the callers' clocks say. Redis 5 or later
+ * is needed: a script that reads `TIME` and then writes relies on effects replication.
+ *
+ * Numbers go into Redis as `%.3f` (times in ms, to the microsecond) or `%.17g` (values, exactly), never
+ * through Lua's default `%.14g`, and come back as strings, because a Lua number returned to the client
+ * is truncated to an integer.
+ */
+
+/** Shared helpers: `now` in ms by Redis's clock, exact number formats, and lease-set upkeep. */
+const PRELUDE = `
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+local function ms(x) return string.format('%.3f', x) end
+local function exact(x) return string.format('%.17g', x) end
+local function purge(leases, tags)
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', ms(now))
+  for i = 1, #expired, 500 do
+    redis.call('HDEL', tags, unpack(expired, i, math.min(i + 499, #expired)))
+  end
+  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', leases, '-inf', ms(now)) end
+end
+local function keep(leases, tags)
+  local last = redis.call('ZRANGE', leases, -1, -1, 'WITHSCORES')
+  if last[2] then
+    local ttl = math.ceil(tonumber(last[2]) - now) + 1000
+    redis.call('PEXPIRE', leases, ttl)
+    redis.call('PEXPIRE', tags, ttl)
+  end
+end
+`;
+
+/**
+ * Grants a lease when fewer than the limit are unexpired, after dropping expired ones (and their tags).
+ * KEYS: leases, tags. ARGV: limit (-1: none), ttlMs, lease id, tag (absent: untagged). Returns 1 or 0.
+ * The lease sets expire a second after their last lease, so a backend nobody uses leaves nothing behind.
+ */
+export const TRY_ACQUIRE = `${PRELUDE}
+purge(KEYS[1], KEYS[2])
+local limit = tonumber(ARGV[1])
+if limit >= 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], ms(now + tonumber(ARGV[2])), ARGV[3])
+if ARGV[4] then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
+keep(KEYS[1], KEYS[2])
+return 1
+`;
+
+/**
+ * Extends an unexpired lease to ttlMs from now; an expired one is removed (with its tag), since
+ * expiry is final. KEYS: leases, tags. ARGV: lease id, ttlMs. Returns 1 when renewed, else 0.
+ */
+export const RENEW = `${PRELUDE}
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 0 end
+if tonumber(score) <= now then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', ms(now + tonumber(ARGV[2])), ARGV[1])
+keep(KEYS[1], KEYS[2])
+return 1
+`;
+
+/** Frees a lease and its tag. KEYS: leases, tags. ARGV: lease id. */
+export const RELEASE = `
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 0
+`;
+
+/**
+ * Every backend asked for, in one round trip: drops expired leases, then counts them, by tag too, and
+ * reads health (dropping a mark that has run out). KEYS: health, then leases and tags of each backend
+ * in ARGV order. ARGV: backend ids. Returns, per backend, {count, healthy (1/0), {tag, n, tag, n…}}.
+ */
+export const SNAPSHOT = `${PRELUDE}
+local out = {}
+for i = 1, #ARGV do
+  local leases, tags = KEYS[2 * i], KEYS[2 * i + 1]
+  purge(leases, tags)
+  local counts, order = {}, {}
+  for _, tag in ipairs(redis.call('HVALS', tags)) do
+    if not counts[tag] then counts[tag] = 0; order[#order + 1] = tag end
+    counts[tag] = counts[tag] + 1
+  end
+  local byTag = {}
+  for _, tag in ipairs(order) do byTag[#byTag + 1] = tag; byTag[#byTag + 1] = counts[tag] end
+  local healthy = 1
+  local untilMs = redis.call('HGET', KEYS[1], ARGV[i])
+  if untilMs then
+    if tonumber(untilMs) > now then healthy = 0 else redis.call('HDEL', KEYS[1], ARGV[i]) end
+  end
+  out[i] = {redis.call('ZCARD', leases), healthy, byTag}
+end
+return out
+`;
+
+/** Marks a backend unhealthy until forMs from now, unless a mark ending later holds. KEYS: health. ARGV: backend id, forMs. */
+export const MARK_UNHEALTHY = `${PRELUDE}
+local untilMs = now + tonumber(ARGV[2])
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current or tonumber(current) < untilMs then redis.call('HSET', KEYS[1], ARGV[1], ms(untilMs)) end
+return 0
+`;
+
+/**
+ * Applies counter updates in order: add, then raise to atLeast, then to floor. KEYS: counters.
+ * ARGV: per update key, add, atLeast ('' for none), floor ('' for none). Returns {key, value…} as strings.
+ */
+export const UPDATE_COUNTERS = `
+local out = {}
+for i = 1, #ARGV, 4 do
+  local value = (tonumber(redis.call('HGET', KEYS[1], ARGV[i])) or 0) + tonumber(ARGV[i + 1])
+  if ARGV[i + 2] ~= '' then value = math.max(value, tonumber(ARGV[i + 2])) end
+  if ARGV[i + 3] ~= '' then value = math.max(value, tonumber(ARGV[i + 3])) end
+  local text = string.format('%.17g', value)
+  redis.call('HSET', KEYS[1], ARGV[i], text)
+  out[#out + 1] = ARGV[i]
+  out[#out + 1] = text
+end
+return out
+`;
+
+/**
+ * Adds amounts to decaying rates, each field holding "<value> <atMs>": the stored value is decayed by
+ * exp(−Δt/τ) to now, then the amount added. KEYS: rates. ARGV: tauMs, then key and amount pairs.
+ */
+export const ADD_RATES = `${PRELUDE}
+local tau = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  local value = tonumber(ARGV[i + 1])
+  local stored = redis.call('HGET', KEYS[1], ARGV[i])
+  if stored then
+    local sep = string.find(stored, ' ', 1, true)
+    local old, at = tonumber(string.sub(stored, 1, sep - 1)), tonumber(string.sub(stored, sep + 1))
+    value = value + old * math.exp(-math.max(0, now - at) / tau)
+  end
+  redis.call('HSET', KEYS[1], ARGV[i], exact(value) .. ' ' .. ms(now))
+end
+return 0
+`;
+
+/** Reads decaying rates with the time to decay them to. KEYS: rates. Returns {now, {key, "<value> <atMs>"…}}. */
+export const READ_RATES = `${PRELUDE}
+return {ms(now), redis.call('HGETALL', KEYS[1])}
+`;
+
+/**
+ * Takes a role for ttlMs when nobody holds it, or renews it for its holder (SET … PX: the lease runs
+ * out by Redis's clock). KEYS: lead. ARGV: holder, ttlMs. Returns 1 when the holder holds it after.
+ */
+export const TRY_LEAD = `
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(1, math.ceil(tonumber(ARGV[2]))))
+return 1
+`;
+
+/** Gives a role up only if the holder holds it (compare and delete). KEYS: lead. ARGV: holder. */
+export const RESIGN = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+/**
+ * Publishes a plan: next version, the plan stored as JSON with its version (written last, so it wins
+ * over any `version` the record carried), and the same JSON sent to watchers. KEYS: plan-version, plan.
+ * ARGV: the plan as a JSON object, the channel. Returns the version.
+ */
+export const PUBLISH_PLAN = `
+local version = redis.call('INCR', KEYS[1])
+local record = ARGV[1]
+local published
+if record == '{}' then
+  published = '{"version":' .. version .. '}'
+else
+  published = string.sub(record, 1, -2) .. ',"version":' .. version .. '}'
+end
+redis.call('SET', KEYS[2], published)
+redis.call('PUBLISH', ARGV[2], published)
+return version
+`;
+
+/**
+ * Stores a source's telemetry as {"record":…, "storedAtMs":…, "expiresAtMs":…} by Redis's clock,
+ * replacing its previous one. KEYS: telemetry. ARGV: source, the record as JSON, ttlMs.
+ */
+export const PUT_TELEMETRY = `${PRELUDE}
+redis.call('HSET', KEYS[1], ARGV[1],
+  '{"record":' .. ARGV[2] .. ',"storedAtMs":' .. ms(now) .. ',"expiresAtMs":' .. ms(now + tonumber(ARGV[3])) .. '}')
+return 0
+`;
+
+/** Drops expired telemetry and returns {now, stored JSON…} of the rest. KEYS: telemetry. */
+export const READ_TELEMETRY = `${PRELUDE}
+local out = {ms(now)}
+local entries = redis.call('HGETALL', KEYS[1])
+for i = 1, #entries, 2 do
+  local expiresAtMs = tonumber(string.match(entries[i + 1], '"expiresAtMs":([^,}]+)}$'))
+  if expiresAtMs <= now then redis.call('HDEL', KEYS[1], entries[i]) else out[#out + 1] = entries[i + 1] end
+end
+return out
+`;
+
+/** Every script, by the command name it is defined under; `undefined` keys: given per call. */
+const COMMANDS = {
+  freeshTryAcquire: { lua: TRY_ACQUIRE, numberOfKeys: 2 },
+  freeshRenew: { lua: RENEW, numberOfKeys: 2 },
+  freeshRelease: { lua: RELEASE, numberOfKeys: 2 },
+  freeshSnapshot: { lua: SNAPSHOT, numberOfKeys: undefined },
+  freeshMarkUnhealthy: { lua: MARK_UNHEALTHY, numberOfKeys: 1 },
+  freeshUpdateCounters: { lua: UPDATE_COUNTERS, numberOfKeys: 1 },
+  freeshAddRates: { lua: ADD_RATES, numberOfKeys: 1 },
+  freeshReadRates: { lua: READ_RATES, numberOfKeys: 1 },
+  freeshTryLead: { lua: TRY_LEAD, numberOfKeys: 1 },
+  freeshResign: { lua: RESIGN, numberOfKeys: 1 },
+  freeshPublishPlan: { lua: PUBLISH_PLAN, numberOfKeys: 2 },
+  freeshPutTelemetry: { lua: PUT_TELEMETRY, numberOfKeys: 1 },
+  freeshReadTelemetry: { lua: READ_TELEMETRY, numberOfKeys: 1 },
+} as const;
+
+/** The client, with the scripts callable as commands: keys first, then arguments (a key count first where it varies). */
+export type ScriptedClient = { readonly [Name in keyof typeof COMMANDS]: (...args: (string | number)[]) => Promise<unknown> };
+
+/**
+ * Defines every script on the client (ioredis runs each by EVALSHA, loading it on first use). Names
+ * carry the `freesh` prefix, so they cannot clash with a user's own commands on a shared client.
+ */
+export function defineScripts(client: Redis | Cluster): ScriptedClient {
+  for (const [name, { lua, numberOfKeys }] of Object.entries(COMMANDS)) {
+    client.defineCommand(name, numberOfKeys === undefined ? { lua } : { lua, numberOfKeys });
+  }
+  return client as unknown as ScriptedClient;
+}

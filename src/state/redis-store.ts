@@ -1,0 +1,702 @@
+import { randomBytes } from 'node:crypto';
+import { Cluster, Redis, ReplyError, type RedisOptions } from 'ioredis';
+import { MemoryStateStore } from './memory-store.js';
+import { defineScripts, type ScriptedClient } from './redis-scripts.js';
+import type {
+  BackendSnapshot,
+  CounterUpdate,
+  Lease,
+  PlanRecord,
+  PublishedPlan,
+  ReceivedTelemetry,
+  StateStore,
+  TelemetryRecord,
+} from './store.js';
+
+export interface RedisStateStoreOptions {
+  /**
+   * Names this fleet's keys: every key is `{keyPrefix}:…`, the braces a hash tag, so one fleet's keys
+   * share a Redis Cluster slot and any script may touch any of them. Default `'freesh'`.
+   */
+  readonly keyPrefix?: string;
+  /**
+   * How long one call may wait for Redis before the store answers it from local state (ms). Set as
+   * ioredis `commandTimeout` on a client the store builds, and enforced by the store itself on a
+   * client it is given. Default 500.
+   */
+  readonly commandTimeoutMs?: number;
+  /**
+   * Router replicas sharing the fleet. While Redis is unreachable each replica admits on its own
+   * local state, so each grants at most `ceil(limit / replicas)` leases per backend: together they
+   * stay near the fleet's limit instead of multiplying it. Default 1.
+   */
+  readonly replicas?: number;
+  /** How often Redis is pinged while the store is degraded, to notice it is back (ms). Default 1,000. */
+  readonly healthCheckIntervalMs?: number;
+  /**
+   * Told once when Redis stops answering (a connection error or a timeout) and the store starts
+   * answering from local state: log it, set a metric. Default: a process warning, code
+   * `FREESH_STORE_DEGRADED`.
+   */
+  readonly onDegraded?: (error: unknown) => void;
+  /** Told once when Redis answers again and new calls go back to it. */
+  readonly onRecovered?: () => void;
+  /** Told when a `watchPlans` listener throws. Default: a process warning, code `FREESH_PLAN_LISTENER`. */
+  readonly onListenerError?: (error: unknown) => void;
+  /**
+   * ioredis options for a client the store builds from a URL (Sentinel, TLS, retry strategy…); they
+   * override the store's defaults: `commandTimeout` from `commandTimeoutMs`, `maxRetriesPerRequest: 1`.
+   * Ignored when a client is given.
+   */
+  readonly redis?: RedisOptions;
+}
+
+/** A Redis URL (`redis://`, `rediss://`, with password and database), or a client to share. */
+export type RedisConnection = string | Redis | Cluster;
+
+const DEFAULT_COMMAND_TIMEOUT_MS = 500;
+const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 1_000;
+/** A failed plan read after the subscription (re)connected is retried this often until it succeeds. */
+const PLAN_RESYNC_RETRY_MS = 250;
+const LOCAL_LEASE_PREFIX = 'local:';
+/** Redis errors that say the server cannot serve now, rather than that the call was wrong. */
+const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
+const DONE: Promise<void> = Promise.resolve();
+
+interface Subscription {
+  readonly listener: (plan: PublishedPlan) => void;
+  active: boolean;
+  /** False until the plan version at watch time is known: nothing published before the watch is delivered. */
+  ready: boolean;
+  /** The newest version delivered (or current at watch time): older plans are never delivered. */
+  seenVersion: number;
+}
+
+/** Raised by the store's own deadline on a call; like a connection error, it makes the store degraded. */
+class DeadlineError extends Error {
+  constructor(ms: number) {
+    super(`Redis did not answer within ${ms} ms`);
+    this.name = 'DeadlineError';
+  }
+}
+
+/**
+ * The cluster state of a fleet of router replicas and GPU agents, in Redis (standalone, Sentinel or
+ * Cluster, through ioredis). Every operation that reads and writes is one Lua script, atomic in Redis,
+ * with time read by `TIME` in the script: expiries are measured by Redis's clock, never a caller's.
+ *
+ * Degraded mode: when Redis does not answer (connection error, or no reply within
+ * `commandTimeoutMs`), that call and later ones are answered by a local `MemoryStateStore`, so the
+ * router keeps serving; `onDegraded` is told once and `degraded` reads true. Redis is pinged every
+ * `healthCheckIntervalMs` (ioredis reconnects by itself); once it answers, `onRecovered` is told and
+ * new calls go to Redis again. Nothing is counted twice and no lease leaks:
+ * - a lease granted locally carries the id prefix `local:`, and its renewals and release stay local
+ *   even after Redis is back; meanwhile Redis acquisitions leave room for them (the limit less the
+ *   local leases held on that backend) and snapshots add them in;
+ * - a Redis lease released while Redis is down is left to expire there: its TTL frees the slot; its
+ *   renewals are answered true meanwhile (the request keeps running), and a renewal after Redis returns
+ *   says whether it outlived the outage;
+ * - counters, rates, gauges, leadership, telemetry and plan publications made while degraded stay
+ *   local and are dropped from view when Redis returns (each is a heuristic that Redis's own values
+ *   supersede); plans published while degraded reach no listener, since no other replica can see them.
+ */
+export class RedisStateStore implements StateStore {
+  readonly #client: Redis | Cluster;
+  readonly #scripts: ScriptedClient;
+  readonly #ownsClient: boolean;
+  readonly #keys: Keys;
+  readonly #commandTimeoutMs: number;
+  readonly #replicas: number;
+  readonly #healthCheckIntervalMs: number;
+  readonly #onDegraded: (error: unknown) => void;
+  readonly #onRecovered: () => void;
+  readonly #onListenerError: (error: unknown) => void;
+  /** Lease ids are unique across processes: a random prefix per store, then a counter. */
+  readonly #idPrefix = randomBytes(6).toString('hex');
+  #nextLeaseId = 0;
+
+  readonly #local: MemoryStateStore;
+  #degraded = false;
+  #healthCheck: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  #subscriber: Redis | Cluster | undefined;
+  /** Settles when the first SUBSCRIBE has been answered (either way); undefined after. */
+  #subscribing: Promise<void> | undefined;
+  readonly #subscriptions = new Set<Subscription>();
+  /** The newest plan this store has seen from Redis. */
+  #latestPlan: PublishedPlan | undefined;
+  #planResync: NodeJS.Timeout | undefined;
+
+  constructor(connection: RedisConnection, options: RedisStateStoreOptions = {}) {
+    this.#commandTimeoutMs = positive(options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, 'commandTimeoutMs');
+    this.#healthCheckIntervalMs = positive(options.healthCheckIntervalMs ?? DEFAULT_HEALTH_CHECK_INTERVAL_MS, 'healthCheckIntervalMs');
+    this.#replicas = options.replicas ?? 1;
+    if (!(Number.isInteger(this.#replicas) && this.#replicas >= 1)) {
+      throw new RangeError(`Expected \`replicas\` to be a positive integer, got \`${this.#replicas}\``);
+    }
+    this.#onDegraded = options.onDegraded ?? warnDegraded;
+    this.#onRecovered = options.onRecovered ?? (() => undefined);
+    this.#onListenerError = options.onListenerError ?? warnListenerError;
+    this.#keys = new Keys(options.keyPrefix ?? 'freesh');
+    this.#local = new MemoryStateStore({ onListenerError: this.#onListenerError });
+
+    if (typeof connection === 'string') {
+      this.#client = new Redis(connection, {
+        commandTimeout: this.#commandTimeoutMs,
+        maxRetriesPerRequest: 1,
+        ...options.redis,
+      });
+      // Connection errors reach the caller as degraded mode; ioredis would otherwise print each one.
+      this.#client.on('error', () => undefined);
+      this.#ownsClient = true;
+    } else {
+      this.#client = connection;
+      this.#ownsClient = false;
+    }
+    this.#scripts = defineScripts(this.#client);
+  }
+
+  /** True while calls are answered from local state because Redis did not answer. */
+  get degraded(): boolean {
+    return this.#degraded;
+  }
+
+  tryAcquire(backendId: string, limit: number, ttlMs: number, tag?: string): Promise<Lease | undefined> {
+    if (!(limit >= 0)) return rejectArgument('limit', 'a non-negative number', limit);
+    if (!isDurationMs(ttlMs)) return rejectArgument('ttlMs', 'a positive finite number of milliseconds', ttlMs);
+    return this.#route(
+      async () => {
+        // Leases this store granted locally during an outage are still running on this backend.
+        const heldLocally = (await this.#local.snapshot([backendId])).get(backendId)?.inFlight ?? 0;
+        const room = limit - heldLocally;
+        const id = `${this.#idPrefix}-${(this.#nextLeaseId++).toString(36)}`;
+        const args = [...this.#keys.lease(backendId), room === Number.POSITIVE_INFINITY ? -1 : Math.max(0, room), ttlMs, id];
+        if (tag !== undefined) args.push(tag);
+        const granted = await this.#scripts.freeshTryAcquire(...args);
+        return granted === 1 ? Object.freeze({ id, backendId, tag }) : undefined;
+      },
+      async (local) => {
+        const lease = await local.tryAcquire(backendId, Math.ceil(limit / this.#replicas), ttlMs, tag);
+        return lease && Object.freeze({ id: LOCAL_LEASE_PREFIX + lease.id, backendId, tag });
+      },
+    );
+  }
+
+  renew(lease: Lease, ttlMs: number): Promise<boolean> {
+    if (!isDurationMs(ttlMs)) return rejectArgument('ttlMs', 'a positive finite number of milliseconds', ttlMs);
+    const local = localLease(lease);
+    if (local !== undefined) return this.#whileOpen(() => this.#local.renew(local, ttlMs));
+    return this.#route(
+      async () => (await this.#scripts.freeshRenew(...this.#keys.lease(lease.backendId), lease.id, ttlMs)) === 1,
+      () => Promise.resolve(true),
+    );
+  }
+
+  release(lease: Lease): Promise<void> {
+    const local = localLease(lease);
+    if (local !== undefined) return this.#whileOpen(() => this.#local.release(local));
+    return this.#route(
+      async () => void (await this.#scripts.freeshRelease(...this.#keys.lease(lease.backendId), lease.id)),
+      () => DONE,
+    );
+  }
+
+  snapshot(backendIds: readonly string[]): Promise<ReadonlyMap<string, BackendSnapshot>> {
+    return this.#route(
+      async () => {
+        const shared = new Map<string, BackendSnapshot>();
+        if (backendIds.length > 0) {
+          const keys = [this.#keys.health, ...backendIds.flatMap((id) => this.#keys.lease(id))];
+          const rows = (await this.#scripts.freeshSnapshot(keys.length, ...keys, ...backendIds)) as [number, number, (string | number)[]][];
+          backendIds.forEach((id, i) => shared.set(id, snapshotRow(rows[i]!)));
+        }
+        return addLocal(shared, await this.#local.snapshot(backendIds));
+      },
+      (local) => local.snapshot(backendIds),
+    );
+  }
+
+  markUnhealthy(backendId: string, forMs: number): Promise<void> {
+    if (!(forMs >= 0 && forMs < Number.POSITIVE_INFINITY)) {
+      return rejectArgument('forMs', 'a non-negative finite number of milliseconds', forMs);
+    }
+    return this.#route(
+      async () => void (await this.#scripts.freeshMarkUnhealthy(this.#keys.health, backendId, forMs)),
+      (local) => local.markUnhealthy(backendId, forMs),
+    );
+  }
+
+  markHealthy(backendId: string): Promise<void> {
+    return this.#route(
+      async () => {
+        await this.#client.hdel(this.#keys.health, backendId);
+        // A mark made locally during an outage is lifted too.
+        await this.#local.markHealthy(backendId);
+      },
+      (local) => local.markHealthy(backendId),
+    );
+  }
+
+  updateCounters(name: string, updates: readonly CounterUpdate[]): Promise<ReadonlyMap<string, number>> {
+    return this.#route(
+      async () => {
+        if (updates.length === 0) return new Map<string, number>();
+        const args = updates.flatMap(({ key, add = 0, atLeast, floor }) => [key, add, atLeast ?? '', floor ?? '']);
+        return pairs((await this.#scripts.freeshUpdateCounters(this.#keys.counters(name), ...args)) as string[]);
+      },
+      (local) => local.updateCounters(name, updates),
+    );
+  }
+
+  readCounters(name: string): Promise<ReadonlyMap<string, number>> {
+    return this.#route(
+      async () => numbers(await this.#client.hgetall(this.#keys.counters(name))),
+      (local) => local.readCounters(name),
+    );
+  }
+
+  deleteCounters(name: string, keys: readonly string[]): Promise<void> {
+    return this.#route(
+      async () => {
+        if (keys.length > 0) await this.#client.hdel(this.#keys.counters(name), ...keys);
+      },
+      (local) => local.deleteCounters(name, keys),
+    );
+  }
+
+  addRates(name: string, amounts: ReadonlyMap<string, number>, tauMs: number): Promise<void> {
+    if (!isDurationMs(tauMs)) return rejectArgument('tauMs', 'a positive finite number of milliseconds', tauMs);
+    return this.#route(
+      async () => {
+        if (amounts.size === 0) return;
+        await this.#scripts.freeshAddRates(this.#keys.rates(name), tauMs, ...[...amounts].flat());
+      },
+      (local) => local.addRates(name, amounts, tauMs),
+    );
+  }
+
+  readRates(name: string, tauMs: number): Promise<ReadonlyMap<string, number>> {
+    if (!isDurationMs(tauMs)) return rejectArgument('tauMs', 'a positive finite number of milliseconds', tauMs);
+    return this.#route(
+      async () => {
+        const [now, fields] = (await this.#scripts.freeshReadRates(this.#keys.rates(name))) as [string, string[]];
+        const nowMs = Number(now);
+        const out = new Map<string, number>();
+        for (let i = 0; i < fields.length; i += 2) {
+          const [value, atMs] = fields[i + 1]!.split(' ').map(Number) as [number, number];
+          // Decayed sum over τ: a steady r per second accumulates r·τ, so this reads r.
+          out.set(fields[i]!, (value * Math.exp(-Math.max(0, nowMs - atMs) / tauMs) * 1000) / tauMs);
+        }
+        return out;
+      },
+      (local) => local.readRates(name, tauMs),
+    );
+  }
+
+  setGauges(name: string, values: ReadonlyMap<string, number>): Promise<void> {
+    return this.#route(
+      async () => {
+        if (values.size > 0) await this.#client.hset(this.#keys.gauges(name), values);
+      },
+      (local) => local.setGauges(name, values),
+    );
+  }
+
+  readGauges(name: string): Promise<ReadonlyMap<string, number>> {
+    return this.#route(
+      async () => numbers(await this.#client.hgetall(this.#keys.gauges(name))),
+      (local) => local.readGauges(name),
+    );
+  }
+
+  tryLead(role: string, holder: string, ttlMs: number): Promise<boolean> {
+    if (!isDurationMs(ttlMs)) return rejectArgument('ttlMs', 'a positive finite number of milliseconds', ttlMs);
+    return this.#route(
+      async () => (await this.#scripts.freeshTryLead(this.#keys.lead(role), holder, ttlMs)) === 1,
+      (local) => local.tryLead(role, holder, ttlMs),
+    );
+  }
+
+  resign(role: string, holder: string): Promise<void> {
+    return this.#route(
+      async () => void (await this.#scripts.freeshResign(this.#keys.lead(role), holder)),
+      (local) => local.resign(role, holder),
+    );
+  }
+
+  publishPlan(plan: PlanRecord): Promise<number> {
+    return this.#route(
+      async () => {
+        // A watch that began before this call sees this plan: publish once its subscription is made
+        // (waiting at most half the deadline; past that, the watch gets the latest plan when it is).
+        if (this.#subscribing !== undefined) await Promise.race([this.#subscribing, delay(this.#commandTimeoutMs / 2)]);
+        const json = JSON.stringify(plan);
+        return (await this.#scripts.freeshPublishPlan(this.#keys.planVersion, this.#keys.plan, json, this.#keys.plans)) as number;
+      },
+      (local) => local.publishPlan(plan),
+    );
+  }
+
+  readPlan(): Promise<PublishedPlan | undefined> {
+    return this.#route(
+      async () => {
+        const plan = parsePlan(await this.#client.get(this.#keys.plan));
+        if (plan !== undefined) this.#notePlan(plan);
+        return plan;
+      },
+      async (local) => (await local.readPlan()) ?? this.#latestPlan,
+    );
+  }
+
+  /**
+   * Delivers plans from Redis's pub/sub channel, on one subscriber connection (a duplicate of the
+   * client) opened at the first watch. A listener is called in version order, never with a version
+   * older than one it had, and never from inside `publishPlan`. Whenever the subscription is (re)made,
+   * the current plan is read and delivered if newer, so a listener never misses the latest plan
+   * across a reconnect; intermediate ones may be missed.
+   */
+  watchPlans(listener: (plan: PublishedPlan) => void): () => void {
+    if (this.#closed) return () => undefined;
+    const subscription: Subscription = { listener, active: true, ready: false, seenVersion: 0 };
+    this.#subscriptions.add(subscription);
+    this.#startBaseline(subscription);
+    this.#subscribe();
+    const subscriptions = this.#subscriptions;
+    return function unwatchPlans(): void {
+      subscription.active = false;
+      subscriptions.delete(subscription);
+    };
+  }
+
+  putTelemetry(record: TelemetryRecord, ttlMs: number): Promise<void> {
+    if (!isDurationMs(ttlMs)) return rejectArgument('ttlMs', 'a positive finite number of milliseconds', ttlMs);
+    return this.#route(
+      async () => void (await this.#scripts.freeshPutTelemetry(this.#keys.telemetry, record.source, JSON.stringify(record), ttlMs)),
+      (local) => local.putTelemetry(record, ttlMs),
+    );
+  }
+
+  readTelemetry(): Promise<readonly ReceivedTelemetry[]> {
+    return this.#route(
+      async () => {
+        const [now, ...stored] = (await this.#scripts.freeshReadTelemetry(this.#keys.telemetry)) as string[];
+        const nowMs = Number(now);
+        return stored.map((json) => {
+          const { record, storedAtMs } = JSON.parse(json) as { record: TelemetryRecord; storedAtMs: number };
+          return { ...record, ageMs: Math.max(0, nowMs - storedAtMs) };
+        });
+      },
+      (local) => local.readTelemetry(),
+    );
+  }
+
+  /** Stops watching and health checks; quits the client only if the store built it (and always its own subscriber). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#healthCheck);
+    clearTimeout(this.#planResync);
+    for (const subscription of this.#subscriptions) subscription.active = false;
+    this.#subscriptions.clear();
+    const subscriber = this.#subscriber;
+    this.#subscriber = undefined;
+    await Promise.all([
+      subscriber && this.#shutDown(subscriber),
+      this.#ownsClient && this.#shutDown(this.#client),
+      this.#local.close(),
+    ]);
+  }
+
+  /**
+   * Runs `remote` against Redis within the deadline, unless degraded; answers from local state when
+   * Redis cannot (and from then on, until it answers a health check again).
+   */
+  async #route<T>(remote: () => Promise<T>, local: (store: MemoryStateStore) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new Error('The Redis state store is closed');
+    if (this.#degraded) return local(this.#local);
+    try {
+      return await this.#deadline(remote());
+    } catch (error) {
+      if (!isUnavailable(error)) throw error;
+      this.#degrade(error);
+      return local(this.#local);
+    }
+  }
+
+  #whileOpen<T>(call: () => Promise<T>): Promise<T> {
+    return this.#closed ? Promise.reject(new Error('The Redis state store is closed')) : call();
+  }
+
+  #deadline<T>(call: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DeadlineError(this.#commandTimeoutMs)), this.#commandTimeoutMs);
+    });
+    return Promise.race([call, expired]).finally(() => clearTimeout(timer));
+  }
+
+  #degrade(error: unknown): void {
+    if (this.#degraded || this.#closed) return;
+    this.#degraded = true;
+    callHook(() => this.#onDegraded(error));
+    this.#scheduleHealthCheck();
+  }
+
+  #scheduleHealthCheck(): void {
+    this.#healthCheck = setTimeout(() => {
+      this.#deadline(this.#client.ping()).then(
+        () => this.#recover(),
+        () => {
+          if (!this.#closed) this.#scheduleHealthCheck();
+        },
+      );
+    }, this.#healthCheckIntervalMs);
+    this.#healthCheck.unref();
+  }
+
+  #recover(): void {
+    if (this.#closed || !this.#degraded) return;
+    this.#degraded = false;
+    callHook(this.#onRecovered);
+    // Plans published while the main connection was down may have reached a subscriber that was down too.
+    if (this.#subscriber !== undefined) this.#resyncPlan();
+  }
+
+  /** Learns the plan version current at watch time; until then the subscription receives nothing. */
+  #startBaseline(subscription: Subscription): void {
+    this.#deadline(this.#client.get(this.#keys.planVersion)).then(
+      (version) => Number(version ?? 0),
+      // Redis is unreachable: the newest plan this store has seen stands in for the current one.
+      () => this.#latestPlan?.version ?? 0,
+    ).then((version) => {
+      subscription.seenVersion = Math.max(subscription.seenVersion, version);
+      subscription.ready = true;
+      if (this.#latestPlan !== undefined) this.#deliver([subscription], this.#latestPlan);
+    });
+  }
+
+  #subscribe(): void {
+    if (this.#subscriber !== undefined) return;
+    // Its own connection (a subscribed one can send nothing else), waiting out outages instead of
+    // failing fast: ioredis resubscribes when it reconnects.
+    const subscriber =
+      this.#client instanceof Cluster
+        ? this.#client.duplicate()
+        : this.#client.duplicate({ commandTimeout: undefined, maxRetriesPerRequest: null, enableOfflineQueue: true });
+    this.#subscriber = subscriber;
+    subscriber.on('error', () => undefined);
+    subscriber.on('message', (channel: string, message: string) => {
+      if (channel !== this.#keys.plans) return;
+      const plan = parsePlan(message);
+      if (plan !== undefined) this.#offerPlan(plan);
+    });
+    // A reconnect: ioredis has resent SUBSCRIBE before this runs, so a PING answered on the same
+    // connection means the subscription is back; then the plan read catches anything published meanwhile.
+    subscriber.on('ready', () => {
+      subscriber.ping().then(() => this.#resyncPlan(), () => undefined);
+    });
+    this.#subscribing = subscriber.subscribe(this.#keys.plans).then(
+      () => {
+        this.#subscribing = undefined;
+        this.#resyncPlan();
+      },
+      () => {
+        this.#subscribing = undefined;
+      },
+    );
+  }
+
+  /** Reads the current plan and offers it; retried until Redis answers or the store closes. */
+  #resyncPlan(): void {
+    clearTimeout(this.#planResync);
+    this.#planResync = undefined;
+    this.#deadline(this.#client.get(this.#keys.plan)).then(
+      (json) => {
+        const plan = parsePlan(json);
+        if (plan !== undefined) this.#offerPlan(plan);
+      },
+      () => {
+        if (this.#closed || this.#planResync !== undefined) return;
+        this.#planResync = setTimeout(() => this.#resyncPlan(), PLAN_RESYNC_RETRY_MS);
+        this.#planResync.unref();
+      },
+    );
+  }
+
+  #offerPlan(plan: PublishedPlan): void {
+    this.#notePlan(plan);
+    this.#deliver([...this.#subscriptions], plan);
+  }
+
+  #notePlan(plan: PublishedPlan): void {
+    if (this.#latestPlan === undefined || plan.version > this.#latestPlan.version) this.#latestPlan = plan;
+  }
+
+  #deliver(subscriptions: readonly Subscription[], plan: PublishedPlan): void {
+    for (const subscription of subscriptions) {
+      if (!subscription.active || !subscription.ready || plan.version <= subscription.seenVersion) continue;
+      subscription.seenVersion = plan.version;
+      try {
+        subscription.listener(plan);
+      } catch (error) {
+        this.#onListenerError(error);
+      }
+    }
+  }
+
+  /** Quits politely when connected and answering, else drops the connection. */
+  async #shutDown(client: Redis | Cluster): Promise<void> {
+    if (client.status !== 'ready') {
+      client.disconnect();
+      return;
+    }
+    await this.#deadline(client.quit()).catch(() => client.disconnect());
+  }
+}
+
+/** Builds a `RedisStateStore` on a URL (its client is then the store's, quit on close) or on a client to share. */
+export function createRedisStateStore(connection: RedisConnection, options: RedisStateStoreOptions = {}): RedisStateStore {
+  return new RedisStateStore(connection, options);
+}
+
+/** The key layout; `P` is `{keyPrefix}`, a Redis Cluster hash tag. */
+class Keys {
+  readonly health: string;
+  readonly plan: string;
+  readonly planVersion: string;
+  /** The pub/sub channel plans are published on. */
+  readonly plans: string;
+  readonly telemetry: string;
+  readonly #p: string;
+
+  constructor(keyPrefix: string) {
+    this.#p = `{${keyPrefix}}`;
+    this.health = `${this.#p}:health`;
+    this.plan = `${this.#p}:plan`;
+    this.planVersion = `${this.#p}:plan-version`;
+    this.plans = `${this.#p}:plans`;
+    this.telemetry = `${this.#p}:telemetry`;
+  }
+
+  /** A backend's leases (ZSET id → expiry ms) and their tags (HASH id → tag). */
+  lease(backendId: string): [leases: string, tags: string] {
+    return [`${this.#p}:leases:${backendId}`, `${this.#p}:tags:${backendId}`];
+  }
+
+  counters(name: string): string {
+    return `${this.#p}:counters:${name}`;
+  }
+
+  gauges(name: string): string {
+    return `${this.#p}:gauges:${name}`;
+  }
+
+  rates(name: string): string {
+    return `${this.#p}:rates:${name}`;
+  }
+
+  lead(role: string): string {
+    return `${this.#p}:lead:${role}`;
+  }
+}
+
+/** Whether an error says Redis could not serve (connection, timeout, failover), not that the call was wrong. */
+function isUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  // ioredis types ReplyError as `any`; the check is a plain prototype test.
+  const isReply: boolean = error instanceof ReplyError;
+  if (isReply) return UNAVAILABLE_REPLY.test(error.message);
+  return !(error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError);
+}
+
+/** The lease as the local store granted it, for a lease granted locally; else undefined. */
+function localLease(lease: Lease): Lease | undefined {
+  return lease.id.startsWith(LOCAL_LEASE_PREFIX) ? { ...lease, id: lease.id.slice(LOCAL_LEASE_PREFIX.length) } : undefined;
+}
+
+function snapshotRow([inFlight, healthy, flatTags]: [number, number, (string | number)[]]): BackendSnapshot {
+  const byTag = new Map<string, number>();
+  for (let i = 0; i < flatTags.length; i += 2) byTag.set(String(flatTags[i]), Number(flatTags[i + 1]));
+  return Object.freeze({ inFlight, healthy: healthy === 1, byTag });
+}
+
+/** Redis's view plus the leases and health marks this store still holds locally from an outage. */
+function addLocal(
+  shared: Map<string, BackendSnapshot>,
+  local: ReadonlyMap<string, BackendSnapshot>,
+): ReadonlyMap<string, BackendSnapshot> {
+  for (const [id, mine] of local) {
+    const theirs = shared.get(id);
+    if (theirs === undefined || (mine.inFlight === 0 && mine.healthy)) continue;
+    const byTag = new Map(theirs.byTag);
+    for (const [tag, n] of mine.byTag) byTag.set(tag, (byTag.get(tag) ?? 0) + n);
+    shared.set(id, Object.freeze({ inFlight: theirs.inFlight + mine.inFlight, healthy: theirs.healthy && mine.healthy, byTag }));
+  }
+  return shared;
+}
+
+function pairs(flat: readonly string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (let i = 0; i < flat.length; i += 2) out.set(flat[i]!, Number(flat[i + 1]));
+  return out;
+}
+
+function numbers(hash: Record<string, string>): Map<string, number> {
+  return new Map(Object.entries(hash).map(([key, value]) => [key, Number(value)]));
+}
+
+/** A stored or published plan; anything else on the key or channel (not this store's writing) reads as none. */
+function parsePlan(json: string | null): PublishedPlan | undefined {
+  if (json === null) return undefined;
+  try {
+    return deepFreeze(JSON.parse(json) as PublishedPlan);
+  } catch {
+    return undefined;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+function positive(value: number, name: string): number {
+  if (!isDurationMs(value)) throw new RangeError(`Expected \`${name}\` to be a positive finite number of milliseconds, got \`${value}\``);
+  return value;
+}
+
+function isDurationMs(value: number): boolean {
+  return value > 0 && value < Number.POSITIVE_INFINITY;
+}
+
+function rejectArgument(name: string, expected: string, value: number): Promise<never> {
+  return Promise.reject(new RangeError(`Expected \`${name}\` to be ${expected}, got \`${value}\``));
+}
+
+/** A hook that throws must not turn a call answered from local state into a failure. */
+function callHook(hook: () => void): void {
+  try {
+    hook();
+  } catch (error) {
+    process.emitWarning(error instanceof Error ? error : new Error(String(error)), { code: 'FREESH_STORE_HOOK' });
+  }
+}
+
+function warnDegraded(error: unknown): void {
+  const reason = error instanceof Error ? error.message : String(error);
+  process.emitWarning(`Redis is unreachable (${reason}); serving from local state until it answers again`, {
+    code: 'FREESH_STORE_DEGRADED',
+  });
+}
+
+function warnListenerError(error: unknown): void {
+  process.emitWarning(error instanceof Error ? error : new Error(String(error)), { code: 'FREESH_PLAN_LISTENER' });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
