@@ -238,6 +238,7 @@ export class Router {
       demoteLate: (this.policy.queue ?? fifoOrder).latestStart,
       onStoreError: storeError,
       onLeaseLost: () => this.metrics.pluginErrors.labels('lease-lost').inc(),
+      owner: replicaId ?? `replica-${this.#idPrefix}`,
     });
     this.#placer = new Placer({
       config,

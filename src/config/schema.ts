@@ -231,8 +231,29 @@ export const serverSchema = z
   })
   .prefault({});
 
-/** The standalone proxy's config file: the router's config plus where to listen. */
-export const fileConfigSchema = z.strictObject({ ...routerShape, server: serverSchema }).superRefine(checkReferences);
+/** Where the proxy keeps the cluster state: in process (default) or in Redis, shared by every replica. */
+export const stateSchema = z
+  .strictObject({
+    /** Share slots, queues and plans with the other replicas of the fleet through Redis. Default: none (one replica, in memory). */
+    redis: z
+      .strictObject({
+        /** `redis://[:password@]host:port/db` or `rediss://…`. */
+        url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL'),
+        /** Prefix of every key, so several fleets share one Redis. Default `freesh`. */
+        keyPrefix: z.string().min(1).default('freesh'),
+        /** Longest wait for one Redis command before the replica serves on local state (ms). Default 500. */
+        commandTimeoutMs: z.int().positive().default(500),
+        /** Replicas in the fleet: while Redis is unreachable each grants at most ⌈limit / replicas⌉ slots per backend. Default 1. */
+        replicas: z.int().positive().default(1),
+      })
+      .optional(),
+    /** This replica's name in the shared state. Default: random per process. */
+    replicaId: label.optional(),
+  })
+  .prefault({});
+
+/** The standalone proxy's config file: the router's config plus where to listen and where to keep state. */
+export const fileConfigSchema = z.strictObject({ ...routerShape, server: serverSchema, state: stateSchema }).superRefine(checkReferences);
 
 export type RouterConfigInput = z.input<typeof routerConfigSchema>;
 export type RouterConfig = z.output<typeof routerConfigSchema>;

@@ -1,9 +1,10 @@
 import type { CancelSignal } from '../cancel.js';
 import type { Clock, Timer } from '../clock.js';
+import { clientAborted, queueFull, queueTimeout } from '../errors.js';
 import { AdmissionQueue, type Waiter } from '../queue/admission-queue.js';
 import type { FairShare } from '../queue/fair-share.js';
 import type { ClusterView } from '../state/cluster-view.js';
-import type { Lease, StateStore } from '../state/store.js';
+import { isQueueingStore, type Lease, type QueueingStore, type StateStore } from '../state/store.js';
 import type { Backend } from '../types.js';
 
 export interface SlotsOptions {
@@ -23,6 +24,8 @@ export interface SlotsOptions {
   readonly onStoreError: (err: unknown) => void;
   /** Told when a held lease could not be renewed (it had expired in the store: its slot may be reused). */
   readonly onLeaseLost: (lease: Lease) => void;
+  /** This replica, as the owner of its tickets in a queueing store. */
+  readonly owner?: string;
 }
 
 export interface SlotRequest {
@@ -42,6 +45,17 @@ export interface SlotRequest {
 const RETRY_MS = 250;
 
 const NO_QUEUE = Object.freeze({ waiting: 0 });
+
+/** A request waiting in a queueing store's shared queue, until its ticket is granted. */
+interface TicketWaiter {
+  readonly id: string;
+  readonly backendId: string;
+  readonly resolve: (lease: Lease) => void;
+  readonly reject: (err: Error) => void;
+  readonly timer: Timer;
+  readonly signal: CancelSignal | undefined;
+  readonly onAbort: () => void;
+}
 
 /**
  * Slots on backends: the store grants them (atomically, at most `maxConcurrency` per backend across
@@ -63,10 +77,23 @@ export class Slots {
   #renewal: Timer | undefined;
   /** Set by `close`: the error every later request is refused with. */
   #closedWith: Error | undefined;
+  /** The store's shared queue, when it has one: then waiters wait there, not in `#queues`. */
+  readonly #shared: QueueingStore | undefined;
+  readonly #owner: string;
+  /** Per backend, this replica's requests waiting in the shared queue, by ticket id. */
+  readonly #tickets = new Map<string, Map<string, TicketWaiter>>();
+  #nextTicket = 0;
+  readonly #taking = new Set<string>();
+  readonly #polls = new Map<string, Timer>();
+  readonly #unwatchGrants: (() => void) | undefined;
 
   constructor(options: SlotsOptions) {
     this.#o = options;
+    this.#shared = isQueueingStore(options.store) ? options.store : undefined;
+    this.#owner = options.owner ?? `replica-${Math.random().toString(36).slice(2, 10)}`;
+    this.#unwatchGrants = this.#shared?.watchGrants(this.#owner, (backendId) => void this.#take(backendId));
     for (const backend of options.backends) {
+      this.#tickets.set(backend.id, new Map());
       this.#backends.set(backend.id, backend);
       this.#queues.set(
         backend.id,
@@ -85,7 +112,7 @@ export class Slots {
 
   /** Requests waiting for a slot on a backend, in this router. */
   waiting(backendId: string): number {
-    return this.#queues.get(backendId)?.waiting ?? 0;
+    return (this.#queues.get(backendId)?.waiting ?? 0) + (this.#tickets.get(backendId)?.size ?? 0);
   }
 
   /** A backend's queue length as a live field, for a reader that looks it up once. */
@@ -100,7 +127,7 @@ export class Slots {
 
   /** Per backend: leases held and requests waiting here. */
   *samples(): Iterable<readonly [string, { active: number; waiting: number }]> {
-    for (const [id, queue] of this.#queues) yield [id, { active: this.held(id), waiting: queue.waiting }];
+    for (const id of this.#queues.keys()) yield [id, { active: this.held(id), waiting: this.waiting(id) }];
   }
 
   /**
@@ -110,6 +137,10 @@ export class Slots {
    */
   async acquire(request: SlotRequest): Promise<Lease> {
     if (this.#closedWith) throw this.#closedWith;
+    if (this.#shared?.queueing) {
+      const shared = await this.#acquireShared(this.#shared, request);
+      if (shared) return shared;
+    }
     const { backend } = request;
     const queue = this.#queues.get(backend.id)!;
     if (queue.waiting === 0) {
@@ -153,10 +184,125 @@ export class Slots {
   close(err: Error): void {
     this.#closedWith = err;
     for (const queue of this.#queues.values()) queue.rejectAll(err);
+    for (const tickets of this.#tickets.values()) for (const waiter of [...tickets.values()]) this.#leave(waiter, err);
+    for (const timer of this.#polls.values()) timer.cancel();
+    this.#polls.clear();
+    this.#unwatchGrants?.();
     for (const timer of this.#retry.values()) timer.cancel();
     this.#retry.clear();
     this.#renewal?.cancel();
     this.#renewal = undefined;
+  }
+
+  /**
+   * A slot through the store's shared queue: at once when free, else after the ticket is granted.
+   * Undefined when the store failed: the request then queues here, as with a store that does not
+   * queue, and the store serves it from whatever state it has.
+   */
+  async #acquireShared(shared: QueueingStore, request: SlotRequest): Promise<Lease | undefined> {
+    const { backend, signal } = request;
+    const tickets = this.#tickets.get(backend.id)!;
+    if (tickets.size >= this.#o.maxQueueLength) throw queueFull(backend.id, this.#o.maxQueueLength);
+    if (signal?.aborted) throw clientAborted();
+    const id = `${this.#owner}.${(this.#nextTicket++).toString(36)}`;
+    let lease: Lease | undefined;
+    try {
+      lease = await shared.acquireOrQueue(backend.id, backend.maxConcurrency, this.#o.leaseTtlMs, {
+        id,
+        owner: this.#owner,
+        ownerTtlMs: this.#ownerTtlMs(),
+        latestStartInMs: request.priority - this.#o.clock.now(),
+        tag: request.tag,
+      });
+    } catch (err) {
+      this.#o.onStoreError(err);
+      return undefined;
+    }
+    if (this.#closedWith) {
+      if (lease) await shared.release(lease).catch(this.#o.onStoreError);
+      else void this.#withdraw(backend.id, id);
+      throw this.#closedWith;
+    }
+    if (lease) return this.#hold(lease);
+    return new Promise<Lease>((resolve, reject) => {
+      const enqueuedMs = this.#o.clock.now();
+      const waiter: TicketWaiter = {
+        id,
+        backendId: backend.id,
+        resolve,
+        reject,
+        timer: this.#o.clock.setTimer(() => this.#leave(waiter, queueTimeout(this.#o.clock.now() - enqueuedMs)), this.#o.maxQueueMs),
+        signal,
+        onAbort: () => this.#leave(waiter, clientAborted()),
+      };
+      signal?.addEventListener('abort', waiter.onAbort);
+      tickets.set(id, waiter);
+      this.#pollLater(backend.id);
+    });
+  }
+
+  /** A waiter leaves the shared queue (timed out, its client gone, or closing): its ticket is withdrawn. */
+  #leave(waiter: TicketWaiter, err: Error): void {
+    if (!this.#settle(waiter)) return;
+    waiter.reject(err);
+    void this.#withdraw(waiter.backendId, waiter.id);
+  }
+
+  /** Whether the waiter was still waiting; it is not any more. */
+  #settle(waiter: TicketWaiter): boolean {
+    if (!this.#tickets.get(waiter.backendId)!.delete(waiter.id)) return false;
+    waiter.timer.cancel();
+    waiter.signal?.removeEventListener('abort', waiter.onAbort);
+    return true;
+  }
+
+  async #withdraw(backendId: string, ticketId: string): Promise<void> {
+    try {
+      // Granted meanwhile: the slot is this replica's, and goes back to the queue through release.
+      const lease = await this.#shared!.withdraw(backendId, ticketId);
+      if (lease) this.release(this.#hold(lease));
+    } catch (err) {
+      // A ticket left behind is dropped when this replica stops taking grants, or granted and never taken (its lease then expires).
+      this.#o.onStoreError(err);
+    }
+  }
+
+  /** Takes the grants made to this replica's tickets on a backend; one call per backend at a time. */
+  async #take(backendId: string): Promise<void> {
+    if (this.#taking.has(backendId) || !this.#tickets.has(backendId)) return;
+    this.#taking.add(backendId);
+    try {
+      const grants = await this.#shared!.takeGrants(this.#owner, this.#ownerTtlMs(), backendId);
+      const tickets = this.#tickets.get(backendId)!;
+      for (const { ticketId, lease } of grants) {
+        const waiter = tickets.get(ticketId);
+        this.#hold(lease);
+        if (waiter && this.#settle(waiter)) waiter.resolve(lease);
+        else this.release(lease);
+      }
+    } catch (err) {
+      this.#o.onStoreError(err);
+    } finally {
+      this.#taking.delete(backendId);
+    }
+  }
+
+  /** While requests of this replica wait in the shared queue, takes grants every RETRY_MS: a missed grant message costs that much at most. */
+  #pollLater(backendId: string): void {
+    if (this.#polls.has(backendId) || this.#closedWith) return;
+    this.#polls.set(
+      backendId,
+      this.#o.clock.setTimer(async () => {
+        await this.#take(backendId);
+        this.#polls.delete(backendId);
+        if (this.#tickets.get(backendId)!.size > 0) this.#pollLater(backendId);
+      }, RETRY_MS),
+    );
+  }
+
+  /** How long this replica's tickets outlive its last call: long enough for a few missed polls. */
+  #ownerTtlMs(): number {
+    return Math.max(4 * RETRY_MS, Math.min(this.#o.leaseTtlMs, 10_000));
   }
 
   async #try(backend: Backend, tag: string | undefined): Promise<Lease | undefined> {

@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type FileConfig, type FileConfigInput, fileConfigSchema, parseConfig } from '../config/schema.js';
 import { type Router, type RouterOptions, createRouter } from '../router.js';
+import type { StateStore } from '../state/store.js';
 import { createProxyServer } from './server.js';
 
 export interface RunningProxy {
@@ -33,8 +34,10 @@ export async function loadConfigFile(path: string): Promise<FileConfig> {
 
 /** Starts the OpenAI-compatible proxy for a config (plus any injected router options). */
 export async function startProxy(input: FileConfigInput, inject: Partial<RouterOptions> = {}): Promise<RunningProxy> {
-  const { server: listen, ...routerConfig } = parseConfig(fileConfigSchema, input, 'config');
-  const router = createRouter({ ...routerConfig, ...inject });
+  const { server: listen, state, ...routerConfig } = parseConfig(fileConfigSchema, input, 'config');
+  // The Redis store (and ioredis) load only when configured.
+  const store = inject.store ?? (state.redis ? await openRedisStore(state.redis) : undefined);
+  const router = createRouter({ ...routerConfig, replicaId: state.replicaId, ...inject, store });
   const server = createProxyServer(router);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -60,4 +63,14 @@ export async function startProxy(input: FileConfigInput, inject: Partial<RouterO
       await router.close();
     },
   };
+}
+
+async function openRedisStore(options: NonNullable<FileConfig['state']['redis']>): Promise<StateStore> {
+  let redis: typeof import('../state/redis.js');
+  try {
+    redis = await import('../state/redis.js');
+  } catch (err) {
+    throw new Error(`state.redis needs the \`ioredis\` package: npm install ioredis (${(err as Error).message})`);
+  }
+  return redis.createRedisStateStore(options.url, { keyPrefix: options.keyPrefix, commandTimeoutMs: options.commandTimeoutMs, replicas: options.replicas });
 }

@@ -66,13 +66,6 @@ keep(KEYS[1], KEYS[2])
 return 1
 `;
 
-/** Frees a lease and its tag. KEYS: leases, tags. ARGV: lease id. */
-export const RELEASE = `
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 0
-`;
-
 /**
  * Every backend asked for, in one round trip: drops expired leases, then counts them, by tag too, and
  * reads health (dropping a mark that has run out). KEYS: health, then leases and tags of each backend
@@ -207,11 +200,154 @@ end
 return out
 `;
 
+/*
+ * The shared least-laxity-first queue (`QueueingStore` in ./store.ts). Keys of one backend B, beside
+ * its leases and tags: `P:queue:B` ZSET ticket id → latest start (Redis time, ms); `P:tickets:B` HASH
+ * ticket id → "owner\ntag"; `P:grants:B` HASH ticket id → "lease\nowner\ntag" with `P:grant-expiry:B`
+ * ZSET ticket id → the lease's expiry: grants made and not yet taken. For the fleet: `P:owners` HASH
+ * replica → alive-until (Redis time) and `P:slot-limits` HASH B → "limit ttlMs", the last limit given
+ * for B, so a release or a poll grants under it. A tag is written `+tag`, or `-` for none.
+ * KEYS of every queue script: leases, tags, queue, tickets, grants, grant-expiry, owners, slot-limits.
+ */
+const QUEUE_PRELUDE = `${PRELUDE}
+local k = {
+  leases = KEYS[1], tags = KEYS[2], queue = KEYS[3], tickets = KEYS[4],
+  grants = KEYS[5], grant_expiry = KEYS[6], owners = KEYS[7], limits = KEYS[8],
+}
+local function split(s)
+  local parts = {}
+  for part in string.gmatch(s, '[^\\n]+') do parts[#parts + 1] = part end
+  return parts
+end
+-- A grant not taken before its lease expired goes with the lease: its owner is gone.
+local function purge_grants()
+  local expired = redis.call('ZRANGEBYSCORE', k.grant_expiry, '-inf', ms(now))
+  for i = 1, #expired do redis.call('HDEL', k.grants, expired[i]) end
+  if #expired > 0 then redis.call('ZREMRANGEBYSCORE', k.grant_expiry, '-inf', ms(now)) end
+end
+-- Grants free slots to waiting tickets: the most urgent still on time (latest start not passed)
+-- first, late ones only when none is on time; tickets of owners no longer alive are dropped. The
+-- owner hears of a grant on its channel (the message: the backend).
+local function grant_freed(backend, limit, ttl, channel_prefix)
+  while redis.call('ZCARD', k.leases) < limit do
+    local pick = redis.call('ZRANGEBYSCORE', k.queue, ms(now), '+inf', 'LIMIT', 0, 1)
+    if #pick == 0 then pick = redis.call('ZRANGE', k.queue, 0, 0) end
+    if #pick == 0 then break end
+    local id = pick[1]
+    redis.call('ZREM', k.queue, id)
+    local info = redis.call('HGET', k.tickets, id)
+    redis.call('HDEL', k.tickets, id)
+    if info then
+      local owner, tag = unpack(split(info))
+      if tonumber(redis.call('HGET', k.owners, owner) or '0') > now then
+        local lease = 'q' .. id
+        redis.call('ZADD', k.leases, ms(now + ttl), lease)
+        if tag ~= '-' then redis.call('HSET', k.tags, lease, string.sub(tag, 2)) end
+        redis.call('HSET', k.grants, id, lease .. '\\n' .. owner .. '\\n' .. tag)
+        redis.call('ZADD', k.grant_expiry, ms(now + ttl), id)
+        redis.call('PUBLISH', channel_prefix .. owner, backend)
+      end
+    end
+  end
+  keep(k.leases, k.tags)
+end
+local function grant_under_known_limit(backend, channel_prefix)
+  local known = redis.call('HGET', k.limits, backend)
+  if known then
+    local limit, ttl = string.match(known, '(%S+) (%S+)')
+    grant_freed(backend, tonumber(limit), tonumber(ttl), channel_prefix)
+  end
+end
+`;
+
+/**
+ * A slot at once when one is free and no ticket waits (after granting freed slots to waiting tickets),
+ * else the ticket queued. ARGV: backend, limit, ttlMs, lease id, tag, ticket id, owner, owner ttlMs,
+ * latest start in ms from now, grant channel prefix. Returns the lease id, or nothing when queued.
+ */
+export const ACQUIRE_OR_QUEUE = `${QUEUE_PRELUDE}
+local backend, limit, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('HSET', k.limits, backend, ARGV[2] .. ' ' .. ARGV[3])
+redis.call('HSET', k.owners, ARGV[7], ms(now + tonumber(ARGV[8])))
+purge(k.leases, k.tags)
+purge_grants()
+grant_freed(backend, limit, ttl, ARGV[10])
+if redis.call('ZCARD', k.leases) < limit then
+  redis.call('ZADD', k.leases, ms(now + ttl), ARGV[4])
+  if ARGV[5] ~= '-' then redis.call('HSET', k.tags, ARGV[4], string.sub(ARGV[5], 2)) end
+  keep(k.leases, k.tags)
+  return ARGV[4]
+end
+redis.call('ZADD', k.queue, ms(now + tonumber(ARGV[9])), ARGV[6])
+redis.call('HSET', k.tickets, ARGV[6], ARGV[7] .. '\\n' .. ARGV[5])
+return false
+`;
+
+/** Removes a ticket. ARGV: ticket id. Returns {lease id, tag} when it had been granted and not taken. */
+export const WITHDRAW = `${QUEUE_PRELUDE}
+local id = ARGV[1]
+if redis.call('ZREM', k.queue, id) == 1 then
+  redis.call('HDEL', k.tickets, id)
+  return false
+end
+local grant = redis.call('HGET', k.grants, id)
+if not grant then return false end
+redis.call('HDEL', k.grants, id)
+redis.call('ZREM', k.grant_expiry, id)
+local lease, _, tag = unpack(split(grant))
+return {lease, tag}
+`;
+
+/**
+ * Keeps the owner alive, forgets owners that are not, drops what expired, grants freed slots, and
+ * takes the owner's grants. ARGV: backend, owner, owner ttlMs, grant channel prefix. Returns
+ * {ticket id, lease id, tag, …}.
+ */
+export const TAKE_GRANTS = `${QUEUE_PRELUDE}
+local backend, owner = ARGV[1], ARGV[2]
+redis.call('HSET', k.owners, owner, ms(now + tonumber(ARGV[3])))
+local owners = redis.call('HGETALL', k.owners)
+for i = 1, #owners, 2 do
+  if tonumber(owners[i + 1]) <= now then redis.call('HDEL', k.owners, owners[i]) end
+end
+purge(k.leases, k.tags)
+purge_grants()
+grant_under_known_limit(backend, ARGV[4])
+local taken = {}
+local grants = redis.call('HGETALL', k.grants)
+for i = 1, #grants, 2 do
+  local lease, grantee, tag = unpack(split(grants[i + 1]))
+  if grantee == owner then
+    redis.call('HDEL', k.grants, grants[i])
+    redis.call('ZREM', k.grant_expiry, grants[i])
+    taken[#taken + 1] = grants[i]
+    taken[#taken + 1] = lease
+    taken[#taken + 1] = tag
+  end
+end
+return taken
+`;
+
+/** Frees a lease and grants its slot to the most urgent ticket. ARGV: backend, lease id, grant channel prefix. */
+export const RELEASE_AND_GRANT = `${QUEUE_PRELUDE}
+redis.call('ZREM', k.leases, ARGV[2])
+redis.call('HDEL', k.tags, ARGV[2])
+purge(k.leases, k.tags)
+grant_under_known_limit(ARGV[1], ARGV[3])
+return 0
+`;
+
+/** Tickets waiting per backend. KEYS: the queue of each backend. Returns their counts in order. */
+export const QUEUED = `
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('ZCARD', KEYS[i]) end
+return out
+`;
+
 /** Every script, by the command name it is defined under; `undefined` keys: given per call. */
 const COMMANDS = {
   freeshTryAcquire: { lua: TRY_ACQUIRE, numberOfKeys: 2 },
   freeshRenew: { lua: RENEW, numberOfKeys: 2 },
-  freeshRelease: { lua: RELEASE, numberOfKeys: 2 },
   freeshSnapshot: { lua: SNAPSHOT, numberOfKeys: undefined },
   freeshMarkUnhealthy: { lua: MARK_UNHEALTHY, numberOfKeys: 1 },
   freeshUpdateCounters: { lua: UPDATE_COUNTERS, numberOfKeys: 1 },
@@ -222,6 +358,11 @@ const COMMANDS = {
   freeshPublishPlan: { lua: PUBLISH_PLAN, numberOfKeys: 2 },
   freeshPutTelemetry: { lua: PUT_TELEMETRY, numberOfKeys: 1 },
   freeshReadTelemetry: { lua: READ_TELEMETRY, numberOfKeys: 1 },
+  freeshAcquireOrQueue: { lua: ACQUIRE_OR_QUEUE, numberOfKeys: 8 },
+  freeshWithdraw: { lua: WITHDRAW, numberOfKeys: 8 },
+  freeshTakeGrants: { lua: TAKE_GRANTS, numberOfKeys: 8 },
+  freeshReleaseAndGrant: { lua: RELEASE_AND_GRANT, numberOfKeys: 8 },
+  freeshQueued: { lua: QUEUED, numberOfKeys: undefined },
 } as const;
 
 /** The client, with the scripts callable as commands: keys first, then arguments (a key count first where it varies). */

@@ -5,11 +5,13 @@ import { defineScripts, type ScriptedClient } from './redis-scripts.js';
 import type {
   BackendSnapshot,
   CounterUpdate,
+  Grant,
   Lease,
   PlanRecord,
   PublishedPlan,
+  QueueingStore,
+  QueueTicket,
   ReceivedTelemetry,
-  StateStore,
   TelemetryRecord,
 } from './store.js';
 
@@ -100,7 +102,7 @@ class DeadlineError extends Error {
  *   local and are dropped from view when Redis returns (each is a heuristic that Redis's own values
  *   supersede); plans published while degraded reach no listener, since no other replica can see them.
  */
-export class RedisStateStore implements StateStore {
+export class RedisStateStore implements QueueingStore {
   readonly #client: Redis | Cluster;
   readonly #scripts: ScriptedClient;
   readonly #ownsClient: boolean;
@@ -127,6 +129,8 @@ export class RedisStateStore implements StateStore {
   /** The newest plan this store has seen from Redis. */
   #latestPlan: PublishedPlan | undefined;
   #planResync: NodeJS.Timeout | undefined;
+  /** Grant listeners by channel (one channel per owner). */
+  readonly #grantListeners = new Map<string, Set<(backendId: string) => void>>();
 
   constructor(connection: RedisConnection, options: RedisStateStoreOptions = {}) {
     this.#commandTimeoutMs = positive(options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, 'commandTimeoutMs');
@@ -160,6 +164,11 @@ export class RedisStateStore implements StateStore {
   /** True while calls are answered from local state because Redis did not answer. */
   get degraded(): boolean {
     return this.#degraded;
+  }
+
+  /** False while Redis is unreachable: the shared queue is out of reach, and callers queue locally. */
+  get queueing(): boolean {
+    return !this.#degraded && !this.#closed;
   }
 
   tryAcquire(backendId: string, limit: number, ttlMs: number, tag?: string): Promise<Lease | undefined> {
@@ -197,8 +206,91 @@ export class RedisStateStore implements StateStore {
     const local = localLease(lease);
     if (local !== undefined) return this.#whileOpen(() => this.#local.release(local));
     return this.#route(
-      async () => void (await this.#scripts.freeshRelease(...this.#keys.lease(lease.backendId), lease.id)),
+      async () => void (await this.#scripts.freeshReleaseAndGrant(...this.#keys.queue(lease.backendId), lease.backendId, lease.id, this.#keys.grantChannelPrefix)),
       () => DONE,
+    );
+  }
+
+  acquireOrQueue(backendId: string, limit: number, ttlMs: number, ticket: QueueTicket): Promise<Lease | undefined> {
+    if (!(limit >= 0 && limit < Number.POSITIVE_INFINITY)) return rejectArgument('limit', 'a non-negative finite number', limit);
+    if (!isDurationMs(ttlMs)) return rejectArgument('ttlMs', 'a positive finite number of milliseconds', ttlMs);
+    if (!isDurationMs(ticket.ownerTtlMs)) return rejectArgument('ownerTtlMs', 'a positive finite number of milliseconds', ticket.ownerTtlMs);
+    if (!Number.isFinite(ticket.latestStartInMs)) return rejectArgument('latestStartInMs', 'a finite number of milliseconds', ticket.latestStartInMs);
+    return this.#route(
+      async () => {
+        // Leases this store granted locally during an outage are still running on this backend.
+        const heldLocally = (await this.#local.snapshot([backendId])).get(backendId)?.inFlight ?? 0;
+        const id = `${this.#idPrefix}-${(this.#nextLeaseId++).toString(36)}`;
+        const { tag } = ticket;
+        const granted = await this.#scripts.freeshAcquireOrQueue(
+          ...this.#keys.queue(backendId),
+          backendId,
+          Math.max(0, limit - heldLocally),
+          ttlMs,
+          id,
+          encodeTag(tag),
+          ticket.id,
+          ticket.owner,
+          ticket.ownerTtlMs,
+          ticket.latestStartInMs,
+          this.#keys.grantChannelPrefix,
+        );
+        return granted === null ? undefined : Object.freeze({ id, backendId, tag });
+      },
+      () => Promise.reject(queueUnreachable()),
+    );
+  }
+
+  withdraw(backendId: string, ticketId: string): Promise<Lease | undefined> {
+    return this.#route(
+      async () => {
+        const granted = (await this.#scripts.freeshWithdraw(...this.#keys.queue(backendId), ticketId)) as [string, string] | null;
+        return granted === null ? undefined : Object.freeze({ id: granted[0], backendId, tag: decodeTag(granted[1]) });
+      },
+      // The ticket stays in Redis; if it is granted later, its owner takes the grant and releases it.
+      () => Promise.reject(queueUnreachable()),
+    );
+  }
+
+  takeGrants(owner: string, ownerTtlMs: number, backendId: string): Promise<readonly Grant[]> {
+    if (!isDurationMs(ownerTtlMs)) return rejectArgument('ownerTtlMs', 'a positive finite number of milliseconds', ownerTtlMs);
+    return this.#route(
+      async () => {
+        const flat = (await this.#scripts.freeshTakeGrants(...this.#keys.queue(backendId), backendId, owner, ownerTtlMs, this.#keys.grantChannelPrefix)) as string[];
+        const grants: Grant[] = [];
+        for (let i = 0; i < flat.length; i += 3) {
+          grants.push({ ticketId: flat[i]!, lease: Object.freeze({ id: flat[i + 1]!, backendId, tag: decodeTag(flat[i + 2]!) }) });
+        }
+        return grants;
+      },
+      () => Promise.reject(queueUnreachable()),
+    );
+  }
+
+  /** Hears `owner`'s grants on its channel, on the subscriber connection (opened at the first watch of any kind). */
+  watchGrants(owner: string, listener: (backendId: string) => void): () => void {
+    if (this.#closed) return () => undefined;
+    const channel = this.#keys.grantChannelPrefix + owner;
+    let listeners = this.#grantListeners.get(channel);
+    if (listeners === undefined) {
+      this.#grantListeners.set(channel, (listeners = new Set()));
+      this.#subscribe();
+      // ioredis subscribes again by itself after a reconnect; a grant missed meanwhile is taken by the owner's poll.
+      this.#subscriber!.subscribe(channel).catch(() => undefined);
+    }
+    listeners.add(listener);
+    return () => void listeners.delete(listener);
+  }
+
+  queued(backendIds: readonly string[]): Promise<ReadonlyMap<string, number>> {
+    return this.#route(
+      async () => {
+        if (backendIds.length === 0) return new Map<string, number>();
+        const keys = backendIds.map((id) => this.#keys.queue(id)[2]!);
+        const counts = (await this.#scripts.freeshQueued(keys.length, ...keys)) as number[];
+        return new Map(backendIds.map((id, i) => [id, counts[i]!]));
+      },
+      async () => new Map(backendIds.map((id) => [id, 0])),
     );
   }
 
@@ -487,6 +579,11 @@ export class RedisStateStore implements StateStore {
     this.#subscriber = subscriber;
     subscriber.on('error', () => undefined);
     subscriber.on('message', (channel: string, message: string) => {
+      const grants = this.#grantListeners.get(channel);
+      if (grants !== undefined) {
+        for (const listener of grants) callHook(() => listener(message));
+        return;
+      }
       if (channel !== this.#keys.plans) return;
       const plan = parsePlan(message);
       if (plan !== undefined) this.#offerPlan(plan);
@@ -568,6 +665,8 @@ class Keys {
   /** The pub/sub channel plans are published on. */
   readonly plans: string;
   readonly telemetry: string;
+  /** A replica hears grants to its tickets on this prefix followed by its name. */
+  readonly grantChannelPrefix: string;
   readonly #p: string;
 
   constructor(keyPrefix: string) {
@@ -577,6 +676,13 @@ class Keys {
     this.planVersion = `${this.#p}:plan-version`;
     this.plans = `${this.#p}:plans`;
     this.telemetry = `${this.#p}:telemetry`;
+    this.grantChannelPrefix = `${this.#p}:granted:`;
+  }
+
+  /** What every queue script takes (./redis-scripts.ts): the backend's leases, tags, queue, tickets, grants and grant expiries, then the fleet's owners and slot limits. */
+  queue(backendId: string): string[] {
+    const p = this.#p;
+    return [...this.lease(backendId), `${p}:queue:${backendId}`, `${p}:tickets:${backendId}`, `${p}:grants:${backendId}`, `${p}:grant-expiry:${backendId}`, `${p}:owners`, `${p}:slot-limits`];
   }
 
   /** A backend's leases (ZSET id → expiry ms) and their tags (HASH id → tag). */
@@ -599,6 +705,20 @@ class Keys {
   lead(role: string): string {
     return `${this.#p}:lead:${role}`;
   }
+}
+
+/** A tag as the queue scripts write it: `+tag`, or `-` for none (an empty tag is still a tag). */
+function encodeTag(tag: string | undefined): string {
+  return tag === undefined ? '-' : `+${tag}`;
+}
+
+function decodeTag(encoded: string): string | undefined {
+  return encoded === '-' ? undefined : encoded.slice(1);
+}
+
+/** The shared queue cannot be reached while Redis cannot: the caller queues locally instead. */
+function queueUnreachable(): Error {
+  return new Error('The shared queue is unreachable while Redis is: queue locally');
 }
 
 /** Whether an error says Redis could not serve (connection, timeout, failover), not that the call was wrong. */

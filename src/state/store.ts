@@ -82,6 +82,73 @@ export interface StateStore {
   readTelemetry(): Promise<readonly ReceivedTelemetry[]>;
 
   close(): Promise<void>;
+
+  /** A shared store: true while it serves from local state because its backend (Redis) does not answer. */
+  readonly degraded?: boolean;
+}
+
+/**
+ * A store that also queues: one least-laxity-first queue per backend shared by every replica. A
+ * request refused a slot leaves a ticket; a slot freed anywhere (released, or expired with its dead
+ * holder) goes, atomically, to the most urgent live ticket of any replica, and that ticket's owner
+ * is told. The router uses it when its store has it (`isQueueingStore`), otherwise it queues in
+ * process and polls `tryAcquire`.
+ *
+ * Rules every implementation keeps, beside the StateStore's:
+ * - A ticket is granted at most once, and only while unexpired and not withdrawn; a granted ticket
+ *   holds a lease counted under the backend's limit like any other.
+ * - An owner that stops calling `pollTickets` loses its tickets after `ttlMs` (its replica died):
+ *   they are never granted, so no slot is lost to them.
+ * - Tickets whose latest start has passed (they can no longer meet their deadline) are granted only
+ *   when no ticket still on time waits.
+ * - `release` grants the freed slot to the most urgent ticket, if one waits.
+ */
+export interface QueueingStore extends StateStore {
+  /** False while the shared queue cannot be reached (the store serves from local state): callers then queue in process. */
+  readonly queueing: boolean;
+  /**
+   * A slot at once when one is free and no ticket waits for the backend (resolves with the lease),
+   * or the ticket queued (resolves `undefined`; its grant is taken with `takeGrants`). The store
+   * remembers `limit` and `ttlMs` for the backend: `release` and `takeGrants` grant freed slots
+   * under them.
+   */
+  acquireOrQueue(backendId: string, limit: number, ttlMs: number, ticket: QueueTicket): Promise<Lease | undefined>;
+  /**
+   * Removes a waiting ticket. Resolves with its lease when it had been granted and not yet taken:
+   * the caller then holds that slot (to use or release).
+   */
+  withdraw(backendId: string, ticketId: string): Promise<Lease | undefined>;
+  /**
+   * Takes, exactly once, the leases granted to `owner`'s tickets on one backend (tickets it no
+   * longer waits for included: it releases those); keeps `owner` alive for `ownerTtlMs`, and first
+   * drops expired leases and dead owners' tickets and grants the slots so freed.
+   */
+  takeGrants(owner: string, ownerTtlMs: number, backendId: string): Promise<readonly Grant[]>;
+  /** Calls `listener` with the backend of each grant made to `owner`'s tickets: a hint to take them. Returns the function that stops it. */
+  watchGrants(owner: string, listener: (backendId: string) => void): () => void;
+  /** Tickets waiting per backend, across every replica. */
+  queued(backendIds: readonly string[]): Promise<ReadonlyMap<string, number>>;
+}
+
+export interface QueueTicket {
+  /** Unique among the store's tickets (the owner's id and a counter). */
+  readonly id: string;
+  /** The replica that waits for it: its `takeGrants` calls keep it alive (the first for `ownerTtlMs` from now). */
+  readonly owner: string;
+  readonly ownerTtlMs: number;
+  /** Time from now until the latest start that still meets the deadline (ms; negative when already late). */
+  readonly latestStartInMs: number;
+  /** The lease's tag once granted. */
+  readonly tag?: string | undefined;
+}
+
+export interface Grant {
+  readonly ticketId: string;
+  readonly lease: Lease;
+}
+
+export function isQueueingStore(store: StateStore): store is QueueingStore {
+  return typeof (store as Partial<QueueingStore>).acquireOrQueue === 'function';
 }
 
 /** A slot held on a backend, granted by `tryAcquire`. */

@@ -1,0 +1,206 @@
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { RedisStateStore } from '../../src/state/redis.js';
+import type { Grant, Lease, QueueTicket } from '../../src/state/store.js';
+import { deleteFleet, freshPrefix, type RedisServer, startRedis } from '../helpers/redis-server.js';
+
+/** The shared least-laxity-first queue of the Redis store, on a real Redis: replicas are stores with their own connections. */
+let server: RedisServer;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  server = await startRedis();
+});
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+afterAll(async () => {
+  await server?.stop();
+});
+
+const TTL_MS = 10_000;
+const OWNER_TTL_MS = 5_000;
+
+/** `n` replicas of one fleet, each its own store (connection) under one fresh prefix. */
+function fleet(n: number): { stores: RedisStateStore[]; keyPrefix: string } {
+  const keyPrefix = freshPrefix();
+  const stores = Array.from({ length: n }, () => new RedisStateStore(server.url, { keyPrefix }));
+  cleanups.push(() => deleteFleet(server.url, keyPrefix), () => Promise.all(stores.map((s) => s.close())));
+  return { stores, keyPrefix };
+}
+
+function admin(): Redis {
+  const client = new Redis(server.url);
+  cleanups.push(async () => client.disconnect());
+  return client;
+}
+
+const ticket = (id: string, owner: string, latestStartInMs: number, tag?: string): QueueTicket => ({ id, owner, ownerTtlMs: OWNER_TTL_MS, latestStartInMs, tag });
+
+async function takeAll(store: RedisStateStore, owner: string, backendId = 'b'): Promise<string[]> {
+  return (await store.takeGrants(owner, OWNER_TTL_MS, backendId)).map((g: Grant) => g.ticketId);
+}
+
+describe('RedisStateStore shared queue', () => {
+  it('grants a free slot at once, then queues, and a release grants the most urgent ticket of any replica', async () => {
+    const { stores } = fleet(2);
+    const [one, two] = stores as [RedisStateStore, RedisStateStore];
+    const held = await one.acquireOrQueue('b', 1, TTL_MS, ticket('one.0', 'one', 1_000, 'chat'));
+    expect(held).toMatchObject({ backendId: 'b', tag: 'chat' });
+    expect(await one.acquireOrQueue('b', 1, TTL_MS, ticket('one.1', 'one', 60_000))).toBeUndefined();
+    expect(await two.acquireOrQueue('b', 1, TTL_MS, ticket('two.0', 'two', 5_000, 'batch'))).toBeUndefined();
+    expect(Object.fromEntries(await two.queued(['b', 'other']))).toEqual({ b: 2, other: 0 });
+
+    await one.release(held!);
+    // The slot went to two's ticket (its latest start comes first), not to the releasing replica's own.
+    expect(await takeAll(one, 'one')).toEqual([]);
+    const [grant] = await two.takeGrants('two', OWNER_TTL_MS, 'b');
+    expect(grant).toMatchObject({ ticketId: 'two.0', lease: { backendId: 'b', tag: 'batch' } });
+    // Taken exactly once, and counted under the limit like any lease.
+    expect(await takeAll(two, 'two')).toEqual([]);
+    expect((await one.snapshot(['b'])).get('b')).toMatchObject({ inFlight: 1 });
+    expect(Object.fromEntries((await one.snapshot(['b'])).get('b')!.byTag)).toEqual({ batch: 1 });
+
+    await two.release(grant!.lease);
+    expect(await takeAll(one, 'one')).toEqual(['one.1']);
+    expect(Object.fromEntries(await one.queued(['b']))).toEqual({ b: 0 });
+  });
+
+  it('tells the owner of a granted ticket on its channel', async () => {
+    const { stores } = fleet(2);
+    const [one, two] = stores as [RedisStateStore, RedisStateStore];
+    const heard: string[] = [];
+    two.watchGrants('two', (backendId) => heard.push(backendId));
+    const held = (await one.acquireOrQueue('b', 1, TTL_MS, ticket('one.0', 'one', 0)))!;
+    // Subscribing takes a round trip: queue only once the subscription answers.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await two.acquireOrQueue('b', 1, TTL_MS, ticket('two.0', 'two', 0));
+    await one.release(held);
+    await until(() => heard.length > 0);
+    expect(heard).toEqual(['b']);
+  });
+
+  it('grants tickets still on time before late ones, each kind by latest start', async () => {
+    const { stores } = fleet(1);
+    const store = stores[0]!;
+    const held = (await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.held', 'r', 0)))!;
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('late-older', 'r', -5_000));
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('on-time-later', 'r', 60_000));
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('late-newer', 'r', -10));
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('on-time-sooner', 'r', 30_000));
+    const order: string[] = [];
+    let lease: Lease = held;
+    for (let i = 0; i < 4; i++) {
+      await store.release(lease);
+      const [grant] = await store.takeGrants('r', OWNER_TTL_MS, 'b');
+      order.push(grant!.ticketId);
+      lease = grant!.lease;
+    }
+    expect(order).toEqual(['on-time-sooner', 'on-time-later', 'late-older', 'late-newer']);
+  });
+
+  it('withdraws a waiting ticket, and hands back the lease of one granted but not yet taken', async () => {
+    const { stores } = fleet(1);
+    const store = stores[0]!;
+    const held = (await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.0', 'r', 0)))!;
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.1', 'r', 0));
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.2', 'r', 0));
+    expect(await store.withdraw('b', 'r.2')).toBeUndefined();
+    await store.release(held);
+    const granted = await store.withdraw('b', 'r.1');
+    expect(granted).toMatchObject({ backendId: 'b', tag: undefined });
+    // Nothing is left to take or to grant; the slot is the withdrawing caller's until released.
+    expect(await takeAll(store, 'r')).toEqual([]);
+    expect((await store.snapshot(['b'])).get('b')?.inFlight).toBe(1);
+    await store.release(granted!);
+    expect((await store.snapshot(['b'])).get('b')?.inFlight).toBe(0);
+    expect(Object.fromEntries(await store.queued(['b']))).toEqual({ b: 0 });
+  });
+
+  it('never grants a ticket twice, whatever replicas release and take concurrently', async () => {
+    const { stores } = fleet(3);
+    const limit = 3;
+    const first = await Promise.all(Array.from({ length: limit }, (_, i) => stores[i]!.acquireOrQueue('b', limit, TTL_MS, ticket(`s${i}.held`, `s${i}`, 0))));
+    const waiting = 60;
+    await Promise.all(
+      Array.from({ length: waiting }, (_, i) => stores[i % 3]!.acquireOrQueue('b', limit, TTL_MS, ticket(`s${i % 3}.${i}`, `s${i % 3}`, 60_000 + i))),
+    );
+    const granted: string[] = [];
+    const rounds: number[][] = [];
+    let leases = first.filter((l): l is Lease => l !== undefined);
+    expect(leases).toHaveLength(limit);
+    while (granted.length < waiting) {
+      // Every holder releases at once, and every replica takes at once.
+      await Promise.all(leases.map((lease, i) => stores[i % 3]!.release(lease)));
+      const taken = (await Promise.all(stores.map((s, i) => s.takeGrants(`s${i}`, OWNER_TTL_MS, 'b')))).flat();
+      expect(taken.length).toBeLessThanOrEqual(limit);
+      expect((await stores[0]!.snapshot(['b'])).get('b')!.inFlight).toBeLessThanOrEqual(limit);
+      granted.push(...taken.map((g) => g.ticketId));
+      rounds.push(taken.map((g) => Number(g.ticketId.split('.')[1])));
+      leases = taken.map((g) => g.lease);
+    }
+    await Promise.all(leases.map((lease) => stores[0]!.release(lease)));
+    expect(new Set(granted).size).toBe(waiting);
+    // Granted in latest-start order (ticket i's latest start is 60 s + i ms from when it queued): each
+    // round's grants come before every later round's.
+    for (let r = 1; r < rounds.length; r++) expect(Math.max(...rounds[r - 1]!)).toBeLessThan(Math.min(...rounds[r]!));
+    expect((await stores[0]!.snapshot(['b'])).get('b')!.inFlight).toBe(0);
+  });
+
+  it("drops a dead replica's tickets once its owner ttl passes, and grants the slot to a live one", async () => {
+    const { stores } = fleet(2);
+    const [live, dying] = stores as [RedisStateStore, RedisStateStore];
+    const held = (await live.acquireOrQueue('b', 1, TTL_MS, ticket('live.0', 'live', 0)))!;
+    // The dying replica's ticket is the more urgent one.
+    await dying.acquireOrQueue('b', 1, TTL_MS, { ...ticket('dying.0', 'dying', 5_000), ownerTtlMs: 100 });
+    await live.acquireOrQueue('b', 1, TTL_MS, ticket('live.1', 'live', 10_000));
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    await live.release(held);
+    expect(await takeAll(live, 'live')).toEqual(['live.1']);
+    expect(Object.fromEntries(await live.queued(['b']))).toEqual({ b: 0 });
+  });
+
+  it('returns the slot of a granted lease its owner never took, when the lease expires', async () => {
+    const { stores, keyPrefix } = fleet(2);
+    const [one, two] = stores as [RedisStateStore, RedisStateStore];
+    const held = (await one.acquireOrQueue('b', 1, 300, ticket('one.0', 'one', 0)))!;
+    await two.acquireOrQueue('b', 1, 300, ticket('two.0', 'two', 5_000));
+    await one.acquireOrQueue('b', 1, 300, ticket('one.1', 'one', 10_000));
+    await one.release(held); // granted to two.0, which two never takes (its replica hangs)
+    await new Promise((resolve) => setTimeout(resolve, 450));
+    expect(await takeAll(one, 'one')).toEqual(['one.1']);
+    const redis = admin();
+    expect(await redis.hlen(`{${keyPrefix}}:grants:b`)).toBe(0);
+  });
+
+  it('leaves no key of the queue behind once everything is released', async () => {
+    const { stores, keyPrefix } = fleet(1);
+    const store = stores[0]!;
+    const held = (await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.0', 'r', 0, 'x')))!;
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.1', 'r', 0, 'y'));
+    await store.release(held);
+    const [grant] = await store.takeGrants('r', OWNER_TTL_MS, 'b');
+    await store.release(grant!.lease);
+    const redis = admin();
+    const p = `{${keyPrefix}}`;
+    const sizes = await Promise.all([
+      redis.zcard(`${p}:leases:b`),
+      redis.hlen(`${p}:tags:b`),
+      redis.zcard(`${p}:queue:b`),
+      redis.hlen(`${p}:tickets:b`),
+      redis.hlen(`${p}:grants:b`),
+      redis.zcard(`${p}:grant-expiry:b`),
+    ]);
+    expect(sizes).toEqual([0, 0, 0, 0, 0, 0]);
+  });
+});
+
+async function until(check: () => boolean, timeoutMs = 3_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
