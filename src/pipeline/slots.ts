@@ -49,6 +49,7 @@ const NO_QUEUE = Object.freeze({ waiting: 0 });
 /** A request waiting in a queueing store's shared queue, until its ticket is granted. */
 interface TicketWaiter {
   readonly id: string;
+  readonly request: SlotRequest;
   readonly backendId: string;
   readonly resolve: (lease: Lease) => void;
   readonly reject: (err: Error) => void;
@@ -141,6 +142,11 @@ export class Slots {
       const shared = await this.#acquireShared(this.#shared, request);
       if (shared) return shared;
     }
+    return this.#acquireHere(request);
+  }
+
+  /** A slot from the store at once, or after waiting in this replica's queue for the backend. */
+  async #acquireHere(request: SlotRequest): Promise<Lease> {
     const { backend } = request;
     const queue = this.#queues.get(backend.id)!;
     if (queue.waiting === 0) {
@@ -207,13 +213,7 @@ export class Slots {
     const id = `${this.#owner}.${(this.#nextTicket++).toString(36)}`;
     let lease: Lease | undefined;
     try {
-      lease = await shared.acquireOrQueue(backend.id, backend.maxConcurrency, this.#o.leaseTtlMs, {
-        id,
-        owner: this.#owner,
-        ownerTtlMs: this.#ownerTtlMs(),
-        latestStartInMs: request.priority - this.#o.clock.now(),
-        tag: request.tag,
-      });
+      lease = await this.#queueTicket(shared, id, request);
     } catch (err) {
       this.#o.onStoreError(err);
       return undefined;
@@ -228,6 +228,7 @@ export class Slots {
       const enqueuedMs = this.#o.clock.now();
       const waiter: TicketWaiter = {
         id,
+        request,
         backendId: backend.id,
         resolve,
         reject,
@@ -238,6 +239,16 @@ export class Slots {
       signal?.addEventListener('abort', waiter.onAbort);
       tickets.set(id, waiter);
       this.#pollLater(backend.id);
+    });
+  }
+
+  #queueTicket(shared: QueueingStore, id: string, request: SlotRequest): Promise<Lease | undefined> {
+    return shared.acquireOrQueue(request.backend.id, request.backend.maxConcurrency, this.#o.leaseTtlMs, {
+      id,
+      owner: this.#owner,
+      ownerTtlMs: this.#ownerTtlMs(),
+      latestStartInMs: request.priority - this.#o.clock.now(),
+      tag: request.tag,
     });
   }
 
@@ -267,17 +278,35 @@ export class Slots {
     }
   }
 
-  /** Takes the grants made to this replica's tickets on a backend; one call per backend at a time. */
+  /**
+   * Takes the grants made to this replica's tickets on a backend (one call per backend at a time),
+   * and queues again those the store no longer has (Redis restarted empty or failed over). While the
+   * shared queue is out of reach, its waiters move to this replica's own queue.
+   */
   async #take(backendId: string): Promise<void> {
-    if (this.#taking.has(backendId) || !this.#tickets.has(backendId)) return;
+    const tickets = this.#tickets.get(backendId);
+    if (this.#taking.has(backendId) || !tickets) return;
+    const shared = this.#shared!;
+    if (!shared.queueing) {
+      for (const waiter of [...tickets.values()]) this.#waitHere(waiter);
+      return;
+    }
     this.#taking.add(backendId);
     try {
-      const grants = await this.#shared!.takeGrants(this.#owner, this.#ownerTtlMs(), backendId);
-      const tickets = this.#tickets.get(backendId)!;
+      const { grants, missing } = await shared.takeGrants(this.#owner, this.#ownerTtlMs(), backendId, [...tickets.keys()]);
       for (const { ticketId, lease } of grants) {
         const waiter = tickets.get(ticketId);
         this.#hold(lease);
         if (waiter && this.#settle(waiter)) waiter.resolve(lease);
+        else this.release(lease);
+      }
+      for (const id of missing) {
+        const waiter = tickets.get(id);
+        if (!waiter) continue;
+        const lease = await this.#queueTicket(shared, id, waiter.request);
+        if (!lease) continue;
+        this.#hold(lease);
+        if (this.#settle(waiter)) waiter.resolve(lease);
         else this.release(lease);
       }
     } catch (err) {
@@ -285,6 +314,12 @@ export class Slots {
     } finally {
       this.#taking.delete(backendId);
     }
+  }
+
+  /** Moves a waiter from the shared queue to this replica's: it keeps its promise, and starts its wait again. */
+  #waitHere(waiter: TicketWaiter): void {
+    if (!this.#settle(waiter)) return;
+    this.#acquireHere(waiter.request).then(waiter.resolve, waiter.reject);
   }
 
   /** While requests of this replica wait in the shared queue, takes grants every RETRY_MS: a missed grant message costs that much at most. */

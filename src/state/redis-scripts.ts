@@ -300,8 +300,9 @@ return {lease, tag}
 
 /**
  * Keeps the owner alive, forgets owners that are not, drops what expired, grants freed slots, and
- * takes the owner's grants. ARGV: backend, owner, owner ttlMs, grant channel prefix. Returns
- * {ticket id, lease id, tag, …}.
+ * takes the owner's grants. ARGV: backend, owner, owner ttlMs, grant channel prefix, then the ids
+ * of the tickets the owner waits for. Returns {{ticket id, lease id, tag, …}, {ticket ids neither
+ * queued nor granted}}.
  */
 export const TAKE_GRANTS = `${QUEUE_PRELUDE}
 local backend, owner = ARGV[1], ARGV[2]
@@ -313,6 +314,12 @@ end
 purge(k.leases, k.tags)
 purge_grants()
 grant_under_known_limit(backend, ARGV[4])
+local missing = {}
+for i = 5, #ARGV do
+  if not redis.call('ZSCORE', k.queue, ARGV[i]) and redis.call('HEXISTS', k.grants, ARGV[i]) == 0 then
+    missing[#missing + 1] = ARGV[i]
+  end
+end
 local taken = {}
 local grants = redis.call('HGETALL', k.grants)
 for i = 1, #grants, 2 do
@@ -325,7 +332,7 @@ for i = 1, #grants, 2 do
     taken[#taken + 1] = tag
   end
 end
-return taken
+return {taken, missing}
 `;
 
 /** Frees a lease and grants its slot to the most urgent ticket. ARGV: backend, lease id, grant channel prefix. */

@@ -12,6 +12,7 @@ import type {
   QueueingStore,
   QueueTicket,
   ReceivedTelemetry,
+  TakenGrants,
   TelemetryRecord,
 } from './store.js';
 
@@ -92,9 +93,12 @@ class DeadlineError extends Error {
  * router keeps serving; `onDegraded` is told once and `degraded` reads true. Redis is pinged every
  * `healthCheckIntervalMs` (ioredis reconnects by itself); once it answers, `onRecovered` is told and
  * new calls go to Redis again. Nothing is counted twice and no lease leaks:
- * - a lease granted locally carries the id prefix `local:`, and its renewals and release stay local
- *   even after Redis is back; meanwhile Redis acquisitions leave room for them (the limit less the
- *   local leases held on that backend) and snapshots add them in;
+ * - a lease granted locally carries the id prefix `local:`, and its renewals and release stay local;
+ *   while Redis is away each replica grants at most ⌈limit / replicas⌉ on a backend, less the Redis
+ *   leases its callers still run there; when Redis answers again, the local leases still held are
+ *   written to Redis (over any limit: they are running), and new acquisitions go there only a
+ *   health-check period later, when every replica has noticed and written its own; their release
+ *   frees them in both;
  * - a Redis lease released while Redis is down is left to expire there: its TTL frees the slot; its
  *   renewals are answered true meanwhile (the request keeps running), and a renewal after Redis returns
  *   says whether it outlived the outage;
@@ -118,6 +122,10 @@ export class RedisStateStore implements QueueingStore {
   #nextLeaseId = 0;
 
   readonly #local: MemoryStateStore;
+  /** Leases granted locally during an outage and not yet released; `inRedis` once copied there on return. */
+  readonly #localHeld = new Map<string, { readonly lease: Lease; readonly ttlMs: number; inRedis: boolean }>();
+  /** Per backend, the ids of Redis leases this store granted and its callers have not released. */
+  readonly #redisHeld = new Map<string, Set<string>>();
   #degraded = false;
   #healthCheck: NodeJS.Timeout | undefined;
   #closed = false;
@@ -176,26 +184,24 @@ export class RedisStateStore implements QueueingStore {
     if (!isDurationMs(ttlMs)) return rejectArgument('ttlMs', 'a positive finite number of milliseconds', ttlMs);
     return this.#route(
       async () => {
-        // Leases this store granted locally during an outage are still running on this backend.
-        const heldLocally = (await this.#local.snapshot([backendId])).get(backendId)?.inFlight ?? 0;
-        const room = limit - heldLocally;
         const id = `${this.#idPrefix}-${(this.#nextLeaseId++).toString(36)}`;
-        const args = [...this.#keys.lease(backendId), room === Number.POSITIVE_INFINITY ? -1 : Math.max(0, room), ttlMs, id];
+        const args = [...this.#keys.lease(backendId), limit === Number.POSITIVE_INFINITY ? -1 : limit, ttlMs, id];
         if (tag !== undefined) args.push(tag);
         const granted = await this.#scripts.freeshTryAcquire(...args);
-        return granted === 1 ? Object.freeze({ id, backendId, tag }) : undefined;
+        return granted === 1 ? this.#heldInRedis(Object.freeze({ id, backendId, tag })) : undefined;
       },
-      async (local) => {
-        const lease = await local.tryAcquire(backendId, Math.ceil(limit / this.#replicas), ttlMs, tag);
-        return lease && Object.freeze({ id: LOCAL_LEASE_PREFIX + lease.id, backendId, tag });
-      },
+      (local) => this.#acquireLocally(local, backendId, limit, ttlMs, tag),
     );
   }
 
   renew(lease: Lease, ttlMs: number): Promise<boolean> {
     if (!isDurationMs(ttlMs)) return rejectArgument('ttlMs', 'a positive finite number of milliseconds', ttlMs);
     const local = localLease(lease);
-    if (local !== undefined) return this.#whileOpen(() => this.#local.renew(local, ttlMs));
+    if (local !== undefined) {
+      // Its copy in Redis (made when Redis came back) is kept alive with it.
+      if (!this.#degraded && this.#localHeld.get(lease.id)?.inRedis) void this.#scripts.freeshRenew(...this.#keys.lease(lease.backendId), lease.id, ttlMs).catch(() => undefined);
+      return this.#whileOpen(() => this.#local.renew(local, ttlMs));
+    }
     return this.#route(
       async () => (await this.#scripts.freeshRenew(...this.#keys.lease(lease.backendId), lease.id, ttlMs)) === 1,
       () => Promise.resolve(true),
@@ -204,9 +210,15 @@ export class RedisStateStore implements QueueingStore {
 
   release(lease: Lease): Promise<void> {
     const local = localLease(lease);
-    if (local !== undefined) return this.#whileOpen(() => this.#local.release(local));
+    if (local !== undefined) {
+      const held = this.#localHeld.get(lease.id);
+      this.#localHeld.delete(lease.id);
+      if (held?.inRedis && !this.#degraded) void this.#releaseInRedis(lease).catch(() => undefined);
+      return this.#whileOpen(() => this.#local.release(local));
+    }
+    this.#forget(lease);
     return this.#route(
-      async () => void (await this.#scripts.freeshReleaseAndGrant(...this.#keys.queue(lease.backendId), lease.backendId, lease.id, this.#keys.grantChannelPrefix)),
+      () => this.#releaseInRedis(lease),
       () => DONE,
     );
   }
@@ -218,14 +230,12 @@ export class RedisStateStore implements QueueingStore {
     if (!Number.isFinite(ticket.latestStartInMs)) return rejectArgument('latestStartInMs', 'a finite number of milliseconds', ticket.latestStartInMs);
     return this.#route(
       async () => {
-        // Leases this store granted locally during an outage are still running on this backend.
-        const heldLocally = (await this.#local.snapshot([backendId])).get(backendId)?.inFlight ?? 0;
         const id = `${this.#idPrefix}-${(this.#nextLeaseId++).toString(36)}`;
         const { tag } = ticket;
         const granted = await this.#scripts.freeshAcquireOrQueue(
           ...this.#keys.queue(backendId),
           backendId,
-          Math.max(0, limit - heldLocally),
+          limit,
           ttlMs,
           id,
           encodeTag(tag),
@@ -235,7 +245,7 @@ export class RedisStateStore implements QueueingStore {
           ticket.latestStartInMs,
           this.#keys.grantChannelPrefix,
         );
-        return granted === null ? undefined : Object.freeze({ id, backendId, tag });
+        return granted === null ? undefined : this.#heldInRedis(Object.freeze({ id, backendId, tag }));
       },
       () => Promise.reject(queueUnreachable()),
     );
@@ -245,23 +255,30 @@ export class RedisStateStore implements QueueingStore {
     return this.#route(
       async () => {
         const granted = (await this.#scripts.freeshWithdraw(...this.#keys.queue(backendId), ticketId)) as [string, string] | null;
-        return granted === null ? undefined : Object.freeze({ id: granted[0], backendId, tag: decodeTag(granted[1]) });
+        return granted === null ? undefined : this.#heldInRedis(Object.freeze({ id: granted[0], backendId, tag: decodeTag(granted[1]) }));
       },
       // The ticket stays in Redis; if it is granted later, its owner takes the grant and releases it.
       () => Promise.reject(queueUnreachable()),
     );
   }
 
-  takeGrants(owner: string, ownerTtlMs: number, backendId: string): Promise<readonly Grant[]> {
+  takeGrants(owner: string, ownerTtlMs: number, backendId: string, waits: readonly string[]): Promise<TakenGrants> {
     if (!isDurationMs(ownerTtlMs)) return rejectArgument('ownerTtlMs', 'a positive finite number of milliseconds', ownerTtlMs);
     return this.#route(
       async () => {
-        const flat = (await this.#scripts.freeshTakeGrants(...this.#keys.queue(backendId), backendId, owner, ownerTtlMs, this.#keys.grantChannelPrefix)) as string[];
+        const [flat, missing] = (await this.#scripts.freeshTakeGrants(
+          ...this.#keys.queue(backendId),
+          backendId,
+          owner,
+          ownerTtlMs,
+          this.#keys.grantChannelPrefix,
+          ...waits,
+        )) as [string[], string[]];
         const grants: Grant[] = [];
         for (let i = 0; i < flat.length; i += 3) {
-          grants.push({ ticketId: flat[i]!, lease: Object.freeze({ id: flat[i + 1]!, backendId, tag: decodeTag(flat[i + 2]!) }) });
+          grants.push({ ticketId: flat[i]!, lease: this.#heldInRedis(Object.freeze({ id: flat[i + 1]!, backendId, tag: decodeTag(flat[i + 2]!) })) });
         }
-        return grants;
+        return { grants, missing };
       },
       () => Promise.reject(queueUnreachable()),
     );
@@ -303,7 +320,7 @@ export class RedisStateStore implements QueueingStore {
           const rows = (await this.#scripts.freeshSnapshot(keys.length, ...keys, ...backendIds)) as [number, number, (string | number)[]][];
           backendIds.forEach((id, i) => shared.set(id, snapshotRow(rows[i]!)));
         }
-        return addLocal(shared, await this.#local.snapshot(backendIds));
+        return withLocalHealth(shared, await this.#local.snapshot(backendIds));
       },
       (local) => local.snapshot(backendIds),
     );
@@ -537,7 +554,12 @@ export class RedisStateStore implements QueueingStore {
 
   #scheduleHealthCheck(): void {
     this.#healthCheck = setTimeout(() => {
-      this.#deadline(this.#client.ping()).then(
+      this.#deadline(this.#client.ping().then(() => this.#copyLocalLeases()))
+        // Every other replica notices Redis within a health-check period and copies its own local leases:
+        // only then may this one count on Redis. Leases granted here meanwhile are copied after.
+        .then(() => delay(this.#healthCheckIntervalMs + this.#commandTimeoutMs))
+        .then(() => this.#deadline(this.#copyLocalLeases()))
+        .then(
         () => this.#recover(),
         () => {
           if (!this.#closed) this.#scheduleHealthCheck();
@@ -545,6 +567,49 @@ export class RedisStateStore implements QueueingStore {
       );
     }, this.#healthCheckIntervalMs);
     this.#healthCheck.unref();
+  }
+
+  /**
+   * Before Redis counts again, the leases granted locally during the outage are written there (over
+   * any limit: they are running), so no replica's next acquisition overlooks them.
+   */
+  async #copyLocalLeases(): Promise<void> {
+    for (const held of this.#localHeld.values()) {
+      if (held.inRedis) continue;
+      const { lease, ttlMs } = held;
+      const args = [...this.#keys.lease(lease.backendId), -1, ttlMs, lease.id];
+      if (lease.tag !== undefined) args.push(lease.tag);
+      await this.#scripts.freeshTryAcquire(...args);
+      held.inRedis = true;
+    }
+  }
+
+  /**
+   * A local grant while Redis is away: at most ⌈limit / replicas⌉ on the backend, less the Redis
+   * leases this store's callers still hold there (they are still running).
+   */
+  async #acquireLocally(local: MemoryStateStore, backendId: string, limit: number, ttlMs: number, tag: string | undefined): Promise<Lease | undefined> {
+    const share = Math.max(0, Math.ceil(limit / this.#replicas) - (this.#redisHeld.get(backendId)?.size ?? 0));
+    const granted = await local.tryAcquire(backendId, share, ttlMs, tag);
+    if (granted === undefined) return undefined;
+    const lease = Object.freeze({ id: LOCAL_LEASE_PREFIX + granted.id, backendId, tag });
+    this.#localHeld.set(lease.id, { lease, ttlMs, inRedis: false });
+    return lease;
+  }
+
+  #heldInRedis(lease: Lease): Lease {
+    let held = this.#redisHeld.get(lease.backendId);
+    if (held === undefined) this.#redisHeld.set(lease.backendId, (held = new Set()));
+    held.add(lease.id);
+    return lease;
+  }
+
+  #forget(lease: Lease): void {
+    this.#redisHeld.get(lease.backendId)?.delete(lease.id);
+  }
+
+  async #releaseInRedis(lease: Lease): Promise<void> {
+    await this.#scripts.freeshReleaseAndGrant(...this.#keys.queue(lease.backendId), lease.backendId, lease.id, this.#keys.grantChannelPrefix);
   }
 
   #recover(): void {
@@ -741,17 +806,15 @@ function snapshotRow([inFlight, healthy, flatTags]: [number, number, (string | n
   return Object.freeze({ inFlight, healthy: healthy === 1, byTag });
 }
 
-/** Redis's view plus the leases and health marks this store still holds locally from an outage. */
-function addLocal(
+/** Redis's view with the health marks this store made locally during an outage (its local leases are in Redis since it returned). */
+function withLocalHealth(
   shared: Map<string, BackendSnapshot>,
   local: ReadonlyMap<string, BackendSnapshot>,
 ): ReadonlyMap<string, BackendSnapshot> {
   for (const [id, mine] of local) {
     const theirs = shared.get(id);
-    if (theirs === undefined || (mine.inFlight === 0 && mine.healthy)) continue;
-    const byTag = new Map(theirs.byTag);
-    for (const [tag, n] of mine.byTag) byTag.set(tag, (byTag.get(tag) ?? 0) + n);
-    shared.set(id, Object.freeze({ inFlight: theirs.inFlight + mine.inFlight, healthy: theirs.healthy && mine.healthy, byTag }));
+    if (theirs === undefined || mine.healthy || !theirs.healthy) continue;
+    shared.set(id, Object.freeze({ ...theirs, healthy: false }));
   }
   return shared;
 }

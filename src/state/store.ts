@@ -120,10 +120,12 @@ export interface QueueingStore extends StateStore {
   withdraw(backendId: string, ticketId: string): Promise<Lease | undefined>;
   /**
    * Takes, exactly once, the leases granted to `owner`'s tickets on one backend (tickets it no
-   * longer waits for included: it releases those); keeps `owner` alive for `ownerTtlMs`, and first
-   * drops expired leases and dead owners' tickets and grants the slots so freed.
+   * longer waits for included: it releases those), and says which of the tickets it `waits` for the
+   * store knows neither as queued nor as granted (lost with the store's data: queue them again).
+   * Keeps `owner` alive for `ownerTtlMs`, and first drops expired leases and dead owners' tickets
+   * and grants the slots so freed.
    */
-  takeGrants(owner: string, ownerTtlMs: number, backendId: string): Promise<readonly Grant[]>;
+  takeGrants(owner: string, ownerTtlMs: number, backendId: string, waits: readonly string[]): Promise<TakenGrants>;
   /** Calls `listener` with the backend of each grant made to `owner`'s tickets: a hint to take them. Returns the function that stops it. */
   watchGrants(owner: string, listener: (backendId: string) => void): () => void;
   /** Tickets waiting per backend, across every replica. */
@@ -140,6 +142,12 @@ export interface QueueTicket {
   readonly latestStartInMs: number;
   /** The lease's tag once granted. */
   readonly tag?: string | undefined;
+}
+
+export interface TakenGrants {
+  readonly grants: readonly Grant[];
+  /** Tickets asked about that the store has lost. */
+  readonly missing: readonly string[];
 }
 
 export interface Grant {

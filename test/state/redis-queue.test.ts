@@ -40,7 +40,7 @@ function admin(): Redis {
 const ticket = (id: string, owner: string, latestStartInMs: number, tag?: string): QueueTicket => ({ id, owner, ownerTtlMs: OWNER_TTL_MS, latestStartInMs, tag });
 
 async function takeAll(store: RedisStateStore, owner: string, backendId = 'b'): Promise<string[]> {
-  return (await store.takeGrants(owner, OWNER_TTL_MS, backendId)).map((g: Grant) => g.ticketId);
+  return (await store.takeGrants(owner, OWNER_TTL_MS, backendId, [])).grants.map((g: Grant) => g.ticketId);
 }
 
 describe('RedisStateStore shared queue', () => {
@@ -56,7 +56,7 @@ describe('RedisStateStore shared queue', () => {
     await one.release(held!);
     // The slot went to two's ticket (its latest start comes first), not to the releasing replica's own.
     expect(await takeAll(one, 'one')).toEqual([]);
-    const [grant] = await two.takeGrants('two', OWNER_TTL_MS, 'b');
+    const [grant] = (await two.takeGrants('two', OWNER_TTL_MS, 'b', [])).grants;
     expect(grant).toMatchObject({ ticketId: 'two.0', lease: { backendId: 'b', tag: 'batch' } });
     // Taken exactly once, and counted under the limit like any lease.
     expect(await takeAll(two, 'two')).toEqual([]);
@@ -94,7 +94,7 @@ describe('RedisStateStore shared queue', () => {
     let lease: Lease = held;
     for (let i = 0; i < 4; i++) {
       await store.release(lease);
-      const [grant] = await store.takeGrants('r', OWNER_TTL_MS, 'b');
+      const [grant] = (await store.takeGrants('r', OWNER_TTL_MS, 'b', [])).grants;
       order.push(grant!.ticketId);
       lease = grant!.lease;
     }
@@ -134,7 +134,7 @@ describe('RedisStateStore shared queue', () => {
     while (granted.length < waiting) {
       // Every holder releases at once, and every replica takes at once.
       await Promise.all(leases.map((lease, i) => stores[i % 3]!.release(lease)));
-      const taken = (await Promise.all(stores.map((s, i) => s.takeGrants(`s${i}`, OWNER_TTL_MS, 'b')))).flat();
+      const taken = (await Promise.all(stores.map((s, i) => s.takeGrants(`s${i}`, OWNER_TTL_MS, 'b', [])))).flatMap((t) => t.grants);
       expect(taken.length).toBeLessThanOrEqual(limit);
       expect((await stores[0]!.snapshot(['b'])).get('b')!.inFlight).toBeLessThanOrEqual(limit);
       granted.push(...taken.map((g) => g.ticketId));
@@ -175,13 +175,26 @@ describe('RedisStateStore shared queue', () => {
     expect(await redis.hlen(`{${keyPrefix}}:grants:b`)).toBe(0);
   });
 
+  it('names the tickets it waits for that the store lost, and not those queued or granted', async () => {
+    const { stores, keyPrefix } = fleet(1);
+    const store = stores[0]!;
+    const held = (await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.0', 'r', 0)))!;
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.1', 'r', 10_000));
+    await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.2', 'r', 20_000));
+    await store.release(held); // r.1 granted, r.2 queued
+    await admin().del(`{${keyPrefix}}:queue:b`); // r.2 lost (as by a restart without persistence)
+    const taken = await store.takeGrants('r', OWNER_TTL_MS, 'b', ['r.1', 'r.2', 'r.9']);
+    expect(taken.grants.map((g) => g.ticketId)).toEqual(['r.1']);
+    expect(taken.missing).toEqual(['r.2', 'r.9']);
+  });
+
   it('leaves no key of the queue behind once everything is released', async () => {
     const { stores, keyPrefix } = fleet(1);
     const store = stores[0]!;
     const held = (await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.0', 'r', 0, 'x')))!;
     await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.1', 'r', 0, 'y'));
     await store.release(held);
-    const [grant] = await store.takeGrants('r', OWNER_TTL_MS, 'b');
+    const [grant] = (await store.takeGrants('r', OWNER_TTL_MS, 'b', [])).grants;
     await store.release(grant!.lease);
     const redis = admin();
     const p = `{${keyPrefix}}`;

@@ -210,13 +210,14 @@ describe('RedisStateStore on a real Redis', () => {
     expect(store.degraded).toBe(true);
     expect(degraded).toHaveLength(1);
 
-    // Each of 2 replicas may grant ceil(4 / 2) locally.
-    const other = (await store.tryAcquire('b', 4, 30_000))!;
-    expect(other).toBeDefined();
+    // Each of 2 replicas may grant ⌈4 / 2⌉ locally, less the Redis lease its caller still runs.
     expect(await store.tryAcquire('b', 4, 30_000)).toBeUndefined();
     const answering = performance.now();
+    await store.release(before); // a Redis lease: left to expire there, and no longer running here
+    const other = (await store.tryAcquire('b', 4, 30_000))!;
+    expect(other.id).toMatch(/^local:/);
+    expect(await store.tryAcquire('b', 4, 30_000)).toBeUndefined();
     expect((await store.snapshot(['b'])).get('b')).toMatchObject({ inFlight: 2, healthy: true });
-    await store.release(before); // a Redis lease: left to expire there
     expect(await store.renew(local, 30_000)).toBe(true);
     expect(Object.fromEntries(await store.updateCounters('tokens', [{ key: 'a', add: 2 }]))).toEqual({ a: 2 });
     expect(await store.tryLead('planner', 'r1', 1_000)).toBe(true);
@@ -226,27 +227,29 @@ describe('RedisStateStore on a real Redis', () => {
     await own.restart(); // empty: the server keeps nothing across restarts
     await waitFor(() => !store.degraded, 'the store rejoins Redis', 10_000);
     expect(recovered).toBe(1);
+    // The two leases still held locally were written to Redis before it counted again.
+    expect(await inRedis()).toBe(2);
 
     const shared = (await store.tryAcquire('b', 4, 30_000, 'chat'))!;
     expect(shared.id).not.toMatch(/^local:/);
-    expect(await inRedis()).toBe(1);
+    expect(await inRedis()).toBe(3);
     expect((await store.snapshot(['b'])).get('b')?.inFlight).toBe(3);
     expect(Object.fromEntries((await store.snapshot(['b'])).get('b')!.byTag)).toEqual({ chat: 2 });
-    // Redis leaves room for the two leases still held locally: 1 more, not 3.
+    // Redis counts the local leases for every replica: 1 more, not 3.
     expect(await store.tryAcquire('b', 4, 30_000)).toBeDefined();
     expect(await store.tryAcquire('b', 4, 30_000)).toBeUndefined();
-    expect(await inRedis()).toBe(2);
+    expect(await inRedis()).toBe(4);
 
-    // The local leases renew and release locally; Redis's count is untouched.
+    // Local leases renew locally (and their copy in Redis) and release in both, once.
     expect(await store.renew(local, 30_000)).toBe(true);
     await store.release(local);
     await store.release(local);
+    await until(async () => (await inRedis()) === 3, 'the local lease is gone from Redis too');
     expect((await store.snapshot(['b'])).get('b')?.inFlight).toBe(3);
-    expect(await inRedis()).toBe(2);
     await store.release(other);
     await store.release(shared);
+    await until(async () => (await inRedis()) === 1, 'both are gone from Redis');
     expect((await store.snapshot(['b'])).get('b')).toMatchObject({ inFlight: 1, healthy: true });
-    expect(await inRedis()).toBe(1);
     expect(degraded).toHaveLength(1);
   });
 
