@@ -208,6 +208,7 @@ export class Router {
           return [b.id, { planned: inForce?.active.has(b.id), clockFraction: inForce ? (inForce.clockFraction.get(b.id) ?? 1) : undefined, latencyFactor: this.#latency.factor(b.id) }] as const;
         }),
       planStatus: planning ? () => this.#planner?.plan.status : undefined,
+      storeDegraded: 'degraded' in this.#store ? () => this.#store.degraded === true : undefined,
     });
     this.#lifecycle = new Lifecycle(
       [
@@ -303,8 +304,9 @@ export class Router {
   }
 
   /** `health()` after asking every backend (GET `/models`) unless that was done in the last 2 s. */
-  checkHealth(): Promise<FleetHealth> {
-    return this.#health.check();
+  async checkHealth(): Promise<FleetHealth> {
+    const health = await this.#health.check();
+    return 'degraded' in this.#store ? { ...health, stateDegraded: this.#store.degraded === true } : health;
   }
 
   /** Parses a raw OpenAI body into a RoutingRequest, or throws a 400 FreeshError. */

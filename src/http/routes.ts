@@ -46,9 +46,10 @@ export interface InfoResponse {
 export async function info(router: Router, kind: 'models' | 'healthz' | 'metrics'): Promise<InfoResponse> {
   if (kind === 'models') return json(200, router.modelList());
   if (kind === 'healthz') {
-    const { usable, total } = await router.checkHealth();
-    const status = usable === total ? 'ok' : usable > 0 ? 'degraded' : 'unavailable';
-    return json(usable > 0 ? 200 : 503, { status, backends: { usable, total }, inFlight: router.inFlight });
+    const { usable, total, stateDegraded } = await router.checkHealth();
+    const status = usable === 0 ? 'unavailable' : usable < total || stateDegraded ? 'degraded' : 'ok';
+    const state = stateDegraded === undefined ? {} : { state: stateDegraded ? 'local' : 'shared' };
+    return json(usable > 0 ? 200 : 503, { status, backends: { usable, total }, ...state, inFlight: router.inFlight });
   }
   return answer(200, router.metrics.registry.contentType, await router.metrics.registry.metrics());
 }

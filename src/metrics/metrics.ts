@@ -76,6 +76,8 @@ export interface MetricSources {
   readonly backends: () => Iterable<readonly [backendId: string, sample: BackendSample]>;
   /** Status of the plan in force, when a planner runs. */
   readonly planStatus: () => 'optimal' | 'degraded' | 'initial' | undefined;
+  /** Whether a shared state store serves from local state (Redis unreachable), when the store is a shared one. */
+  readonly storeDegraded: () => boolean;
 }
 
 /** The router's Prometheus metrics, in a registry of its own (no global state). */
@@ -143,6 +145,17 @@ export class RouterMetrics {
       backends,
       (b) => b.latencyFactor,
     );
+    const storeDegraded = sources.storeDegraded;
+    if (storeDegraded) {
+      new Gauge({
+        name: 'freesh_state_store_degraded',
+        help: '1 while the shared state store (Redis) does not answer and this replica serves on local state, else 0',
+        registers: [this.registry],
+        collect() {
+          this.set(storeDegraded() ? 1 : 0);
+        },
+      });
+    }
     if (!sources.planStatus) return;
     const planStatus = sources.planStatus;
     new Gauge({

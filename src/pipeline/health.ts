@@ -12,6 +12,8 @@ export interface FleetHealth {
   /** Backends the router may send work to now. */
   readonly usable: number;
   readonly total: number;
+  /** With a shared state store: true while it serves from local state (Redis unreachable). */
+  readonly stateDegraded?: boolean;
 }
 
 export interface HealthCheckOptions {

@@ -72,5 +72,12 @@ async function openRedisStore(options: NonNullable<FileConfig['state']['redis']>
   } catch (err) {
     throw new Error(`state.redis needs the \`ioredis\` package: npm install ioredis (${(err as Error).message})`);
   }
-  return redis.createRedisStateStore(options.url, { keyPrefix: options.keyPrefix, commandTimeoutMs: options.commandTimeoutMs, replicas: options.replicas });
+  return redis.createRedisStateStore(options.url, {
+    keyPrefix: options.keyPrefix,
+    commandTimeoutMs: options.commandTimeoutMs,
+    replicas: options.replicas,
+    // Once per outage each way: the metric freesh_state_store_degraded and /healthz say it meanwhile.
+    onDegraded: (err) => console.warn(`freesh: Redis does not answer (${err instanceof Error ? err.message : String(err)}); serving on local state`),
+    onRecovered: () => console.warn('freesh: Redis answers again; shared state resumed'),
+  });
 }

@@ -8,7 +8,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FileConfigInput } from '../../src/config/schema.js';
 import { deleteFleet, freshPrefix, type RedisServer, startPrivateRedis } from '../helpers/redis-server.js';
-import { chatBody, post, type Upstream, upstream } from '../helpers/servers.js';
+import { chatBody, post, proxyFor, type Upstream, upstream } from '../helpers/servers.js';
 
 /**
  * Several proxy processes (`freesh serve`, the built CLI) sharing one real Redis, in front of backends
@@ -249,6 +249,33 @@ describe('three proxy processes sharing one Redis', () => {
     // Leases released while Redis was away expire there by their TTL (3 s); nothing else remains.
     await until(async () => (await leftovers(keyPrefix, ['b1', 'b2'])) === 0, 6_000);
   }, 60_000);
+});
+
+describe('a proxy on Redis', () => {
+  it('says on /healthz and in /metrics when it serves on local state, and again when Redis is back', async () => {
+    const backends = [await countingBackend(10)];
+    const keyPrefix = freshPrefix();
+    cleanups.push(() => deleteFleet(redis.url, keyPrefix));
+    const config = fleetConfig(backends, keyPrefix, 'solo', 4);
+    const proxy = await proxyFor({ ...config, state: { redis: { url: redis.url, keyPrefix, commandTimeoutMs: 300 }, replicaId: 'solo' } });
+    cleanups.push(() => proxy.shutdown(1_000));
+    const health = async () => (await fetch(`${proxy.url}/healthz`)).json() as Promise<{ status: string; state?: string }>;
+    const gauge = async () => /^freesh_state_store_degraded (\d)/m.exec(await (await fetch(`${proxy.url}/metrics`)).text())?.[1];
+    expect(await health()).toMatchObject({ status: 'ok', state: 'shared' });
+    expect(await gauge()).toBe('0');
+
+    await redis.stop();
+    // The next request finds Redis gone and is served on local state all the same.
+    expect((await send(proxy.url, 'during', 'relaxed', 't')).status).toBe(200);
+    expect(await health()).toMatchObject({ status: 'degraded', state: 'local' });
+    expect(await gauge()).toBe('1');
+
+    await redis.restart();
+    await until(async () => (await health()).state === 'shared');
+    expect(await health()).toMatchObject({ status: 'ok' });
+    expect(await gauge()).toBe('0');
+    expect((await send(proxy.url, 'after', 'relaxed', 't')).status).toBe(200);
+  }, 30_000);
 });
 
 async function until(check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
