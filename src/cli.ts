@@ -11,8 +11,9 @@ const USAGE = `freesh — energy- and carbon-aware router for OpenAI-compatible 
 
 Usage:
   freesh serve --config FILE     run the proxy for the fleet in FILE (JSON)
-  freesh demo [--port N] [--time-scale X]
-                                 run the proxy in front of a simulated 3-site fleet
+  freesh demo [--port N] [--time-scale X] [--redis URL [--replicas N]]
+                                 run the proxy in front of a simulated 3-site fleet; with
+                                 --redis, N replicas (ports N, N+1…) sharing state in Redis
   freesh simulate --trace FILE [--config FILE] [--carbon-dir DIR] [--carbon electricitymaps|freesh]
                   [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
                                  replay a trace (Azure CSV format) through every policy on the
@@ -35,6 +36,8 @@ async function main(argv: string[]): Promise<number> {
       policies: { type: 'string' },
       seed: { type: 'string' },
       out: { type: 'string' },
+      redis: { type: 'string' },
+      replicas: { type: 'string' },
     },
     strict: true,
   });
@@ -53,17 +56,26 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'demo') {
     const timeScale = values['time-scale'] === undefined ? 1 : Number(values['time-scale']);
     if (!(timeScale > 0)) throw new UsageError(`--time-scale must be a positive number, got ${values['time-scale']}`);
+    const replicas = values.replicas === undefined ? 1 : Number(values.replicas);
+    if (!(Number.isInteger(replicas) && replicas >= 1 && replicas <= 16)) throw new UsageError(`--replicas must be an integer from 1 to 16, got ${values.replicas}`);
+    if (replicas > 1 && values.redis === undefined) throw new UsageError('--replicas needs --redis URL: replicas share their state there');
     const port = values.port === undefined ? Number(process.env.PORT ?? 8080) : portOf(values.port);
     const fleet = await startDemoFleet({ port, host: values.host ?? '127.0.0.1', timeScale });
-    let proxy: RunningProxy;
+    const proxies: RunningProxy[] = [];
     logPlans();
     try {
-      proxy = await startProxy(fleet.config);
+      for (let i = 0; i < replicas; i++) {
+        const state = values.redis === undefined ? {} : { redis: { url: values.redis, keyPrefix: 'freesh-demo', replicas }, replicaId: `demo-${i + 1}` };
+        proxies.push(await startProxy({ ...fleet.config, server: { ...fleet.config.server, port: port === 0 ? 0 : port + i }, state }));
+      }
     } catch (err) {
+      await Promise.all(proxies.map((p) => p.shutdown(0)));
       await fleet.close();
       throw err;
     }
+    const proxy = proxies[0]!;
     console.log(`freesh demo: ${fleet.backends.length} simulated instances at 3 sites (loc1 CAISO, loc2 DE, loc3 FR)`);
+    if (replicas > 1) console.log(`${replicas} replicas sharing slots, queues and plans in ${values.redis}: ${proxies.map((p) => p.url).join(' ')}`);
     console.log(`listening on ${proxy.url}  (metrics: ${proxy.url}/metrics)\n`);
     console.log('Try:');
     console.log(
@@ -71,9 +83,9 @@ async function main(argv: string[]): Promise<number> {
         `    -d '{"model":"${DEMO_MODEL}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":40,"stream":true}'\n`,
     );
     console.log('Ctrl-C stops it.');
-    const code = await untilSignal(proxy);
+    const codes = await Promise.all(proxies.map((p) => untilSignal(p)));
     await fleet.close();
-    return code;
+    return Math.max(...codes);
   }
 
   if (command === 'simulate') {
