@@ -33,6 +33,7 @@ import { inThreadSolver, workerSolver } from './plan/solver.js';
 import { ModelPredictor } from './predict/model-predictor.js';
 import type { Predictor } from './predict/predictor.js';
 import { TokenMeter } from './pipeline/token-meter.js';
+import { shareFairShare } from './queue/fair-share.js';
 import { fifoOrder } from './queue/order.js';
 import { parseRequest } from './request/parse.js';
 import { type SloClass, ttftTargetMs } from './request/slo.js';
@@ -41,7 +42,7 @@ import type { PolicyFactory } from './schedule/builtin.js';
 import type { Policy } from './schedule/policy.js';
 import { ClusterView } from './state/cluster-view.js';
 import { MemoryStateStore } from './state/memory-store.js';
-import type { Lease, StateStore } from './state/store.js';
+import { isQueueingStore, type Lease, type StateStore } from './state/store.js';
 import { failover, healthMarking } from './transport/layers.js';
 import { compose, isConnectError, type Retarget, type Transport, type UpstreamRequest, type UpstreamResponse } from './transport/transport.js';
 import { UndiciTransport } from './transport/undici.js';
@@ -130,6 +131,8 @@ export interface RequestEnd {
 
 /** How often the cluster snapshot that decisions read is refreshed from the store (ms). */
 const SNAPSHOT_REFRESH_MS = 250;
+/** How often tenants' counters are shared through a shared store (each round: one update, one read). */
+const FAIR_SHARE_SYNC_MS = 500;
 
 /**
  * Wires the request pipeline: parse → predict → place (policy over costed candidates) → admit (a
@@ -152,6 +155,7 @@ export class Router {
   readonly #planner: PoolPlanner | undefined;
   readonly #view: ClusterView;
   readonly #slots: Slots;
+  readonly #stopSharingFairShare: (() => void) | undefined;
   readonly #placer: Placer;
   readonly #lifecycle: Lifecycle;
   readonly #latency: LatencyCalibrator;
@@ -241,6 +245,9 @@ export class Router {
       onLeaseLost: () => this.metrics.pluginErrors.labels('lease-lost').inc(),
       owner: replicaId ?? `replica-${this.#idPrefix}`,
     });
+    // Replicas on a shared store order their queues by the service each tenant got from the whole fleet.
+    this.#stopSharingFairShare =
+      fair && isQueueingStore(this.#store) ? shareFairShare(fair.counters, this.#store, this.#clock, FAIR_SHARE_SYNC_MS, storeError) : undefined;
     this.#placer = new Placer({
       config,
       policy: this.policy,
@@ -410,6 +417,7 @@ export class Router {
     if (this.#closed) return;
     this.#closed = true;
     this.#view.stop();
+    this.#stopSharingFairShare?.();
     this.#slots.close(noBackend('*', 'the router is shutting down'));
     await Promise.all([this.#planner?.stop(), this.#transport.close(), this.#store.close(), this.#predictor.close?.(), this.#carbon.close?.()]);
   }

@@ -249,6 +249,9 @@ export class Slots {
       ownerTtlMs: this.#ownerTtlMs(),
       latestStartInMs: request.priority - this.#o.clock.now(),
       tag: request.tag,
+      // With tenant counters, the store orders as this replica's queues do: by tenant unless urgent.
+      tenant: this.#o.fairShare ? request.tenant : undefined,
+      urgentWithinMs: this.#o.fairShare ? this.#o.urgentWithinMs : undefined,
     });
   }
 

@@ -205,15 +205,19 @@ return out
  * its leases and tags: `P:queue:B` ZSET ticket id → latest start (Redis time, ms); `P:tickets:B` HASH
  * ticket id → "owner\ntag"; `P:grants:B` HASH ticket id → "lease\nowner\ntag" with `P:grant-expiry:B`
  * ZSET ticket id → the lease's expiry: grants made and not yet taken. For the fleet: `P:owners` HASH
- * replica → alive-until (Redis time) and `P:slot-limits` HASH B → "limit ttlMs", the last limit given
- * for B, so a release or a poll grants under it. A tag is written `+tag`, or `-` for none.
- * KEYS of every queue script: leases, tags, queue, tickets, grants, grant-expiry, owners, slot-limits.
+ * replica → alive-until (Redis time), `P:slot-limits` HASH B → "limit ttlMs urgentWithinMs" (the last
+ * given for B, so a release or a poll grants under them; urgentWithinMs −1: no tenant fairness) and
+ * `P:counters:fair-share` HASH tenant → virtual token counter (kept by the replicas). A tag is written
+ * `+tag`, or `-` for none. KEYS of every queue script: leases, tags, queue, tickets, grants,
+ * grant-expiry, owners, slot-limits, fair-share counters.
  */
 const QUEUE_PRELUDE = `${PRELUDE}
 local k = {
   leases = KEYS[1], tags = KEYS[2], queue = KEYS[3], tickets = KEYS[4],
-  grants = KEYS[5], grant_expiry = KEYS[6], owners = KEYS[7], limits = KEYS[8],
+  grants = KEYS[5], grant_expiry = KEYS[6], owners = KEYS[7], limits = KEYS[8], counters = KEYS[9],
 }
+-- How many of the most urgent tickets on time the fairest tenant is looked for among.
+local FAIR_WINDOW = 32
 local function split(s)
   local parts = {}
   for part in string.gmatch(s, '[^\\n]+') do parts[#parts + 1] = part end
@@ -225,15 +229,28 @@ local function purge_grants()
   for i = 1, #expired do redis.call('HDEL', k.grants, expired[i]) end
   if #expired > 0 then redis.call('ZREMRANGEBYSCORE', k.grant_expiry, '-inf', ms(now)) end
 end
--- Grants free slots to waiting tickets: the most urgent still on time (latest start not passed)
--- first, late ones only when none is on time; tickets of owners no longer alive are dropped. The
--- owner hears of a grant on its channel (the message: the backend).
-local function grant_freed(backend, limit, ttl, channel_prefix)
+-- The ticket to grant next: the most urgent still on time (latest start not passed); with tenant
+-- fairness, unless its latest start is within urgent_within, the most urgent ticket of the tenant
+-- with the least counter among the FAIR_WINDOW most urgent on time; late tickets only when none is on time.
+local function next_ticket(urgent_within)
+  local on_time = redis.call('ZRANGEBYSCORE', k.queue, ms(now), '+inf', 'WITHSCORES', 'LIMIT', 0, urgent_within >= 0 and FAIR_WINDOW or 1)
+  if #on_time == 0 then return redis.call('ZRANGE', k.queue, 0, 0)[1] end
+  if urgent_within < 0 or tonumber(on_time[2]) <= now + urgent_within then return on_time[1] end
+  local best, best_counter = on_time[1], nil
+  for i = 1, #on_time, 2 do
+    local info = redis.call('HGET', k.tickets, on_time[i])
+    local tenant = info and split(info)[3]
+    local counter = tonumber(tenant and redis.call('HGET', k.counters, string.sub(tenant, 2)) or '0') or 0
+    if best_counter == nil or counter < best_counter then best, best_counter = on_time[i], counter end
+  end
+  return best
+end
+-- Grants free slots to waiting tickets in next_ticket's order; tickets of owners no longer alive are
+-- dropped. The owner hears of a grant on its channel (the message: the backend).
+local function grant_freed(backend, limit, ttl, urgent_within, channel_prefix)
   while redis.call('ZCARD', k.leases) < limit do
-    local pick = redis.call('ZRANGEBYSCORE', k.queue, ms(now), '+inf', 'LIMIT', 0, 1)
-    if #pick == 0 then pick = redis.call('ZRANGE', k.queue, 0, 0) end
-    if #pick == 0 then break end
-    local id = pick[1]
+    local id = next_ticket(urgent_within)
+    if not id then break end
     redis.call('ZREM', k.queue, id)
     local info = redis.call('HGET', k.tickets, id)
     redis.call('HDEL', k.tickets, id)
@@ -254,8 +271,8 @@ end
 local function grant_under_known_limit(backend, channel_prefix)
   local known = redis.call('HGET', k.limits, backend)
   if known then
-    local limit, ttl = string.match(known, '(%S+) (%S+)')
-    grant_freed(backend, tonumber(limit), tonumber(ttl), channel_prefix)
+    local limit, ttl, urgent_within = string.match(known, '(%S+) (%S+) (%S+)')
+    grant_freed(backend, tonumber(limit), tonumber(ttl), tonumber(urgent_within), channel_prefix)
   end
 end
 `;
@@ -263,15 +280,16 @@ end
 /**
  * A slot at once when one is free and no ticket waits (after granting freed slots to waiting tickets),
  * else the ticket queued. ARGV: backend, limit, ttlMs, lease id, tag, ticket id, owner, owner ttlMs,
- * latest start in ms from now, grant channel prefix. Returns the lease id, or nothing when queued.
+ * latest start in ms from now, grant channel prefix, tenant (`+name` or `-`), urgentWithinMs (−1: no
+ * tenant fairness). Returns the lease id, or nothing when queued.
  */
 export const ACQUIRE_OR_QUEUE = `${QUEUE_PRELUDE}
-local backend, limit, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('HSET', k.limits, backend, ARGV[2] .. ' ' .. ARGV[3])
+local backend, limit, ttl, urgent_within = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[12])
+redis.call('HSET', k.limits, backend, ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[12])
 redis.call('HSET', k.owners, ARGV[7], ms(now + tonumber(ARGV[8])))
 purge(k.leases, k.tags)
 purge_grants()
-grant_freed(backend, limit, ttl, ARGV[10])
+grant_freed(backend, limit, ttl, urgent_within, ARGV[10])
 if redis.call('ZCARD', k.leases) < limit then
   redis.call('ZADD', k.leases, ms(now + ttl), ARGV[4])
   if ARGV[5] ~= '-' then redis.call('HSET', k.tags, ARGV[4], string.sub(ARGV[5], 2)) end
@@ -279,7 +297,7 @@ if redis.call('ZCARD', k.leases) < limit then
   return ARGV[4]
 end
 redis.call('ZADD', k.queue, ms(now + tonumber(ARGV[9])), ARGV[6])
-redis.call('HSET', k.tickets, ARGV[6], ARGV[7] .. '\\n' .. ARGV[5])
+redis.call('HSET', k.tickets, ARGV[6], ARGV[7] .. '\\n' .. ARGV[5] .. '\\n' .. ARGV[11])
 return false
 `;
 
@@ -365,10 +383,10 @@ const COMMANDS = {
   freeshPublishPlan: { lua: PUBLISH_PLAN, numberOfKeys: 2 },
   freeshPutTelemetry: { lua: PUT_TELEMETRY, numberOfKeys: 1 },
   freeshReadTelemetry: { lua: READ_TELEMETRY, numberOfKeys: 1 },
-  freeshAcquireOrQueue: { lua: ACQUIRE_OR_QUEUE, numberOfKeys: 8 },
-  freeshWithdraw: { lua: WITHDRAW, numberOfKeys: 8 },
-  freeshTakeGrants: { lua: TAKE_GRANTS, numberOfKeys: 8 },
-  freeshReleaseAndGrant: { lua: RELEASE_AND_GRANT, numberOfKeys: 8 },
+  freeshAcquireOrQueue: { lua: ACQUIRE_OR_QUEUE, numberOfKeys: 9 },
+  freeshWithdraw: { lua: WITHDRAW, numberOfKeys: 9 },
+  freeshTakeGrants: { lua: TAKE_GRANTS, numberOfKeys: 9 },
+  freeshReleaseAndGrant: { lua: RELEASE_AND_GRANT, numberOfKeys: 9 },
   freeshQueued: { lua: QUEUED, numberOfKeys: undefined },
 } as const;
 

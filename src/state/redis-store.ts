@@ -2,18 +2,19 @@ import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, ReplyError, type RedisOptions } from 'ioredis';
 import { MemoryStateStore } from './memory-store.js';
 import { defineScripts, type ScriptedClient } from './redis-scripts.js';
-import type {
-  BackendSnapshot,
-  CounterUpdate,
-  Grant,
-  Lease,
-  PlanRecord,
-  PublishedPlan,
-  QueueingStore,
-  QueueTicket,
-  ReceivedTelemetry,
-  TakenGrants,
-  TelemetryRecord,
+import {
+  type BackendSnapshot,
+  type CounterUpdate,
+  FAIR_SHARE_COUNTERS,
+  type Grant,
+  type Lease,
+  type PlanRecord,
+  type PublishedPlan,
+  type QueueingStore,
+  type QueueTicket,
+  type ReceivedTelemetry,
+  type TakenGrants,
+  type TelemetryRecord,
 } from './store.js';
 
 export interface RedisStateStoreOptions {
@@ -244,6 +245,8 @@ export class RedisStateStore implements QueueingStore {
           ticket.ownerTtlMs,
           ticket.latestStartInMs,
           this.#keys.grantChannelPrefix,
+          encodeTag(ticket.tenant),
+          ticket.urgentWithinMs ?? -1,
         );
         return granted === null ? undefined : this.#heldInRedis(Object.freeze({ id, backendId, tag }));
       },
@@ -744,10 +747,22 @@ class Keys {
     this.grantChannelPrefix = `${this.#p}:granted:`;
   }
 
-  /** What every queue script takes (./redis-scripts.ts): the backend's leases, tags, queue, tickets, grants and grant expiries, then the fleet's owners and slot limits. */
+  /**
+   * What every queue script takes (./redis-scripts.ts): the backend's leases, tags, queue, tickets,
+   * grants and grant expiries, then the fleet's owners, slot limits and tenants' counters.
+   */
   queue(backendId: string): string[] {
     const p = this.#p;
-    return [...this.lease(backendId), `${p}:queue:${backendId}`, `${p}:tickets:${backendId}`, `${p}:grants:${backendId}`, `${p}:grant-expiry:${backendId}`, `${p}:owners`, `${p}:slot-limits`];
+    return [
+      ...this.lease(backendId),
+      `${p}:queue:${backendId}`,
+      `${p}:tickets:${backendId}`,
+      `${p}:grants:${backendId}`,
+      `${p}:grant-expiry:${backendId}`,
+      `${p}:owners`,
+      `${p}:slot-limits`,
+      this.counters(FAIR_SHARE_COUNTERS),
+    ];
   }
 
   /** A backend's leases (ZSET id → expiry ms) and their tags (HASH id → tag). */
@@ -772,7 +787,7 @@ class Keys {
   }
 }
 
-/** A tag as the queue scripts write it: `+tag`, or `-` for none (an empty tag is still a tag). */
+/** A tag (or tenant) as the queue scripts write it: `+tag`, or `-` for none (an empty tag is still a tag). */
 function encodeTag(tag: string | undefined): string {
   return tag === undefined ? '-' : `+${tag}`;
 }

@@ -142,7 +142,17 @@ export interface QueueTicket {
   readonly latestStartInMs: number;
   /** The lease's tag once granted. */
   readonly tag?: string | undefined;
+  /**
+   * With tenant fairness: the ticket's tenant, and how near its latest start must be for it to go
+   * first regardless of tenants. Otherwise the tenant whose counter in the `fair-share` counters is
+   * least goes first (among the most urgent tickets on time). Without it, least laxity alone.
+   */
+  readonly tenant?: string | undefined;
+  readonly urgentWithinMs?: number | undefined;
 }
+
+/** The named set of counters (`updateCounters`) that holds tenants' virtual token counters for every replica. */
+export const FAIR_SHARE_COUNTERS = 'fair-share';
 
 export interface TakenGrants {
   readonly grants: readonly Grant[];

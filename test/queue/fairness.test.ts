@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { AdmissionQueue } from '../../src/queue/admission-queue.js';
-import { FairShare } from '../../src/queue/fair-share.js';
+import { FairShare, shareFairShare } from '../../src/queue/fair-share.js';
 import { VirtualClock } from '../../src/sim/virtual-clock.js';
+import { MemoryStateStore } from '../../src/state/memory-store.js';
+import { FAIR_SHARE_COUNTERS } from '../../src/state/store.js';
 
 const flush = () => new Promise((resolve) => setImmediate(resolve));
 let leases = 0;
@@ -136,5 +138,40 @@ describe('least-laxity-first with tenant fairness', () => {
     expect(fair.counter('t0')).toBe(1);
     fair.charge('one-more', 1);
     expect(fair.counter('t0')).toBe(0);
+  });
+});
+
+describe('shared tenant counters (shareFairShare)', () => {
+  it('adds the changes made here to the store every round, keeps them when the store fails, and waits while it is degraded', async () => {
+    const clock = new VirtualClock();
+    const store = new MemoryStateStore({ clock });
+    const shared = store as MemoryStateStore & { degraded?: boolean };
+    let failures = 1;
+    const updateCounters = store.updateCounters.bind(store);
+    store.updateCounters = (name, updates) => (failures-- > 0 ? Promise.reject(new Error('store down')) : updateCounters(name, updates));
+    const counters = new FairShare();
+    const errors: unknown[] = [];
+    const stop = shareFairShare(counters, store, clock, 100, (e) => errors.push(e));
+    const round = async () => {
+      clock.advance(100);
+      for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+    };
+    counters.charge('a', 40);
+    await round(); // the store refuses: the change stays
+    expect(errors).toHaveLength(1);
+    expect((await store.readCounters(FAIR_SHARE_COUNTERS)).size).toBe(0);
+    counters.charge('a', 2);
+    await round();
+    expect(Object.fromEntries(await store.readCounters(FAIR_SHARE_COUNTERS))).toEqual({ a: 42 });
+    // Another replica's service arrives through the store.
+    await store.updateCounters(FAIR_SHARE_COUNTERS, [{ key: 'a', add: 8 }, { key: 'b', add: 5 }]);
+    shared.degraded = true;
+    counters.charge('a', 1);
+    await round(); // degraded: nothing sent, nothing read
+    expect(counters.counter('b')).toBe(0);
+    shared.degraded = false;
+    await round();
+    expect([counters.counter('a'), counters.counter('b')]).toEqual([51, 5]);
+    stop();
   });
 });

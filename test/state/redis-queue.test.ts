@@ -1,7 +1,9 @@
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStateStore } from '../../src/state/redis.js';
-import type { Grant, Lease, QueueTicket } from '../../src/state/store.js';
+import { systemClock } from '../../src/clock.js';
+import { FairShare, shareFairShare } from '../../src/queue/fair-share.js';
+import { FAIR_SHARE_COUNTERS, type Grant, type Lease, type QueueTicket } from '../../src/state/store.js';
 import { deleteFleet, freshPrefix, type RedisServer, startRedis } from '../helpers/redis-server.js';
 
 /** The shared least-laxity-first queue of the Redis store, on a real Redis: replicas are stores with their own connections. */
@@ -186,6 +188,61 @@ describe('RedisStateStore shared queue', () => {
     const taken = await store.takeGrants('r', OWNER_TTL_MS, 'b', ['r.1', 'r.2', 'r.9']);
     expect(taken.grants.map((g) => g.ticketId)).toEqual(['r.1']);
     expect(taken.missing).toEqual(['r.2', 'r.9']);
+  });
+
+  it("with tenant fairness, grants the least-served tenant's ticket first unless another's latest start is near", async () => {
+    const { stores, keyPrefix } = fleet(1);
+    const store = stores[0]!;
+    await store.updateCounters(FAIR_SHARE_COUNTERS, [{ key: 'heavy', add: 1_000 }]);
+    const fair = (id: string, tenant: string, latestStartInMs: number): QueueTicket => ({ ...ticket(id, 'r', latestStartInMs), tenant, urgentWithinMs: 1_000 });
+    let lease = (await store.acquireOrQueue('b', 1, TTL_MS, fair('r.held', 'heavy', 0)))!;
+    await store.acquireOrQueue('b', 1, TTL_MS, fair('heavy.soon', 'heavy', 10_000));
+    await store.acquireOrQueue('b', 1, TTL_MS, fair('light.later', 'light', 20_000));
+    await store.acquireOrQueue('b', 1, TTL_MS, fair('heavy.urgent', 'heavy', 500));
+    const order: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      await store.release(lease);
+      const [grant] = (await store.takeGrants('r', OWNER_TTL_MS, 'b', [])).grants;
+      order.push(grant!.ticketId);
+      lease = grant!.lease;
+    }
+    // Urgent first whatever its tenant; then the light tenant, though its latest start is later.
+    expect(order).toEqual(['heavy.urgent', 'light.later', 'heavy.soon']);
+    expect((await admin().hget(`{${keyPrefix}}:counters:${FAIR_SHARE_COUNTERS}`, 'heavy'))).toBe('1000');
+  });
+
+  it('without tenant fairness, grants by latest start alone', async () => {
+    const { stores } = fleet(1);
+    const store = stores[0]!;
+    await store.updateCounters(FAIR_SHARE_COUNTERS, [{ key: 'heavy', add: 1_000 }]);
+    let lease = (await store.acquireOrQueue('b', 1, TTL_MS, ticket('r.held', 'r', 0)))!;
+    await store.acquireOrQueue('b', 1, TTL_MS, { ...ticket('heavy.soon', 'r', 10_000), tenant: 'heavy' });
+    await store.acquireOrQueue('b', 1, TTL_MS, { ...ticket('light.later', 'r', 20_000), tenant: 'light' });
+    const order: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      await store.release(lease);
+      const [grant] = (await store.takeGrants('r', OWNER_TTL_MS, 'b', [])).grants;
+      order.push(grant!.ticketId);
+      lease = grant!.lease;
+    }
+    expect(order).toEqual(['heavy.soon', 'light.later']);
+  });
+
+  it("shares tenants' counters between replicas: service charged on one orders the other's queues", async () => {
+    const { stores } = fleet(2);
+    const [one, two] = [new FairShare(), new FairShare()];
+    const errors: unknown[] = [];
+    const stops = [shareFairShare(one, stores[0]!, systemClock, 50, (e) => errors.push(e)), shareFairShare(two, stores[1]!, systemClock, 50, (e) => errors.push(e))];
+    cleanups.push(async () => stops.forEach((stop) => stop()));
+    one.charge('alice', 300);
+    two.charge('alice', 200);
+    two.charge('bob', 50);
+    await until(() => one.counter('alice') === 500 && two.counter('alice') === 500 && one.counter('bob') === 50);
+    // Changes made between rounds are kept on top of what the store says.
+    one.charge('bob', 10);
+    expect(one.counter('bob')).toBe(60);
+    await until(() => two.counter('bob') === 60);
+    expect(errors).toEqual([]);
   });
 
   it('leaves no key of the queue behind once everything is released', async () => {
