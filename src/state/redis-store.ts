@@ -132,6 +132,8 @@ export class RedisStateStore implements QueueingStore {
   #closed = false;
 
   #subscriber: Redis | Cluster | undefined;
+  /** Asks whether Redis is alive when a call was slow (opened at the first slow call). */
+  #probe: Redis | Cluster | undefined;
   /** Settles when the first SUBSCRIBE has been answered (either way); undefined after. */
   #subscribing: Promise<void> | undefined;
   readonly #subscriptions = new Set<Subscription>();
@@ -513,8 +515,11 @@ export class RedisStateStore implements QueueingStore {
     this.#subscriptions.clear();
     const subscriber = this.#subscriber;
     this.#subscriber = undefined;
+    const probe = this.#probe;
+    this.#probe = undefined;
     await Promise.all([
       subscriber && this.#shutDown(subscriber),
+      probe && this.#shutDown(probe),
       this.#ownsClient && this.#shutDown(this.#client),
       this.#local.close(),
     ]);
@@ -531,9 +536,25 @@ export class RedisStateStore implements QueueingStore {
       return await this.#deadline(remote());
     } catch (error) {
       if (!isUnavailable(error)) throw error;
+      // One slow reply is not an outage: while Redis still answers a ping, the call fails (the caller
+      // retries) instead of every replica that saw a slow reply granting on local state, which the
+      // replicas still on Redis do not count.
+      if (isTimeout(error) && !this.#degraded && (await this.#answers())) throw error;
       this.#degrade(error);
       return local(this.#local);
     }
+  }
+
+  /** Whether Redis answers a ping within the deadline, on a connection of its own (not behind the slow call). */
+  #answers(): Promise<boolean> {
+    if (this.#probe === undefined) {
+      this.#probe = this.#client instanceof Cluster ? this.#client.duplicate() : this.#client.duplicate({ maxRetriesPerRequest: 1 });
+      this.#probe.on('error', () => undefined);
+    }
+    return this.#deadline(this.#probe.ping()).then(
+      () => true,
+      () => false,
+    );
   }
 
   #whileOpen<T>(call: () => Promise<T>): Promise<T> {
@@ -808,6 +829,11 @@ function isUnavailable(error: unknown): boolean {
   const isReply: boolean = error instanceof ReplyError;
   if (isReply) return UNAVAILABLE_REPLY.test(error.message);
   return !(error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError);
+}
+
+/** A reply that did not come in time (the store's deadline or ioredis's `commandTimeout`), as against a connection that failed. */
+function isTimeout(error: unknown): boolean {
+  return error instanceof DeadlineError || (error instanceof Error && /timed out/i.test(error.message));
 }
 
 /** The lease as the local store granted it, for a lease granted locally; else undefined. */

@@ -127,7 +127,7 @@ describe('RedisStateStore shared queue', () => {
     const first = await Promise.all(Array.from({ length: limit }, (_, i) => stores[i]!.acquireOrQueue('b', limit, TTL_MS, ticket(`s${i}.held`, `s${i}`, 0))));
     const waiting = 60;
     await Promise.all(
-      Array.from({ length: waiting }, (_, i) => stores[i % 3]!.acquireOrQueue('b', limit, TTL_MS, ticket(`s${i % 3}.${i}`, `s${i % 3}`, 60_000 + i))),
+      Array.from({ length: waiting }, (_, i) => stores[i % 3]!.acquireOrQueue('b', limit, TTL_MS, ticket(`s${i % 3}.${i}`, `s${i % 3}`, 60_000 + 100 * i))),
     );
     const granted: string[] = [];
     const rounds: number[][] = [];
@@ -145,8 +145,8 @@ describe('RedisStateStore shared queue', () => {
     }
     await Promise.all(leases.map((lease) => stores[0]!.release(lease)));
     expect(new Set(granted).size).toBe(waiting);
-    // Granted in latest-start order (ticket i's latest start is 60 s + i ms from when it queued): each
-    // round's grants come before every later round's.
+    // Granted in latest-start order (ticket i's latest start is 60 s + 100·i ms from when it queued, a
+    // spacing the queueing of concurrent calls cannot reorder): each round's grants come before the next's.
     for (let r = 1; r < rounds.length; r++) expect(Math.max(...rounds[r - 1]!)).toBeLessThan(Math.min(...rounds[r]!));
     expect((await stores[0]!.snapshot(['b'])).get('b')!.inFlight).toBe(0);
   });

@@ -253,6 +253,20 @@ describe('RedisStateStore on a real Redis', () => {
     expect(degraded).toHaveLength(1);
   });
 
+  it('fails a call Redis is slow to answer while it still answers pings, instead of going to local state', async () => {
+    // A server of its own: the pause holds every client's writes.
+    const own = await startPrivateRedis();
+    cleanups.push(() => own.stop());
+    const degraded: unknown[] = [];
+    const { store } = open({ commandTimeoutMs: 200, onDegraded: (error) => degraded.push(error) }, own.url);
+    expect(await store.tryAcquire('b', 1, 10_000)).toBeDefined();
+    // Writes (scripts included) wait; PING does not.
+    await admin(own.url).call('CLIENT', 'PAUSE', '600', 'WRITE');
+    await expect(store.tryAcquire('b', 1, 10_000)).rejects.toThrow(/timed out|did not answer/);
+    expect(store.degraded).toBe(false);
+    expect(degraded).toEqual([]);
+  });
+
   it('rejects an argument that is not one, with the memory store’s messages', async () => {
     const { store } = open();
     const lease: Lease = { id: 'x', backendId: 'b', tag: undefined };
