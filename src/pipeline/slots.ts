@@ -87,12 +87,16 @@ export class Slots {
   readonly #taking = new Set<string>();
   readonly #polls = new Map<string, Timer>();
   readonly #unwatchGrants: (() => void) | undefined;
+  /** Per backend, requests waiting in the shared queue across every replica, counted every RETRY_MS. */
+  readonly #sharedQueued = new Map<string, number>();
+  #counting: Timer | undefined;
 
   constructor(options: SlotsOptions) {
     this.#o = options;
     this.#shared = isQueueingStore(options.store) ? options.store : undefined;
     this.#owner = options.owner ?? `replica-${Math.random().toString(36).slice(2, 10)}`;
     this.#unwatchGrants = this.#shared?.watchGrants(this.#owner, (backendId) => void this.#take(backendId));
+    if (this.#shared) this.#countLater();
     for (const backend of options.backends) {
       this.#tickets.set(backend.id, new Map());
       this.#backends.set(backend.id, backend);
@@ -116,9 +120,21 @@ export class Slots {
     return (this.#queues.get(backendId)?.waiting ?? 0) + (this.#tickets.get(backendId)?.size ?? 0);
   }
 
-  /** A backend's queue length as a live field, for a reader that looks it up once. */
+  /**
+   * A backend's queue length as a live field, for a reader that looks it up once: with a shared
+   * queue, the requests of every replica waiting there (as last counted) or this replica's, if more.
+   */
   queue(backendId: string): { readonly waiting: number } {
-    return this.#queues.get(backendId) ?? NO_QUEUE;
+    const local = this.#queues.get(backendId);
+    if (!local) return NO_QUEUE;
+    if (!this.#shared) return local;
+    const tickets = this.#tickets.get(backendId)!;
+    const shared = this.#sharedQueued;
+    return {
+      get waiting() {
+        return local.waiting + Math.max(tickets.size, shared.get(backendId) ?? 0);
+      },
+    };
   }
 
   /** Leases this router holds on a backend. */
@@ -193,6 +209,7 @@ export class Slots {
     for (const tickets of this.#tickets.values()) for (const waiter of [...tickets.values()]) this.#leave(waiter, err);
     for (const timer of this.#polls.values()) timer.cancel();
     this.#polls.clear();
+    this.#counting?.cancel();
     this.#unwatchGrants?.();
     for (const timer of this.#retry.values()) timer.cancel();
     this.#retry.clear();
@@ -336,6 +353,22 @@ export class Slots {
         if (this.#tickets.get(backendId)!.size > 0) this.#pollLater(backendId);
       }, RETRY_MS),
     );
+  }
+
+  /** Counts the shared queues every RETRY_MS, for placement's view of how many wait where. */
+  #countLater(): void {
+    this.#counting = this.#o.clock.setTimer(() => {
+      const shared = this.#shared!;
+      (shared.queueing ? shared.queued([...this.#queues.keys()]) : Promise.resolve(new Map<string, number>())).then(
+        (counts) => {
+          this.#sharedQueued.clear();
+          for (const [id, n] of counts) this.#sharedQueued.set(id, n);
+        },
+        this.#o.onStoreError,
+      ).finally(() => {
+        if (!this.#closedWith) this.#countLater();
+      });
+    }, RETRY_MS);
   }
 
   /** How long this replica's tickets outlive its last call: long enough for a few missed polls. */

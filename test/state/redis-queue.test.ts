@@ -2,7 +2,10 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RedisStateStore } from '../../src/state/redis.js';
 import { systemClock } from '../../src/clock.js';
+import { Slots } from '../../src/pipeline/slots.js';
 import { FairShare, shareFairShare } from '../../src/queue/fair-share.js';
+import { ClusterView } from '../../src/state/cluster-view.js';
+import type { Backend } from '../../src/types.js';
 import { FAIR_SHARE_COUNTERS, type Grant, type Lease, type QueueTicket } from '../../src/state/store.js';
 import { deleteFleet, freshPrefix, type RedisServer, startRedis } from '../helpers/redis-server.js';
 
@@ -243,6 +246,41 @@ describe('RedisStateStore shared queue', () => {
     expect(one.counter('bob')).toBe(60);
     await until(() => two.counter('bob') === 60);
     expect(errors).toEqual([]);
+  });
+
+  it("a replica's slots count the requests every replica has waiting on a backend, for placement", async () => {
+    const { stores } = fleet(2);
+    const slots = stores.map((store, i) => {
+      const view = new ClusterView({ store, backendIds: ['b'], clock: systemClock, refreshMs: 60_000 });
+      const made = new Slots({
+        backends: [{ id: 'b', maxConcurrency: 1 } as Backend],
+        store,
+        view,
+        clock: systemClock,
+        leaseTtlMs: TTL_MS,
+        maxQueueLength: 10,
+        maxQueueMs: 60_000,
+        fairShare: undefined,
+        urgentWithinMs: 0,
+        demoteLate: true,
+        onStoreError: () => undefined,
+        onLeaseLost: () => undefined,
+        owner: `slots-${i}`,
+      });
+      cleanups.push(async () => made.close(new Error('closed')));
+      return made;
+    });
+    const [here, there] = slots as [Slots, Slots];
+    const request = { backend: { id: 'b', maxConcurrency: 1 } as Backend, priority: systemClock.now() + 60_000, tenant: 't', tag: 'x' };
+    const held = await here.acquire(request);
+    const waiting = [0, 1, 2].map(() => there.acquire(request).catch(() => undefined));
+    const seen = here.queue('b');
+    expect(seen.waiting).toBe(0);
+    await until(() => seen.waiting === 3);
+    expect(there.queue('b').waiting).toBe(3);
+    here.release(held);
+    await until(() => seen.waiting === 2);
+    void waiting;
   });
 
   it('leaves no key of the queue behind once everything is released', async () => {
