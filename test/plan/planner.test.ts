@@ -105,6 +105,23 @@ describe('pool planner (HiGHS)', () => {
     expect(long.active).toEqual(new Set(['clean', 'dirty']));
   });
 
+  it('plans the prefill budget to maxUtilisation too: long prompts that fill 90% of one instance\'s budget need a second, 70% do not', async () => {
+    const solver = await loadSolver();
+    const tight = { ...DEFAULT_SLO_CLASSES.standard!, tbtMs: 80 };
+    const p = BUILTIN_PROFILES['4xA100']!;
+    // The share of time one instance may prefill and still decode within 80 ms between tokens.
+    const budget = 1 - (decodeStepMs(p, 32) * DEFAULT_FREQUENCY_MODEL.decodeTime(1)) / tight.tbtMs;
+    const prefillS = (prefillMs(p, 2_000) * DEFAULT_FREQUENCY_MODEL.prefillTime(1)) / 1000;
+    const longPrompts = (share: number) => ({ ...demand(0), LS: { rps: (share * budget) / prefillS, meanPromptTokens: 2_000, meanOutputTokens: 120 } });
+    const at = (share: number) => solvePlan(solver, input({ demand: longPrompts(share), margin: 1, maxUtilisation: 0.8, clockLevels: [1], slo: tight }));
+    expect([...at(0.7).active]).toEqual(['clean']);
+    const over = at(0.9);
+    expect(over.status).toBe('optimal');
+    expect(over.active).toEqual(new Set(['clean', 'dirty']));
+    // With the whole budget allowed (maxUtilisation 1) the clean instance carries 90% alone.
+    expect([...solvePlan(solver, input({ demand: longPrompts(0.9), margin: 1, maxUtilisation: 1, clockLevels: [1], slo: tight })).active]).toEqual(['clean']);
+  });
+
   it('targets no instance can meet at any clock degrade too: every demand is shortfall, one instance stays on', async () => {
     const impossible = { ...DEFAULT_SLO_CLASSES.standard!, ttftBaseMs: 1, ttftPerPromptTokenMs: 0, tbtMs: 1 };
     const plan = solvePlan(await loadSolver(), input({ slo: impossible }));
