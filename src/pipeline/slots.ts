@@ -60,10 +60,13 @@ interface TicketWaiter {
 
 /**
  * Slots on backends: the store grants them (atomically, at most `maxConcurrency` per backend across
- * every replica); a request refused waits in the backend's admission queue, and each slot this
- * router frees — or, every RETRY_MS, the store — admits the queue's next waiter. Held leases are
- * renewed while their requests run, so a long stream keeps counting as in flight, and a router that
- * dies frees its slots when its leases expire.
+ * every replica). With a store that queues (Redis), a request refused leaves a ticket in the
+ * backend's queue shared by every replica, and is admitted when the store grants it (told by the
+ * store, or found by polling every RETRY_MS). Otherwise — and while the shared queue is out of reach
+ * — it waits in this router's admission queue for the backend, and each slot this router frees — or,
+ * every RETRY_MS, the store — admits the queue's next waiter. Held leases are renewed while their
+ * requests run, so a long stream keeps counting as in flight, and a router that dies frees its slots
+ * when its leases expire.
  */
 export class Slots {
   readonly #o: SlotsOptions;
