@@ -90,8 +90,11 @@ export const limitsSchema = z.strictObject({
   retries: z.int().min(0).max(5).default(1),
   /** How long a backend that refused a connection stays out of rotation (ms). Default 10,000. */
   unhealthyMs: z.int().positive().default(10_000),
-  /** In-flight leases older than this are presumed leaked by a crashed router (ms). Default 15 minutes. */
-  leaseTtlMs: z.int().positive().default(15 * 60_000),
+  /**
+   * How long a slot outlives its replica's last renewal (ms): running requests renew theirs every third
+   * of it, so a replica that dies frees its slots this long after. Default 30,000.
+   */
+  leaseTtlMs: z.int().min(1_000).default(30_000),
   /** Time to connect to a backend (ms). Default 5,000. */
   connectTimeoutMs: z.int().positive().default(5_000),
   /** Time to a backend's response headers, i.e. the whole of a non-streamed generation (ms). Default 600,000. */
