@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import TinyQueue from 'tinyqueue';
 import { systemClock, type Clock } from '../clock.js';
+import { deepFreeze, isDurationMs, rejectArgument, warnListenerError } from './checks.js';
 import type {
   BackendSnapshot,
   CounterUpdate,
@@ -408,22 +409,3 @@ function decayed(rate: RateRecord, nowMs: number, tauMs: number): number {
   return rate.value * Math.exp(-Math.max(0, nowMs - rate.atMs) / tauMs);
 }
 
-function isDurationMs(value: number): boolean {
-  return value > 0 && value < Number.POSITIVE_INFINITY;
-}
-
-function rejectArgument(name: string, expected: string, value: number): Promise<never> {
-  return Promise.reject(new RangeError(`Expected \`${name}\` to be ${expected}, got \`${value}\``));
-}
-
-function warnListenerError(error: unknown): void {
-  process.emitWarning(error instanceof Error ? error : new Error(String(error)), { code: 'FREESH_PLAN_LISTENER' });
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    for (const inner of Object.values(value)) deepFreeze(inner);
-    Object.freeze(value);
-  }
-  return value;
-}

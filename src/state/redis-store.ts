@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, ReplyError, type RedisOptions } from 'ioredis';
+import { deepFreeze, isDurationMs, rejectArgument, warnListenerError } from './checks.js';
 import { MemoryStateStore } from './memory-store.js';
 import { defineScripts, type ScriptedClient } from './redis-scripts.js';
 import {
@@ -889,14 +890,6 @@ function positive(value: number, name: string): number {
   return value;
 }
 
-function isDurationMs(value: number): boolean {
-  return value > 0 && value < Number.POSITIVE_INFINITY;
-}
-
-function rejectArgument(name: string, expected: string, value: number): Promise<never> {
-  return Promise.reject(new RangeError(`Expected \`${name}\` to be ${expected}, got \`${value}\``));
-}
-
 /** A hook that throws must not turn a call answered from local state into a failure. */
 function callHook(hook: () => void): void {
   try {
@@ -913,14 +906,3 @@ function warnDegraded(error: unknown): void {
   });
 }
 
-function warnListenerError(error: unknown): void {
-  process.emitWarning(error instanceof Error ? error : new Error(String(error)), { code: 'FREESH_PLAN_LISTENER' });
-}
-
-function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    for (const inner of Object.values(value)) deepFreeze(inner);
-    Object.freeze(value);
-  }
-  return value;
-}

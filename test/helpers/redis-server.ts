@@ -1,3 +1,4 @@
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
@@ -106,4 +107,23 @@ function freePort(): Promise<number> {
       server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('No port'))));
     });
   });
+}
+
+/**
+ * A Redis for the tests of one file: started before them, stopped after; `cleanups` run after each
+ * test, last added first (stores to close, fleets to delete).
+ */
+export function redisForFile(start: () => Promise<RedisServer> = startRedis): { server(): RedisServer; readonly cleanups: (() => Promise<unknown>)[] } {
+  let server: RedisServer | undefined;
+  const cleanups: (() => Promise<unknown>)[] = [];
+  beforeAll(async () => {
+    server = await start();
+  });
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+  return { server: () => server!, cleanups };
 }

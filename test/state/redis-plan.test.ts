@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEFAULT_FREQUENCY_MODEL } from '../../src/cost/frequency.js';
 import { BUILTIN_PROFILES } from '../../src/cost/profiles.js';
 import type { Plan } from '../../src/plan/plan.js';
@@ -7,51 +7,30 @@ import { inThreadSolver } from '../../src/plan/solver.js';
 import { systemClock } from '../../src/clock.js';
 import { DEFAULT_SLO_CLASSES } from '../../src/request/slo.js';
 import { RedisStateStore } from '../../src/state/redis.js';
-import type { Backend, Site } from '../../src/types.js';
-import { deleteFleet, freshPrefix, type RedisServer, startRedis } from '../helpers/redis-server.js';
+import type { Backend } from '../../src/types.js';
+import { backend } from '../helpers/fixtures.js';
+import { deleteFleet, freshPrefix, redisForFile } from '../helpers/redis-server.js';
 
 /** Replicas' planners on one real Redis: one plans per step, the others follow its plan within a second. */
-let server: RedisServer;
-const cleanups: (() => Promise<unknown>)[] = [];
+const redis = redisForFile();
+const { cleanups } = redis;
 
-beforeAll(async () => {
-  server = await startRedis();
-});
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
-
-const site = (id: string): Site => ({ id, region: id, gramsPerKWh: 0, pue: 1.2 });
-const backend = (id: string, siteId: string): Backend => ({
-  id,
-  site: site(siteId),
-  baseURL: 'http://x/v1',
-  models: new Set(['m']),
-  maxConcurrency: 32,
-  prefillChunkTokens: 512,
-  forwardPriority: false,
-  profile: BUILTIN_PROFILES['4xA100']!,
-  apiKey: undefined,
-});
+const at = (id: string, siteId: string): Backend =>
+  backend(id, { site: { id: siteId, region: siteId, gramsPerKWh: 0, pue: 1.2 }, maxConcurrency: 32, profile: BUILTIN_PROFILES['4xA100']! });
 
 const STEP_MS = 500;
 
 describe('pool planners of replicas sharing one Redis', () => {
   it('one replica plans each step and the others follow its plan within a second; when it stops, another takes over', async () => {
     const keyPrefix = freshPrefix();
-    cleanups.push(() => deleteFleet(server.url, keyPrefix));
+    cleanups.push(() => deleteFleet(redis.server().url, keyPrefix));
     const received = new Map<string, { plan: Plan; atMs: number }[]>();
     const replica = (replicaId: string) => {
-      const store = new RedisStateStore(server.url, { keyPrefix });
+      const store = new RedisStateStore(redis.server().url, { keyPrefix });
       const plans: { plan: Plan; atMs: number }[] = [];
       received.set(replicaId, plans);
       const planner = new PoolPlanner({
-        backends: [backend('clean', 'fr'), backend('dirty', 'de')],
+        backends: [at('clean', 'fr'), at('dirty', 'de')],
         clock: systemClock,
         carbon: { gramsPerKWh: (s) => (s === 'fr' ? 50 : 500) },
         store,

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisStateStore } from '../../src/state/redis.js';
 import { systemClock } from '../../src/clock.js';
 import { Slots } from '../../src/pipeline/slots.js';
@@ -7,23 +7,11 @@ import { FairShare, shareFairShare } from '../../src/queue/fair-share.js';
 import { ClusterView } from '../../src/state/cluster-view.js';
 import type { Backend } from '../../src/types.js';
 import { FAIR_SHARE_COUNTERS, type Grant, type Lease, type QueueTicket } from '../../src/state/store.js';
-import { deleteFleet, freshPrefix, type RedisServer, startRedis } from '../helpers/redis-server.js';
+import { deleteFleet, freshPrefix, redisForFile } from '../helpers/redis-server.js';
 
 /** The shared least-laxity-first queue of the Redis store, on a real Redis: replicas are stores with their own connections. */
-let server: RedisServer;
-const cleanups: (() => Promise<unknown>)[] = [];
-
-beforeAll(async () => {
-  server = await startRedis();
-});
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-afterAll(async () => {
-  await server?.stop();
-});
+const redis = redisForFile();
+const { cleanups } = redis;
 
 const TTL_MS = 10_000;
 const OWNER_TTL_MS = 5_000;
@@ -31,13 +19,13 @@ const OWNER_TTL_MS = 5_000;
 /** `n` replicas of one fleet, each its own store (connection) under one fresh prefix. */
 function fleet(n: number): { stores: RedisStateStore[]; keyPrefix: string } {
   const keyPrefix = freshPrefix();
-  const stores = Array.from({ length: n }, () => new RedisStateStore(server.url, { keyPrefix }));
-  cleanups.push(() => deleteFleet(server.url, keyPrefix), () => Promise.all(stores.map((s) => s.close())));
+  const stores = Array.from({ length: n }, () => new RedisStateStore(redis.server().url, { keyPrefix }));
+  cleanups.push(() => deleteFleet(redis.server().url, keyPrefix), () => Promise.all(stores.map((s) => s.close())));
   return { stores, keyPrefix };
 }
 
 function admin(): Redis {
-  const client = new Redis(server.url);
+  const client = new Redis(redis.server().url);
   cleanups.push(async () => client.disconnect());
   return client;
 }

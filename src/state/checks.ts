@@ -1,0 +1,24 @@
+/** Argument checks and plan-delivery helpers shared by the state stores, so every store answers alike. */
+
+export function isDurationMs(value: number): boolean {
+  return value > 0 && value < Number.POSITIVE_INFINITY;
+}
+
+/** The RangeError every store rejects a bad argument with, naming it. */
+export function rejectArgument(name: string, expected: string, value: number): Promise<never> {
+  return Promise.reject(new RangeError(`Expected \`${name}\` to be ${expected}, got \`${value}\``));
+}
+
+/** The default for a `watchPlans` listener that throws: a process warning, so it is seen without taking the process down. */
+export function warnListenerError(error: unknown): void {
+  process.emitWarning(error instanceof Error ? error : new Error(String(error)), { code: 'FREESH_PLAN_LISTENER' });
+}
+
+/** Freezes a plan every reader shares. */
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
