@@ -552,6 +552,9 @@ async function main(): Promise<void> {
     console.log(
       `\nRedis / memory throughput (1 replica): ${ratio.toFixed(3)} (target ≥ 0.7: ${ratio >= 0.7 ? 'met' : 'missed'}); proxy CPU per request ${f(mem.proxyCpuUs)} → ${f(r1.proxyCpuUs)} µs (${(r1.proxyCpuUs / mem.proxyCpuUs).toFixed(2)}×), plus Redis ${f(r1.redisCpuUs)} µs`,
     );
+    console.log(
+      `CPU per request, memory ÷ Redis: proxy alone ${(mem.proxyCpuUs / r1.proxyCpuUs).toFixed(3)}, proxy + Redis ${(mem.proxyCpuUs / (r1.proxyCpuUs + r1.redisCpuUs)).toFixed(3)} (the throughput ratio a CPU-bound machine would see)`,
+    );
     console.log(`per-request round trips ${perRequestTotal.toFixed(3)} (target ≤ 2: ${perRequestTotal <= 2 ? 'met' : 'missed'})`);
     const [gm, g1, , g3] = grantRows as [(typeof grantRows)[0], (typeof grantRows)[0], (typeof grantRows)[0], (typeof grantRows)[0]];
     console.log(`queued grant p99: memory ${f(gm.p99Ms, 3)} ms, Redis ×1 ${f(g1.p99Ms, 3)} ms, Redis ×3 ${f(g3.p99Ms, 3)} ms (Redis adds ${f(g1.p99Ms - gm.p99Ms, 3)} ms at p99, ${f(g1.p50Ms - gm.p50Ms, 3)} at p50)`);
@@ -581,6 +584,7 @@ async function main(): Promise<void> {
       ),
       redisOverMemory: round(ratio),
       proxyCpuRedisOverMemory: round(r1.proxyCpuUs / mem.proxyCpuUs),
+      cpuRatio: { proxy: round(mem.proxyCpuUs / r1.proxyCpuUs), proxyAndRedis: round(mem.proxyCpuUs / (r1.proxyCpuUs + r1.redisCpuUs)) },
       addedP50MsC1: round(r1.p50MsC1 - mem.p50MsC1),
       roundTrips: {
         requests: served,
