@@ -88,6 +88,7 @@ export class Slots {
   readonly #tickets = new Map<string, Map<string, TicketWaiter>>();
   #nextTicket = 0;
   readonly #taking = new Set<string>();
+  readonly #takeAgain = new Set<string>();
   readonly #polls = new Map<string, Timer>();
   readonly #unwatchGrants: (() => void) | undefined;
   /** Per backend, requests waiting in the shared queue across every replica, counted every RETRY_MS. */
@@ -308,7 +309,9 @@ export class Slots {
    */
   async #take(backendId: string): Promise<void> {
     const tickets = this.#tickets.get(backendId);
-    if (this.#taking.has(backendId) || !tickets) return;
+    if (!tickets) return;
+    // A grant heard while a take runs may postdate its script: take once more when it ends.
+    if (this.#taking.has(backendId)) return void this.#takeAgain.add(backendId);
     const shared = this.#shared!;
     if (!shared.queueing) {
       for (const waiter of [...tickets.values()]) this.#waitHere(waiter);
@@ -336,6 +339,7 @@ export class Slots {
       this.#o.onStoreError(err);
     } finally {
       this.#taking.delete(backendId);
+      if (this.#takeAgain.delete(backendId)) void this.#take(backendId);
     }
   }
 

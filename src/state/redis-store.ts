@@ -112,6 +112,8 @@ export class RedisStateStore implements QueueingStore {
   readonly #client: Redis | Cluster;
   readonly #scripts: ScriptedClient;
   readonly #ownsClient: boolean;
+  /** Its client times out every command (ioredis `commandTimeout`): no second timer per call. */
+  readonly #timesItself: boolean;
   readonly #keys: Keys;
   readonly #commandTimeoutMs: number;
   readonly #replicas: number;
@@ -166,9 +168,11 @@ export class RedisStateStore implements QueueingStore {
       // Connection errors reach the caller as degraded mode; ioredis would otherwise print each one.
       this.#client.on('error', () => undefined);
       this.#ownsClient = true;
+      this.#timesItself = (this.#client.options.commandTimeout ?? 0) > 0;
     } else {
       this.#client = connection;
       this.#ownsClient = false;
+      this.#timesItself = false;
     }
     this.#scripts = defineScripts(this.#client);
   }
@@ -534,7 +538,8 @@ export class RedisStateStore implements QueueingStore {
     if (this.#closed) throw new Error('The Redis state store is closed');
     if (this.#degraded) return local(this.#local);
     try {
-      return await this.#deadline(remote());
+      // A client built with ioredis's `commandTimeout` times its commands out itself.
+      return await (this.#timesItself ? remote() : this.#deadline(remote()));
     } catch (error) {
       if (!isUnavailable(error)) throw error;
       // One slow reply is not an outage: while Redis still answers a ping, the call fails (the caller
