@@ -163,6 +163,8 @@ export class RedisStateStore implements QueueingStore {
       this.#client = new Redis(connection, {
         commandTimeout: this.#commandTimeoutMs,
         maxRetriesPerRequest: 1,
+        // Concurrent requests' scripts leave in one write (one syscall, one wake-up) per tick.
+        enableAutoPipelining: true,
         ...options.redis,
       });
       // Connection errors reach the caller as degraded mode; ioredis would otherwise print each one.
