@@ -64,6 +64,8 @@ const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 1_000;
 /** A failed plan read after the subscription (re)connected is retried this often until it succeeds. */
 const PLAN_RESYNC_RETRY_MS = 250;
 const LOCAL_LEASE_PREFIX = 'local:';
+/** The TTL a running lease is written back with after Redis lost its data, when its backend's was never given. */
+const DEFAULT_REWRITE_TTL_MS = 30_000;
 /** Redis errors that say the server cannot serve now, rather than that the call was wrong. */
 const UNAVAILABLE_REPLY = /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOREPLICAS)\b/;
 const DONE: Promise<void> = Promise.resolve();
@@ -129,8 +131,14 @@ export class RedisStateStore implements QueueingStore {
   /** Leases granted locally during an outage and not yet released; `inRedis` once copied there on return. */
   readonly #localHeld = new Map<string, { readonly lease: Lease; readonly ttlMs: number; inRedis: boolean }>();
   /** Per backend, the ids of Redis leases this store granted and its callers have not released. */
-  readonly #redisHeld = new Map<string, Set<string>>();
+  readonly #redisHeld = new Map<string, Map<string, Lease>>();
+  /** Per backend, the lease TTL last asked for: grants made to tickets carry it. */
+  readonly #ttlMs = new Map<string, number>();
+  /** The token of the Redis data this store has seen (`P:epoch`): another one means Redis lost its data. */
+  #epoch: string | undefined;
   #degraded = false;
+  /** Redis lost its data (restarted without persistence) and the leases held through it are not written back yet. */
+  #lostData = false;
   #healthCheck: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -177,6 +185,8 @@ export class RedisStateStore implements QueueingStore {
       this.#timesItself = false;
     }
     this.#scripts = defineScripts(this.#client);
+    this.#client.on('ready', () => void this.#checkEpoch());
+    if (this.#client.status === 'ready') void this.#checkEpoch();
   }
 
   /** True while calls are answered from local state because Redis did not answer. */
@@ -197,6 +207,7 @@ export class RedisStateStore implements QueueingStore {
         const id = `${this.#idPrefix}-${(this.#nextLeaseId++).toString(36)}`;
         const args = [...this.#keys.lease(backendId), limit === Number.POSITIVE_INFINITY ? -1 : limit, ttlMs, id];
         if (tag !== undefined) args.push(tag);
+        this.#ttlMs.set(backendId, ttlMs);
         const granted = await this.#scripts.freeshTryAcquire(...args);
         return granted === 1 ? this.#heldInRedis(Object.freeze({ id, backendId, tag })) : undefined;
       },
@@ -242,6 +253,7 @@ export class RedisStateStore implements QueueingStore {
       async () => {
         const id = `${this.#idPrefix}-${(this.#nextLeaseId++).toString(36)}`;
         const { tag } = ticket;
+        this.#ttlMs.set(backendId, ttlMs);
         const granted = await this.#scripts.freeshAcquireOrQueue(
           ...this.#keys.queue(backendId),
           backendId,
@@ -606,13 +618,44 @@ export class RedisStateStore implements QueueingStore {
    * any limit: they are running), so no replica's next acquisition overlooks them.
    */
   async #copyLocalLeases(): Promise<void> {
+    if (this.#lostData) {
+      // Redis restarted without its data: the leases it granted this store's callers still run.
+      for (const held of this.#redisHeld.values()) for (const lease of held.values()) await this.#writeLease(lease, this.#ttlMs.get(lease.backendId) ?? DEFAULT_REWRITE_TTL_MS);
+      this.#lostData = false;
+    }
     for (const held of this.#localHeld.values()) {
       if (held.inRedis) continue;
-      const { lease, ttlMs } = held;
-      const args = [...this.#keys.lease(lease.backendId), -1, ttlMs, lease.id];
-      if (lease.tag !== undefined) args.push(lease.tag);
-      await this.#scripts.freeshTryAcquire(...args);
+      await this.#writeLease(held.lease, held.ttlMs);
       held.inRedis = true;
+    }
+  }
+
+  /** Writes a running lease to Redis over any limit (its request is already running). */
+  async #writeLease(lease: Lease, ttlMs: number): Promise<void> {
+    const args = [...this.#keys.lease(lease.backendId), -1, ttlMs, lease.id];
+    if (lease.tag !== undefined) args.push(lease.tag);
+    await this.#scripts.freeshTryAcquire(...args);
+  }
+
+  /**
+   * On every (re)connection: whether Redis still has the data this store saw (its `P:epoch` token).
+   * A Redis that restarted without persistence has lost every lease: the store then serves on local
+   * state like in an outage, writes back the leases its callers still run, and counts on Redis again
+   * a health-check period later, when every replica has done the same.
+   */
+  async #checkEpoch(): Promise<void> {
+    try {
+      const token = randomBytes(8).toString('hex');
+      await this.#client.set(this.#keys.epoch, token, 'NX');
+      const current = await this.#client.get(this.#keys.epoch);
+      const seen = this.#epoch;
+      this.#epoch = current ?? undefined;
+      if (seen !== undefined && current !== seen) {
+        this.#lostData = true;
+        this.#degrade(new Error('Redis restarted without its data'));
+      }
+    } catch {
+      // Redis went away again: the next call or reconnection finds out.
     }
   }
 
@@ -631,8 +674,8 @@ export class RedisStateStore implements QueueingStore {
 
   #heldInRedis(lease: Lease): Lease {
     let held = this.#redisHeld.get(lease.backendId);
-    if (held === undefined) this.#redisHeld.set(lease.backendId, (held = new Set()));
-    held.add(lease.id);
+    if (held === undefined) this.#redisHeld.set(lease.backendId, (held = new Map()));
+    held.set(lease.id, lease);
     return lease;
   }
 
@@ -764,6 +807,8 @@ class Keys {
   readonly telemetry: string;
   /** A replica hears grants to its tickets on this prefix followed by its name. */
   readonly grantChannelPrefix: string;
+  /** A token written once per Redis dataset: when it changes, Redis lost its data. */
+  readonly epoch: string;
   readonly #p: string;
 
   constructor(keyPrefix: string) {
@@ -774,6 +819,7 @@ class Keys {
     this.plans = `${this.#p}:plans`;
     this.telemetry = `${this.#p}:telemetry`;
     this.grantChannelPrefix = `${this.#p}:granted:`;
+    this.epoch = `${this.#p}:epoch`;
   }
 
   /**

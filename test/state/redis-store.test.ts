@@ -115,7 +115,7 @@ describe('RedisStateStore on a real Redis', () => {
 
     await deleteFleet(server.url, keyPrefix);
     expect(await count(keyPrefix)).toBe(0);
-    expect(await count(otherPrefix)).toBe(1);
+    expect(await redis.exists(`{${otherPrefix}}:gauges:g`)).toBe(1);
   });
 
   it('uses the database named in the URL', async () => {
