@@ -8,6 +8,7 @@
 import { PassThrough, type Readable } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { CancelToken } from '../../src/cancel.js';
 import { createNodeHandler, type Endpoint, FreeshError, type Placement, type RoutedResponse, type Router } from '../../src/index.js';
 
 export interface FreeshFastifyOptions {
@@ -59,7 +60,8 @@ async function freeshPlugin(fastify: FastifyInstance, options: FreeshFastifyOpti
 
   const complete = (endpoint: Endpoint) =>
     async function freeshCompletion(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
-      const client = new AbortController();
+      // The router's own cheap signal: an AbortController and the listeners hung on it cost ~20 µs a request.
+      const client = new CancelToken();
       reply.raw.on('close', () => {
         if (!reply.raw.writableFinished) client.abort();
       });
@@ -68,7 +70,7 @@ async function freeshPlugin(fastify: FastifyInstance, options: FreeshFastifyOpti
         const value = request.headers[name];
         return Array.isArray(value) ? value[0] : value;
       };
-      const routed = await router.dispatch({ endpoint, body, header, signal: client.signal });
+      const routed = await router.dispatch({ endpoint, body, header, signal: client });
       request.freesh = routed.placement;
       const { backend, cost, prediction } = routed.placement;
       request.log.info(
