@@ -25,15 +25,27 @@ function listen(fetch: (request: Request) => Response | Promise<Response>): Prom
   });
 }
 
-/** A node stream as a web stream, chunk by chunk (Node 20's `Readable.toWeb` throws on undici's bodies). */
+/**
+ * A node stream as a web stream, chunk by chunk (Node 20's `Readable.toWeb` throws on undici's
+ * bodies): what any Hono route relaying an undici response must do, freesh's fetch edge included.
+ * Once the server cancels it (the client left), later chunks are dropped, not enqueued.
+ */
 function webStream(body: Readable): ReadableStream<Uint8Array> {
+  let cancelled = false;
   return new ReadableStream<Uint8Array>({
     start(controller) {
-      body.on('data', (chunk: Buffer) => controller.enqueue(chunk));
-      body.on('end', () => controller.close());
-      body.on('error', (err) => controller.error(err));
+      body.on('data', (chunk: Buffer) => {
+        if (!cancelled) controller.enqueue(chunk);
+      });
+      body.on('end', () => {
+        if (!cancelled) controller.close();
+      });
+      body.on('error', (err) => {
+        if (!cancelled) controller.error(err);
+      });
     },
     cancel() {
+      cancelled = true;
       body.destroy();
     },
   });
