@@ -4,6 +4,7 @@
  * (`createNodeHandler`, and `parse` / `decide` / `admit` for the decide-only mode): no routing here.
  */
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
+import { errorHeaders } from '../../src/http/routes.js';
 import { type Admission, createNodeHandler, type Endpoint, FreeshError, type Router } from '../../src/index.js';
 
 export interface FreeshExpressOptions {
@@ -174,12 +175,11 @@ function pathOf(url: string): string {
   return q === -1 ? url : url.slice(0, q);
 }
 
-/** An OpenAI-shaped error answer, with `retry-after` where waiting helps, as the proxy sends it. */
+/** An OpenAI-shaped error answer with the proxy's headers. */
 function sendError(res: Response, error: FreeshError, closeConnection = false): void {
   if (res.headersSent || res.destroyed) return;
   const text = error.toBody();
-  const headers: Record<string, string> = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)) };
-  if (error.status === 429 || error.status === 503) headers['retry-after'] = '1';
+  const headers = errorHeaders(error, text);
   if (closeConnection) headers.connection = 'close';
   res.writeHead(error.status, headers).end(text);
 }

@@ -9,6 +9,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { CancelToken } from '../../src/cancel.js';
+import { errorHeaders } from '../../src/http/routes.js';
 import { createNodeHandler, type Endpoint, FreeshError, type Placement, type RoutedResponse, type Router } from '../../src/index.js';
 
 export interface FreeshFastifyOptions {
@@ -91,12 +92,11 @@ async function freeshPlugin(fastify: FastifyInstance, options: FreeshFastifyOpti
         if (answer.status >= 500) request.log.error({ err: error }, 'freesh could not serve the request');
         else request.log.info({ freesh: { code: answer.code, status: answer.status } }, answer.message);
         // Bytes, not a string: Fastify would add a charset to the content type of a string.
-        const bytes = Buffer.from(answer.toBody());
-        reply.code(answer.status).header('content-type', 'application/json').header('content-length', String(bytes.length));
-        if (answer.status === 429 || answer.status === 503) reply.header('retry-after', '1');
+        const text = answer.toBody();
+        reply.code(answer.status).headers(errorHeaders(answer, text));
         // The rest of an oversized body is not read: close the connection after the answer.
         if (answer.code === 'body_too_large') reply.header('connection', 'close');
-        return reply.send(bytes);
+        return reply.send(Buffer.from(text));
       });
       for (const [path, endpoint] of COMPLETIONS) {
         routes.post(path, complete(endpoint));

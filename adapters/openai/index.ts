@@ -12,13 +12,12 @@
  *
  * Retries do not multiply: the router already fails over between backends before the first byte
  * (`limits.retries`) and waits for a slot in its queue (`limits.maxQueueMs`), so every error it
- * answers itself reaches the client with `x-should-retry: false`, which the client obeys whatever
- * its `maxRetries`. Its error keeps the router's status, body and `retry-after`: a full queue is a
+ * answers itself carries `x-should-retry: false` (as through the proxy), which the client obeys
+ * whatever its `maxRetries`. Its error keeps the router's status, body and `retry-after`: a full queue is a
  * `RateLimitError` (429), no usable backend an `InternalServerError` (503). A backend's own answer
  * (a relayed 4xx) is left to the client's usual rules.
  */
 import { createFetchHandler, type Router } from '../../src/index.js';
-import { isRouterError } from '../common/answer.js';
 
 export type { FreeshDecision } from '../common/answer.js';
 export { decisionOf } from '../common/answer.js';
@@ -40,11 +39,8 @@ export interface RoutedFetchOptions {
 /** A `fetch` for the openai client (its `fetch` option) that sends each request through the router in this process. */
 export function routedFetch(router: Router, options: RoutedFetchOptions = {}): RoutedFetch {
   const handle = createFetchHandler(router, { basePath: options.basePath ?? '' });
-  return async function freeshFetch(input, init) {
-    const response = await handle(new Request(input, init));
-    // The router has already retried what retrying can help; the client must not repeat it all.
-    if (isRouterError(response)) response.headers.set('x-should-retry', 'false');
-    return response;
+  return function freeshFetch(input, init) {
+    return handle(new Request(input, init));
   };
 }
 

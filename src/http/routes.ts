@@ -62,9 +62,15 @@ function answer(status: number, contentType: string, body: string): InfoResponse
   return { status, headers: withRetryAfter(status, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(body)) }), body };
 }
 
-/** Headers of an error answer: JSON, and `retry-after` where waiting helps (429, 503). */
+/** Headers of an error answer: JSON, `x-should-retry: false`, and `retry-after` where waiting helps (429, 503). */
 export function errorHeaders(error: FreeshError, body: string): Record<string, string> {
-  return withRetryAfter(error.status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) });
+  // The router has already failed over between backends and waited in its queue: an OpenAI client
+  // retrying on its own (2 retries by default) would only multiply the load. retry-after still says when.
+  return withRetryAfter(error.status, {
+    'content-type': 'application/json',
+    'content-length': String(Buffer.byteLength(body)),
+    'x-should-retry': 'false',
+  });
 }
 
 /** `retry-after` on a 429 or 503 from any route, `/healthz` included: each says the fleet may take work again shortly. */

@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FreeshError } from '../../src/errors.js';
+import { errorHeaders } from '../../src/http/routes.js';
 import { closeServer } from '../../src/sim/backend-server.js';
 import type { Edge } from '../http/edge.case.js';
 
@@ -11,8 +12,9 @@ import type { Edge } from '../http/edge.case.js';
  */
 export function appNotFound(method: string, url: string): { status: number; headers: Record<string, string>; body: string } {
   const q = url.indexOf('?');
-  const body = new FreeshError(`Unknown route: ${method} ${q === -1 ? url : url.slice(0, q)}`, { code: 'route_not_found', status: 404, type: 'not_found_error' }).toBody();
-  return { status: 404, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) }, body };
+  const error = new FreeshError(`Unknown route: ${method} ${q === -1 ? url : url.slice(0, q)}`, { code: 'route_not_found', status: 404, type: 'not_found_error' });
+  const body = error.toBody();
+  return { status: 404, headers: errorHeaders(error, body), body };
 }
 
 /** A listening server on 127.0.0.1 as an `Edge`: real sockets, real `fetch`. */

@@ -213,7 +213,7 @@ describe('freesh/openai', () => {
     expect(fetches()).toBe(1);
   });
 
-  it('without the routed fetch\'s answer the client would start the routed attempts over (control)', async () => {
+  it('without the router\'s x-should-retry the client would start the routed attempts over (control)', async () => {
     let attempts = 0;
     const up = await backend((_req, res) => {
       attempts++;
@@ -221,8 +221,14 @@ describe('freesh/openai', () => {
     });
     const router = routerFor([{ id: 'b1', baseURL: up.baseURL }]);
     let fetches = 0;
-    // The bare fetch edge: the client retries the router's 502 twice (its default), each a new routed attempt.
-    const client = new OpenAI({ baseURL: ROUTED_BASE_URL, apiKey: 'unused', fetch: (input, init) => (fetches++, router.handle(new Request(input, init))) });
+    // The router's answer without its x-should-retry: the client retries the 502 twice (its default), each a new routed attempt.
+    const stripped = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      fetches++;
+      const response = await router.handle(new Request(input, init));
+      response.headers.delete('x-should-retry');
+      return response;
+    };
+    const client = new OpenAI({ baseURL: ROUTED_BASE_URL, apiKey: 'unused', fetch: stripped });
     const bare = await caught(client.chat.completions.create({ model: 'm', messages }, { timeout: 10_000 }));
     expect(bare).toBeInstanceOf(OpenAI.InternalServerError);
     expect([fetches, attempts]).toEqual([3, 3]);

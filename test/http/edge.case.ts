@@ -94,7 +94,8 @@ class BodyReader {
 
 /**
  * Asserts the one error answer both edges give: status, an OpenAI-shaped JSON body with exactly
- * message/type/param/code, a truthful content-length, and `retry-after` exactly on 429 and 503.
+ * message/type/param/code, a truthful content-length, `retry-after` exactly on 429 and 503, and
+ * `x-should-retry: false` (OpenAI clients must not retry what the router already retried).
  */
 async function expectError(res: Response, status: number, code: string, type: string): Promise<{ message: string; param: string | null }> {
   const text = await res.text();
@@ -102,6 +103,7 @@ async function expectError(res: Response, status: number, code: string, type: st
   expect(res.headers.get('content-type')).toBe('application/json');
   expect(res.headers.get('content-length')).toBe(String(Buffer.byteLength(text)));
   expect(res.headers.get('retry-after')).toBe(status === 429 || status === 503 ? '1' : null);
+  expect(res.headers.get('x-should-retry')).toBe('false');
   const body = JSON.parse(text) as { error: Record<string, unknown> };
   expect(Object.keys(body)).toEqual(['error']);
   expect(Object.keys(body.error).sort()).toEqual(['code', 'message', 'param', 'type']);
