@@ -29,7 +29,8 @@ export interface SlotsOptions {
   /**
    * Requests a backend may run at once now, for a request of `tag` with `promptTokens` (capped at its `maxConcurrency`);
    * asked at every acquisition, so a limit that falls holds waiters back until slots free or it rises
-   * again (retried every RETRY_MS). Default: `maxConcurrency`.
+   * again (retried every RETRY_MS). A queueing store grants freed slots under the last limit a
+   * request brought it (`acquireOrQueue`). Default: `maxConcurrency`.
    */
   readonly limit?: (backend: Backend, tag: string | undefined, promptTokens: number) => number;
 }
