@@ -27,6 +27,7 @@ import { type CompletionEvent, Lifecycle, type LifecyclePlugin, type Placement }
 import { Placer } from './pipeline/place.js';
 import { CONSUMER_GONE, onRelayEnd, readSnippet, responseHeaders, UPSTREAM_PATH, upstreamHeaders } from './pipeline/relay.js';
 import { Slots } from './pipeline/slots.js';
+import { TbtCap } from './pipeline/tbt-cap.js';
 import type { Plan } from './plan/plan.js';
 import { planningClass, PoolPlanner } from './plan/pool-planner.js';
 import { inThreadSolver, workerSolver } from './plan/solver.js';
@@ -230,6 +231,9 @@ export class Router {
 
     const storeError = (): void => this.metrics.pluginErrors.labels('store').inc();
     this.#view = new ClusterView({ store: this.#store, backendIds, clock: this.#clock, refreshMs: SNAPSHOT_REFRESH_MS, onError: storeError });
+    const tbtCap = this.policy.tbtCap
+      ? new TbtCap({ config, view: this.#view, prefill, latency: this.#latency, frequency, plan: () => this.#planner?.plan })
+      : undefined;
     this.#slots = new Slots({
       backends: this.backends,
       store: this.#store,
@@ -244,6 +248,7 @@ export class Router {
       onStoreError: storeError,
       onLeaseLost: () => this.metrics.pluginErrors.labels('lease-lost').inc(),
       owner: replicaId ?? `replica-${this.#idPrefix}`,
+      limit: tbtCap ? (backend, tag, promptTokens) => tbtCap.limit(backend, tag, promptTokens, this.#clock.now()) : undefined,
     });
     // Replicas on a shared store order their queues by the service each tenant got from the whole fleet.
     this.#stopSharingFairShare =
@@ -525,6 +530,7 @@ export class Router {
       priority: (this.policy.queue ?? fifoOrder).priority(request, placement),
       tenant: request.tenant,
       tag: request.sloClass,
+      promptTokens: request.promptTokens,
       signal,
     });
     const sentAtMs = this.#clock.now();

@@ -90,6 +90,35 @@ export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MO
 export const profileCostModel: CostModel = createCostModel();
 
 /**
+ * The largest batch a backend can decode with the profile model's time between tokens within
+ * `tbtBudgetMs`, while prompts arrive at `promptTokensPerS` (their prefill shares the steps, as in
+ * `estimate`), at `clockFraction` and with the calibrated `latencyFactor`: 0 when not even one
+ * sequence would. The inverse of `estimate`'s `tbtMs` in the batch, for an admission limit.
+ */
+export function batchWithinTbt(
+  backend: Backend,
+  tbtBudgetMs: number,
+  promptTokensPerS: number,
+  clockFraction: number,
+  latencyFactor: number,
+  frequency: FrequencyModel = DEFAULT_FREQUENCY_MODEL,
+): number {
+  const profile = backend.profile;
+  const chunkMs = prefillMs(profile, backend.prefillChunkTokens);
+  const prefillShare = Math.min(0.9, (promptTokensPerS * (chunkMs / backend.prefillChunkTokens) * frequency.prefillTime(clockFraction)) / 1000);
+  // The decode step the budget leaves room for, then the largest batch whose step fits (steps grow with the batch).
+  const stepBudgetMs = (tbtBudgetMs * (1 - prefillShare)) / (latencyFactor * frequency.decodeTime(clockFraction));
+  let lo = 0;
+  let hi = backend.maxConcurrency;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (decodeStepMs(profile, mid) <= stepBudgetMs) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/**
  * Prompt tokens a backend prefills per ms while `running` sequences decode: one chunk of
  * `prefillChunkTokens` a step, and each step also decodes the batch.
  */

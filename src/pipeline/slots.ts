@@ -26,6 +26,13 @@ export interface SlotsOptions {
   readonly onLeaseLost: (lease: Lease) => void;
   /** This replica, as the owner of its tickets in a queueing store. */
   readonly owner?: string;
+  /**
+   * Requests a backend may run at once now, for a request of `tag` with `promptTokens` (capped at its `maxConcurrency`);
+   * asked at every acquisition, so a limit that falls holds waiters back until slots free or it rises
+   * again (retried every RETRY_MS). A queueing store grants freed slots under the last limit a
+   * request brought it (`acquireOrQueue`). Default: `maxConcurrency`.
+   */
+  readonly limit?: (backend: Backend, tag: string | undefined, promptTokens: number) => number;
 }
 
 export interface SlotRequest {
@@ -35,6 +42,8 @@ export interface SlotRequest {
   readonly tenant: string;
   /** The lease's tag (the request's SLO class). */
   readonly tag: string;
+  /** Its prompt tokens (for `limit`). */
+  readonly promptTokens?: number;
   readonly signal?: CancelSignal | undefined;
 }
 
@@ -170,7 +179,7 @@ export class Slots {
     const { backend } = request;
     const queue = this.#queues.get(backend.id)!;
     if (queue.waiting === 0) {
-      const lease = await this.#try(backend, request.tag);
+      const lease = await this.#try(backend, request.tag, request.promptTokens ?? 0);
       if (this.#closedWith) {
         // Closed while the store answered: nobody waits for the slot any more.
         if (lease) await this.#o.store.release(lease).catch(this.#o.onStoreError);
@@ -178,7 +187,7 @@ export class Slots {
       }
       if (lease) return this.#hold(lease);
     }
-    const waiting = queue.wait({ priority: request.priority, tenant: request.tenant, tag: request.tag, signal: request.signal });
+    const waiting = queue.wait({ priority: request.priority, tenant: request.tenant, tag: request.tag, promptTokens: request.promptTokens, signal: request.signal });
     // A slot may have freed while this request asked; and with nothing freed here, ask again later.
     this.#pump(backend.id);
     return waiting;
@@ -264,7 +273,7 @@ export class Slots {
   }
 
   #queueTicket(shared: QueueingStore, id: string, request: SlotRequest): Promise<Lease | undefined> {
-    return shared.acquireOrQueue(request.backend.id, request.backend.maxConcurrency, this.#o.leaseTtlMs, {
+    return shared.acquireOrQueue(request.backend.id, this.#limit(request.backend, request.tag, request.promptTokens ?? 0), this.#o.leaseTtlMs, {
       id,
       owner: this.#owner,
       ownerTtlMs: this.#ownerTtlMs(),
@@ -383,13 +392,18 @@ export class Slots {
     return Math.max(4 * RETRY_MS, Math.min(this.#o.leaseTtlMs, 10_000));
   }
 
-  async #try(backend: Backend, tag: string | undefined): Promise<Lease | undefined> {
+  async #try(backend: Backend, tag: string | undefined, promptTokens: number): Promise<Lease | undefined> {
     try {
-      return await this.#o.store.tryAcquire(backend.id, backend.maxConcurrency, this.#o.leaseTtlMs, tag);
+      return await this.#o.store.tryAcquire(backend.id, this.#limit(backend, tag, promptTokens), this.#o.leaseTtlMs, tag);
     } catch (err) {
       this.#o.onStoreError(err);
       return undefined;
     }
+  }
+
+  #limit(backend: Backend, tag: string | undefined, promptTokens: number): number {
+    const limit = this.#o.limit;
+    return limit ? Math.max(1, Math.min(backend.maxConcurrency, Math.floor(limit(backend, tag, promptTokens)))) : backend.maxConcurrency;
   }
 
   #hold(lease: Lease): Lease {
@@ -410,7 +424,7 @@ export class Slots {
     try {
       let waiter: Waiter | undefined;
       while ((waiter = queue.next())) {
-        const lease = await this.#try(backend, waiter.tag);
+        const lease = await this.#try(backend, waiter.tag, waiter.promptTokens);
         if (!lease) {
           this.#retryLater(backendId);
           return;

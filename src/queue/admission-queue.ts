@@ -36,6 +36,8 @@ export interface Ticket {
   readonly tenant?: string;
   /** Carried to the lease the waiter is admitted with (the router's SLO class). */
   readonly tag?: string | undefined;
+  /** The request's prompt tokens, for whoever admits it (an admission limit that counts its prefill). */
+  readonly promptTokens?: number | undefined;
   /** Aborting removes the request from the queue and rejects its wait with 499. */
   readonly signal?: CancelSignal | undefined;
 }
@@ -46,6 +48,7 @@ export interface Waiter {
   readonly seq: number;
   readonly tenant: string;
   readonly tag: string | undefined;
+  readonly promptTokens: number;
   readonly enqueuedMs: number;
   readonly resolve: (lease: Lease) => void;
   readonly reject: (err: Error) => void;
@@ -101,6 +104,7 @@ export class AdmissionQueue {
         seq: this.#seq++,
         tenant,
         tag: ticket.tag,
+        promptTokens: ticket.promptTokens ?? 0,
         enqueuedMs: clock.now(),
         resolve,
         reject,

@@ -154,7 +154,7 @@ function assignedTotal(ctx: DecisionContext, assigned: ReadonlyMap<string, numbe
 
 const assignedTotals = new WeakMap<DecisionContext, number>();
 
-function freeshPolicy(name: string, clockScaling: boolean, queue: QueueOrder): Policy {
+function freeshPolicy(name: string, clockScaling: boolean, queue: QueueOrder, tbtCap: boolean): Policy {
   return {
     name,
     // The deadline comes before the plan: a parked backend is woken when no planned one can meet it.
@@ -175,11 +175,12 @@ function freeshPolicy(name: string, clockScaling: boolean, queue: QueueOrder): P
     },
     queue,
     planner: { clockScaling },
+    tbtCap,
   };
 }
 
 /** Ours: planner with clock scaling, per-request carbon placement, least-laxity-first with tenant fairness. */
-export const freesh = (): Policy => freeshPolicy('freesh', true, leastLaxityFairOrder);
+export const freesh = (): Policy => freeshPolicy('freesh', true, leastLaxityFairOrder, true);
 
 /** FREESH as published: planner at fixed clocks, least-laxity-first admission, no tenant counters. */
-export const freeshPublished = (): Policy => freeshPolicy('freesh-published', false, leastLaxityOrder);
+export const freeshPublished = (): Policy => freeshPolicy('freesh-published', false, leastLaxityOrder, false);

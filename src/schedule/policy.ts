@@ -94,6 +94,12 @@ export interface Policy {
   readonly queue?: QueueOrder;
   /** Set when the policy wants the pool planner; `clockScaling` lets the plan lower SM clocks. */
   readonly planner?: { readonly clockScaling: boolean };
+  /**
+   * Admit into a backend only while the cost model expects every request running there to keep its
+   * TBT target (see TbtCap): past that, requests wait in the queue for a slot that keeps it. Default
+   * off: a backend admits up to its `maxConcurrency`.
+   */
+  readonly tbtCap?: boolean;
   /** State the policy needs kept as requests go (see LifecyclePlugin), besides the router's own. */
   readonly plugins?: readonly LifecyclePlugin[];
 }
