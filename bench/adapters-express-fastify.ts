@@ -13,24 +13,18 @@
  *
  *   npm run bench:adapters:ef [-- --seconds 8 --connections 16 --rounds 3]
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import autocannon from 'autocannon';
 import { Pool } from 'undici';
 import { createRouter, type Router } from '../src/index.js';
 import { startFixedBackend } from '../src/sim/fixed-backend.js';
+import { interleavedRounds, loadOptions, loadRun, oneBackendConfig, printTable, round, type Run, runMain, type Server, serveUntilTerminated, startServer, type Summary, summarise } from './lib.js';
 
-const BODY = JSON.stringify({ model: 'fixed', messages: [{ role: 'user', content: 'Say hello in five words.' }], max_tokens: 16 });
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding']);
 
 function routerFor(upstream: string): Router {
-  return createRouter({
-    sites: [{ id: 'local' }],
-    backends: [{ id: 'fixed', site: 'local', baseURL: `${upstream}/v1`, models: ['fixed'], maxConcurrency: 256 }],
-  });
+  return createRouter(oneBackendConfig(upstream));
 }
 
 function relayed(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
@@ -102,106 +96,39 @@ async function serve(role: string, upstream: string | undefined): Promise<string
 
 // ---- the driver ----
 
-interface Run {
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-  /** CPU time of the server process per request (µs), where /proc can tell. */
-  cpuUsPerRequest: number;
+/** Starts this script as the server `role` (see `serve`). */
+function start(role: string, upstream?: string): Promise<Server> {
+  return startServer(fileURLToPath(import.meta.url), ['--serve', role, ...(upstream ? [upstream] : [])], { name: role });
 }
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || undefined;
-  } catch {
-    return undefined;
-  }
-})();
-
-/** User + system CPU time of a process so far (ms), from /proc/PID/stat; NaN where unavailable. */
-function cpuMs(pid: number | undefined): number {
-  if (!CLK_TCK || pid === undefined) return Number.NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-async function start(role: string, upstream?: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', role, ...(upstream ? [upstream] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  for await (const chunk of child.stdout!) {
-    out += String(chunk);
-    const m = /ready (\S+)/.exec(out);
-    if (m) return { url: m[1]!, child };
-  }
-  throw new Error(`${role} server exited before it was ready`);
-}
-
-async function load(url: string, connections: number, durationS: number, pid?: number): Promise<Run> {
-  const latencies: number[] = [];
-  const cpuBefore = cpuMs(pid);
-  const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const instance = autocannon(
-      { url: `${url}/v1/chat/completions`, method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY, connections, duration: durationS },
-      (err, res) => (err ? reject(err) : resolve(res)),
-    );
-    instance.on('response', (_client: unknown, status: number, _bytes: number, responseTimeMs: number) => {
-      if (status === 200) latencies.push(responseTimeMs);
-    });
-  });
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? Number.NaN;
-  const cpuUsPerRequest = ((cpuMs(pid) - cpuBefore) * 1000) / Math.max(1, result.requests.total);
-  return { rps: result.requests.total / durationS, p50Ms: at(0.5), p99Ms: at(0.99), errors: result.errors + result.non2xx, cpuUsPerRequest };
-}
-
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const round = (x: number, d = 3) => Number(x.toFixed(d));
 
 async function drive(seconds: number, connections: number, rounds: number): Promise<void> {
   const fixed = await start('fixed');
   const roles = ['express-bare', 'express-freesh', 'fastify-bare', 'fastify-freesh', 'fastify-node'] as const;
-  const servers = new Map<string, { url: string; child: ChildProcess }>();
+  const servers = new Map<string, Server>();
   try {
     for (const role of roles) servers.set(role, await start(role, fixed.url));
     const runs = new Map<string, Run[]>(roles.map((r) => [r, []]));
-    for (const role of roles) await load(servers.get(role)!.url, connections, 2); // warm up JIT and pools
-    for (let r = 0; r < rounds; r++) {
-      // Alternate the order each round, so neither side of a pair always runs first.
-      for (const role of r % 2 === 0 ? roles : [...roles].reverse()) {
+    for (const role of roles) await loadRun(servers.get(role)!.url, connections, 2); // warm up JIT and pools
+    // Alternate the order each round, so neither side of a pair always runs first.
+    await interleavedRounds(
+      roles,
+      rounds,
+      async (role, r) => {
         const server = servers.get(role)!;
-        runs.get(role)!.push(await load(server.url, connections, seconds, server.child.pid));
+        runs.get(role)!.push(await loadRun(server.url, connections, seconds, server.child.pid));
         process.stderr.write(`round ${r + 1}/${rounds} ${role}: ${Math.round(runs.get(role)!.at(-1)!.rps)} req/s\n`);
-      }
-    }
-    const summary = Object.fromEntries(
-      roles.map((role) => {
-        const rs = runs.get(role)!;
-        return [
-          role,
-          {
-            rps: mean(rs.map((x) => x.rps)),
-            p50Ms: mean(rs.map((x) => x.p50Ms)),
-            p99Ms: mean(rs.map((x) => x.p99Ms)),
-            cpuUs: mean(rs.map((x) => x.cpuUsPerRequest)),
-            errors: rs.reduce((n, x) => n + x.errors, 0),
-            perRound: rs.map((x) => Math.round(x.rps)),
-          },
-        ];
-      }),
-    ) as Record<(typeof roles)[number], { rps: number; p50Ms: number; p99Ms: number; cpuUs: number; errors: number; perRound: number[] }>;
+      },
+      { alternate: true },
+    );
+    const summary = Object.fromEntries(roles.map((role) => [role, summarise(role, runs.get(role)!)])) as Record<(typeof roles)[number], Summary>;
     console.log(`\nAdapter overhead: ${connections} connections × ${seconds}s, ${rounds} interleaved rounds`);
-    console.log('| target | req/s | per round | p50 ms | p99 ms | server CPU µs/request | errors |');
-    console.log('|---|---:|---|---:|---:|---:|---:|');
-    for (const role of roles) {
-      const s = summary[role];
-      console.log(`| ${role} | ${Math.round(s.rps)} | ${s.perRound.join(', ')} | ${s.p50Ms.toFixed(2)} | ${s.p99Ms.toFixed(2)} | ${s.cpuUs.toFixed(1)} | ${s.errors} |`);
-    }
+    printTable(
+      ['target', 'req/s', { title: 'per round', align: 'left' }, 'p50 ms', 'p99 ms', 'server CPU µs/request', 'errors'],
+      roles.map((role) => {
+        const s = summary[role];
+        return [role, Math.round(s.rps), s.rpsPerRound.join(', '), s.p50Ms.toFixed(2), s.p99Ms.toFixed(2), s.cpuUs.toFixed(1), s.errors];
+      }),
+    );
     const pair = (fw: 'express' | 'fastify') => {
       const bare = summary[`${fw}-bare`];
       const adapter = summary[`${fw}-freesh`];
@@ -228,24 +155,13 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     serve: { type: 'string' },
-    seconds: { type: 'string', default: '8' },
-    connections: { type: 'string', default: '16' },
-    rounds: { type: 'string', default: '3' },
+    ...loadOptions({ seconds: 8, rounds: 3 }),
   },
 });
 
 if (values.serve) {
-  serve(values.serve, positionals[0]).then(
-    (url) => console.log(`ready ${url}`),
-    (err: unknown) => {
-      console.error(err);
-      process.exit(1);
-    },
-  );
-  process.on('SIGTERM', () => process.exit(0));
+  const role = values.serve;
+  serveUntilTerminated(() => serve(role, positionals[0]));
 } else {
-  drive(Number(values.seconds), Number(values.connections), Number(values.rounds)).catch((err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  });
+  runMain(() => drive(Number(values.seconds), Number(values.connections), Number(values.rounds)));
 }

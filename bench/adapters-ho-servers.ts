@@ -15,6 +15,7 @@ import { proxy } from 'hono/proxy';
 import { Pool } from 'undici';
 import { freesh } from '../adapters/hono/index.js';
 import { createFetchHandler, createRouter, type Router } from '../src/index.js';
+import { oneBackendConfig, serveUntilTerminated } from './lib.js';
 
 const [role, upstream] = process.argv.slice(2);
 
@@ -52,10 +53,7 @@ function webStream(body: Readable): ReadableStream<Uint8Array> {
 }
 
 function routerTo(url: string): Router {
-  return createRouter({
-    sites: [{ id: 'local' }],
-    backends: [{ id: 'fixed', site: 'local', baseURL: `${url}/v1`, models: ['fixed'], maxConcurrency: 256 }],
-  });
+  return createRouter(oneBackendConfig(url));
 }
 
 async function main(): Promise<string> {
@@ -86,12 +84,4 @@ async function main(): Promise<string> {
   throw new Error(`unknown role ${role}`);
 }
 
-main().then(
-  (url) => console.log(`ready ${url}`),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
-
-process.on('SIGTERM', () => process.exit(0));
+serveUntilTerminated(main);

@@ -18,20 +18,16 @@
  *
  *   npm run bench:adapters:ho [-- --seconds 5 --connections 16 --rounds 2 --only hono|openai]
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import autocannon from 'autocannon';
 import OpenAI from 'openai';
 import { routedClientOptions } from '../adapters/openai/index.js';
 import { createRouter } from '../src/index.js';
+import { interleavedRounds, loadOptions, loadRun, oneBackendConfig, percentile, printTable, round, type Run, runMain, type Server, startServer, type Summary, summarise } from './lib.js';
 
 const { values } = parseArgs({
   options: {
-    seconds: { type: 'string', default: '5' },
-    connections: { type: 'string', default: '16' },
-    rounds: { type: 'string', default: '2' },
+    ...loadOptions({ seconds: 5, rounds: 2 }),
     only: { type: 'string' },
   },
 });
@@ -39,74 +35,10 @@ const seconds = Number(values.seconds);
 const connections = Number(values.connections);
 const rounds = Number(values.rounds);
 const c1Seconds = Math.max(3, seconds / 2);
-const BODY = JSON.stringify({ model: 'fixed', messages: [{ role: 'user', content: 'Say hello in five words.' }], max_tokens: 16 });
 const overheadServers = fileURLToPath(new URL('./overhead-servers.js', import.meta.url));
 const adapterServers = fileURLToPath(new URL('./adapters-ho-servers.js', import.meta.url));
 
-async function start(script: string, role: string, upstream?: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [script, role, ...(upstream ? [upstream] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  for await (const chunk of child.stdout!) {
-    out += String(chunk);
-    const m = /ready (\S+)/.exec(out);
-    if (m) return { url: m[1]!, child };
-  }
-  throw new Error(`${role} server exited before it was ready`);
-}
-
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || undefined;
-  } catch {
-    return undefined;
-  }
-})();
-
-/** User + system CPU time of a process so far (ms), from /proc; NaN where unavailable. */
-function cpuMs(pid: number | undefined): number {
-  if (!CLK_TCK || pid === undefined) return Number.NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-interface Run {
-  rps: number;
-  p50Ms: number;
-  p99Ms: number;
-  errors: number;
-  cpuUsPerRequest: number;
-}
-
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const round = (x: number, d = 3) => Number(x.toFixed(d));
-const percentile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
-
-async function cannon(url: string, conns: number, durationS: number, pid?: number): Promise<Run> {
-  const latencies: number[] = [];
-  const cpuBefore = cpuMs(pid);
-  const result = await new Promise<autocannon.Result>((resolve, reject) => {
-    const instance = autocannon(
-      { url: `${url}/v1/chat/completions`, method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY, connections: conns, duration: durationS },
-      (err, res) => (err ? reject(err) : resolve(res)),
-    );
-    instance.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
-      if (status === 200) latencies.push(ms);
-    });
-  });
-  latencies.sort((a, b) => a - b);
-  return {
-    rps: result.requests.total / durationS,
-    p50Ms: percentile(latencies, 0.5),
-    p99Ms: percentile(latencies, 0.99),
-    errors: result.errors + result.non2xx,
-    cpuUsPerRequest: ((cpuMs(pid) - cpuBefore) * 1000) / Math.max(1, result.requests.total),
-  };
-}
+const start = (script: string, role: string, upstream?: string): Promise<Server> => startServer(script, [role, ...(upstream ? [upstream] : [])]);
 
 /** `conns` loops calling the client back to back for `durationS`. CPU: this process's (client, and the router when routed in-process). */
 async function loop(client: OpenAI, conns: number, durationS: number): Promise<Run> {
@@ -144,28 +76,29 @@ interface Row {
   readonly c1: Run[];
 }
 
-function summarise(rows: Row[]) {
-  return rows.map((r) => ({
-    name: r.name,
-    rps: mean(r.tput.map((x) => x.rps)),
-    p50Ms: mean(r.tput.map((x) => x.p50Ms)),
-    p99Ms: mean(r.tput.map((x) => x.p99Ms)),
-    p50MsC1: r.c1.length ? mean(r.c1.map((x) => x.p50Ms)) : Number.NaN,
-    cpuUs: mean(r.tput.map((x) => x.cpuUsPerRequest)),
-    errors: [...r.tput, ...r.c1].reduce((n, x) => n + x.errors, 0),
-  }));
+/**
+ * Full-load and concurrency-1 runs of every row's target, `rounds` interleaved rounds, after a warm-up
+ * run each. `measured` is true for the full-load runs alone: the ones whose CPU per request is reported.
+ */
+async function measureRows<T>(
+  kind: string,
+  rows: readonly (readonly [Row, T])[],
+  measure: (target: T, conns: number, durationS: number, measured: boolean) => Promise<Run>,
+): Promise<void> {
+  for (const [, target] of rows) await measure(target, connections, 2, false);
+  await interleavedRounds(rows, rounds, async ([row, target], r) => {
+    row.tput.push(await measure(target, connections, seconds, true));
+    row.c1.push(await measure(target, 1, c1Seconds, false));
+    process.stderr.write(`${kind} round ${r + 1}/${rounds} ${row.name}: ${Math.round(row.tput.at(-1)!.rps)} req/s\n`);
+  });
 }
-
-type Summary = ReturnType<typeof summarise>[number];
 
 function table(title: string, summaries: Summary[], cpuLabel: string): void {
   console.log(`\n${title}`);
-  console.log(`| target | req/s | p50 ms | p99 ms | p50 ms (c=1) | ${cpuLabel} µs/request | errors |`);
-  console.log('|---|---:|---:|---:|---:|---:|---:|');
-  for (const s of summaries) {
-    const c1 = Number.isNaN(s.p50MsC1) ? '' : s.p50MsC1.toFixed(3);
-    console.log(`| ${s.name} | ${Math.round(s.rps)} | ${s.p50Ms.toFixed(3)} | ${s.p99Ms.toFixed(3)} | ${c1} | ${s.cpuUs.toFixed(1)} | ${s.errors} |`);
-  }
+  printTable(
+    ['target', 'req/s', 'p50 ms', 'p99 ms', 'p50 ms (c=1)', `${cpuLabel} µs/request`, 'errors'],
+    summaries.map((s) => [s.name, Math.round(s.rps), s.p50Ms.toFixed(3), s.p99Ms.toFixed(3), Number.isNaN(s.p50MsC1) ? '' : s.p50MsC1.toFixed(3), s.cpuUs.toFixed(1), s.errors]),
+  );
 }
 
 async function hono(fixedURL: string): Promise<Record<string, unknown>> {
@@ -181,18 +114,11 @@ async function hono(fixedURL: string): Promise<Record<string, unknown>> {
   ];
   const rows: Row[] = targets.map((t) => ({ name: t.name, tput: [], c1: [] }));
   try {
-    for (const t of targets) await cannon(t.url, connections, 2);
-    for (let r = 0; r < rounds; r++) {
-      for (const [i, t] of targets.entries()) {
-        rows[i]!.tput.push(await cannon(t.url, connections, seconds, t.pid));
-        rows[i]!.c1.push(await cannon(t.url, 1, c1Seconds));
-        process.stderr.write(`hono round ${r + 1}/${rounds} ${t.name}: ${Math.round(rows[i]!.tput.at(-1)!.rps)} req/s\n`);
-      }
-    }
+    await measureRows('hono', targets.map((t, i) => [rows[i]!, t] as const), (t, conns, durationS, measured) => loadRun(t.url, conns, durationS, measured ? t.pid : undefined));
   } finally {
     for (const s of Object.values(servers)) s.child.kill();
   }
-  const summaries = summarise(rows);
+  const summaries = rows.map((r) => summarise(r.name, r.tput, r.c1));
   table(`Hono: ${connections} connections × ${seconds}s, ${rounds} interleaved rounds; concurrency-1 runs of ${c1Seconds}s`, summaries, 'server CPU');
   const by = Object.fromEntries(summaries.map((s) => [s.name, s]));
   const bare = by['hono-bare']!;
@@ -216,10 +142,7 @@ async function hono(fixedURL: string): Promise<Record<string, unknown>> {
 
 async function openai(fixedURL: string): Promise<Record<string, unknown>> {
   const proxy = await start(overheadServers, 'freesh', fixedURL);
-  const router = createRouter({
-    sites: [{ id: 'local' }],
-    backends: [{ id: 'fixed', site: 'local', baseURL: `${fixedURL}/v1`, models: ['fixed'], maxConcurrency: 256 }],
-  });
+  const router = createRouter(oneBackendConfig(fixedURL));
   const clients: [string, OpenAI][] = [
     ['client-direct', new OpenAI({ baseURL: `${fixedURL}/v1`, apiKey: 'unused' })],
     ['client-routed', new OpenAI(routedClientOptions(router))],
@@ -227,19 +150,12 @@ async function openai(fixedURL: string): Promise<Record<string, unknown>> {
   ];
   const rows: Row[] = clients.map(([name]) => ({ name, tput: [], c1: [] }));
   try {
-    for (const [, client] of clients) await loop(client, connections, 2);
-    for (let r = 0; r < rounds; r++) {
-      for (const [i, [name, client]] of clients.entries()) {
-        rows[i]!.tput.push(await loop(client, connections, seconds));
-        rows[i]!.c1.push(await loop(client, 1, c1Seconds));
-        process.stderr.write(`openai round ${r + 1}/${rounds} ${name}: ${Math.round(rows[i]!.tput.at(-1)!.rps)} req/s\n`);
-      }
-    }
+    await measureRows('openai', clients.map(([, client], i) => [rows[i]!, client] as const), loop);
   } finally {
     proxy.child.kill();
     await router.close();
   }
-  const summaries = summarise(rows);
+  const summaries = rows.map((r) => summarise(r.name, r.tput, r.c1));
   table(`openai client: ${connections} concurrent loops × ${seconds}s, ${rounds} interleaved rounds; one loop for c=1 (${c1Seconds}s)`, summaries, 'client process CPU');
   const by = Object.fromEntries(summaries.map((s) => [s.name, s]));
   const direct = by['client-direct']!;
@@ -268,7 +184,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+runMain(main);

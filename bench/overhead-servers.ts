@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { Pool } from 'undici';
 import { startProxy } from '../src/proxy/standalone.js';
 import { startFixedBackend } from '../src/sim/fixed-backend.js';
+import { oneBackendConfig, serveUntilTerminated } from './lib.js';
 
 const [role, upstream] = process.argv.slice(2);
 
@@ -37,23 +38,11 @@ async function main(): Promise<string> {
     return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   }
   if (role === 'freesh') {
-    const proxy = await startProxy({
-      server: { port: 0 },
-      sites: [{ id: 'local' }],
-      backends: [{ id: 'fixed', site: 'local', baseURL: `${upstream}/v1`, models: ['fixed'], maxConcurrency: 256 }],
-    });
+    const proxy = await startProxy({ server: { port: 0 }, ...oneBackendConfig(upstream) });
     return proxy.url;
   }
   throw new Error(`unknown role ${role}`);
 }
 
-main().then(
-  (url) => console.log(`ready ${url}`),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
-
-// Exit cleanly on SIGTERM so `node --cpu-prof` can write its profile.
-process.on('SIGTERM', () => process.exit(0));
+// Exits cleanly on SIGTERM so `node --cpu-prof` can write its profile.
+serveUntilTerminated(main);

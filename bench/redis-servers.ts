@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { startProxy } from '../src/proxy/standalone.js';
 import { FIXED_COMPLETION, startFixedBackend } from '../src/sim/fixed-backend.js';
+import { serveUntilTerminated } from './lib.js';
 
 const [role, arg] = process.argv.slice(2);
 
@@ -65,13 +66,5 @@ async function main(): Promise<string> {
   throw new Error(`unknown role ${role}`);
 }
 
-main().then(
-  (url) => console.log(`ready ${url}`),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
-
-// Exit cleanly on SIGTERM (the proxy's Redis connections close with the process).
-process.on('SIGTERM', () => process.exit(0));
+// Exits cleanly on SIGTERM (the proxy's Redis connections close with the process).
+serveUntilTerminated(main);

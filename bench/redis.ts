@@ -23,20 +23,17 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import * as luaScripts from '../src/state/redis-scripts.js';
+import { cannon, cpuMs, interleavedRounds, loadOptions, mean, percentile as quantile, printTable, round, runMain, type Server, sleep, startServer } from './lib.js';
 
 const { values } = parseArgs({
   options: {
-    seconds: { type: 'string', default: '8' },
-    connections: { type: 'string', default: '16' },
-    rounds: { type: 'string', default: '3' },
+    ...loadOptions({ seconds: 8, rounds: 3 }),
     redis: { type: 'string' },
     'count-requests': { type: 'string', default: '4000' },
     'idle-seconds': { type: 'string', default: '5' },
@@ -59,17 +56,11 @@ const C1_SECONDS = 3;
 /** Backend limit for the uncontended runs: far above any number of requests in flight. */
 const HIGH_LIMIT = 10_000;
 
-const BODY = JSON.stringify({ model: 'fixed', messages: [{ role: 'user', content: 'Say hello in five words.' }], max_tokens: 16 });
 const serverScript = fileURLToPath(new URL('./redis-servers.js', import.meta.url));
 const children: ChildProcess[] = [];
 process.on('exit', () => {
   for (const child of children) if (child.exitCode === null) child.kill();
 });
-
-interface Server {
-  readonly url: string;
-  readonly child: ChildProcess;
-}
 
 const t0 = performance.now();
 /** Store degradations the proxies reported (`FREESH_STORE_DEGRADED` warnings), by server and seconds since the start. */
@@ -81,22 +72,17 @@ function phase(name: string): void {
   process.stderr.write(`-- ${name} (+${atS}s)\n`);
 }
 
-async function start(role: string, arg?: string, name = role): Promise<Server> {
-  const child = spawn(process.execPath, [serverScript, role, ...(arg === undefined ? [] : [arg])], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (text: string) => {
-    const atS = (performance.now() - t0) / 1000;
-    if (text.includes('FREESH_STORE_DEGRADED')) degradations.push({ server: name, atS: round(atS, 1) });
-    for (const line of text.split('\n')) if (line.trim() !== '') process.stderr.write(`[${name} +${atS.toFixed(1)}s] ${line}\n`);
+/** Starts a server of redis-servers.ts; its stderr lines are prefixed with `name` and the time, and store degradations noted. */
+function start(role: string, arg?: string, name = role): Promise<Server> {
+  return startServer(serverScript, [role, ...(arg === undefined ? [] : [arg])], {
+    name: role,
+    onSpawn: (child) => children.push(child),
+    stderr: (text) => {
+      const atS = (performance.now() - t0) / 1000;
+      if (text.includes('FREESH_STORE_DEGRADED')) degradations.push({ server: name, atS: round(atS, 1) });
+      for (const line of text.split('\n')) if (line.trim() !== '') process.stderr.write(`[${name} +${atS.toFixed(1)}s] ${line}\n`);
+    },
   });
-  let out = '';
-  for await (const chunk of child.stdout!) {
-    out += String(chunk);
-    const m = /ready (\S+)/.exec(out);
-    if (m) return { url: m[1]!, child };
-  }
-  throw new Error(`${role} server exited before it was ready`);
 }
 
 async function stop(servers: readonly Server[]): Promise<void> {
@@ -230,58 +216,14 @@ async function deleteKeys(admin: Redis, pattern: string): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // Load and CPU.
 
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || undefined;
-  } catch {
-    return undefined;
-  }
-})();
-
-/** User + system CPU time of a process so far (ms), from /proc/PID/stat; NaN where unavailable. */
-function cpuMs(pid: number | undefined): number {
-  if (!CLK_TCK || pid === undefined) return Number.NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-  } catch {
-    return Number.NaN;
-  }
-}
-
 const selfCpuMs = () => {
   const { user, system } = process.cpuUsage();
   return (user + system) / 1000;
 };
 
-interface Load {
-  requests: number;
-  errors: number;
-  latencies: number[];
-}
-
-/** autocannon against one URL, for a duration or a number of requests; every 200's response time kept. */
-function cannon(url: string, conns: number, limit: { duration: number } | { amount: number }): Promise<Load> {
-  const latencies: number[] = [];
-  return new Promise<Load>((resolve, reject) => {
-    const instance = autocannon(
-      { url: `${url}/v1/chat/completions`, method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY, connections: conns, ...limit },
-      (err, res) => (err ? reject(err) : resolve({ requests: res.requests.total, errors: res.errors + res.non2xx, latencies })),
-    );
-    instance.on('response', (_client: unknown, status: number, _bytes: number, responseTimeMs: number) => {
-      if (status === 200) latencies.push(responseTimeMs);
-    });
-  });
-}
-
 /** `total` connections over `n` targets, as evenly as whole numbers go. */
 function split(total: number, n: number): number[] {
   return Array.from({ length: n }, (_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0));
-}
-
-function quantile(sorted: readonly number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
 }
 
 interface Run {
@@ -344,10 +286,6 @@ function proxyConfig(backendURL: string, limit: number, redis?: { url: string; k
 
 // ---------------------------------------------------------------------------------------------
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const round = (x: number, d = 3) => Number(x.toFixed(d));
-
 /** Gaps at the backend from each response's end to the next request's arrival (ms): the grant's added latency. */
 function grantGaps(arrivals: readonly number[], ends: readonly number[]): number[] {
   const gaps: number[] = [];
@@ -396,15 +334,17 @@ async function main(): Promise<void> {
     ].map((c) => ({ ...c, runs: [] as Run[], c1: [] as Run[] }));
     for (const c of configs) await loadTogether(undefined, c.targets, connections, 2); // warm up JIT, pools, scripts
     phase('throughput: measuring');
-    for (let r = 0; r < rounds; r++) {
-      // Forward in even rounds, backward in odd ones: drift over a round hits every config alike.
-      const order = r % 2 === 0 ? configs : [...configs].reverse();
-      for (const c of order) {
+    // Forward in even rounds, backward in odd ones: drift over a round hits every config alike.
+    await interleavedRounds(
+      configs,
+      rounds,
+      async (c, r) => {
         c.runs.push(await loadTogether(admin, c.targets, connections, seconds));
         if (c.n === 1) c.c1.push(await loadTogether(admin, c.targets, 1, C1_SECONDS));
         process.stderr.write(`round ${r + 1}/${rounds} ${c.name}: ${Math.round(c.runs.at(-1)!.rps)} req/s\n`);
-      }
-    }
+      },
+      { alternate: true },
+    );
 
     // Round trips: MONITOR while idle (background only), then during a fixed number of requests to one replica.
     process.stderr.write(`round trips: ${idleSeconds}s idle, then ${countRequests} requests to one replica, under MONITOR\n`);
@@ -433,9 +373,10 @@ async function main(): Promise<void> {
     const events = async () => (await (await fetch(`${hold.url}/bench/events`)).json()) as { arrivals: number[]; ends: number[]; maxInFlight: number };
     for (const c of grantConfigs) await Promise.all(c.targets.map((t, i) => cannon(t.url, split(grantConnections, c.targets.length)[i]!, { duration: 2 })));
     phase('grants: measuring');
-    for (let r = 0; r < grantRounds; r++) {
-      const order = r % 2 === 0 ? grantConfigs : [...grantConfigs].reverse();
-      for (const c of order) {
+    await interleavedRounds(
+      grantConfigs,
+      grantRounds,
+      async (c, r) => {
         const loads = Promise.all(c.targets.map((t, i) => cannon(t.url, split(grantConnections, c.targets.length)[i]!, { duration: grantSeconds })));
         // Steady state only: from once every client waits, to before the clients stop.
         await sleep(1500);
@@ -452,8 +393,9 @@ async function main(): Promise<void> {
         c.errors += done.reduce((n, l) => n + l.errors, 0);
         c.latencies.push(...done.flatMap((l) => l.latencies));
         process.stderr.write(`grants round ${r + 1}/${grantRounds} ${c.name}: ${gaps.length} grants, p50 ${quantile([...gaps].sort((a, b) => a - b), 0.5).toFixed(3)} ms\n`);
-      }
-    }
+      },
+      { alternate: true },
+    );
     await stop([hold, memoryG, ...grantReplicas]);
 
     // ---- Report ----
@@ -482,14 +424,39 @@ async function main(): Promise<void> {
     const [mem, r1, r2, r3] = summaries as [(typeof summaries)[0], (typeof summaries)[0], (typeof summaries)[0], (typeof summaries)[0]];
 
     console.log(`\nThroughput, uncontended (backend limit ${HIGH_LIMIT}): ${connections} connections in all × ${seconds}s, ${rounds} interleaved rounds; c=1 runs of ${C1_SECONDS}s`);
-    console.log('| store × replicas | req/s | req/s per round | p50 ms | p99 ms | p50 ms (c=1) | p99 ms (c=1) | proxy CPU µs/req | Redis CPU µs/req | load generator CPU µs/req | scripts/req (commandstats) | Redis µs/script | errors |');
-    console.log('|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '–');
-    for (const s of summaries) {
-      console.log(
-        `| ${s.name} | ${Math.round(s.rps)} | ${s.rpsPerRound.join(', ')} | ${f(s.p50Ms, 3)} | ${f(s.p99Ms, 3)} | ${f(s.p50MsC1, 3)} | ${f(s.p99MsC1, 3)} | ${f(s.proxyCpuUs)} | ${f(s.redisCpuUs)} | ${f(s.loadCpuUs)} | ${f(s.scriptsPerRequest, 3)} | ${f(s.usPerScript)} | ${s.errors} |`,
-      );
-    }
+    printTable(
+      [
+        'store × replicas',
+        'req/s',
+        { title: 'req/s per round', align: 'left' },
+        'p50 ms',
+        'p99 ms',
+        'p50 ms (c=1)',
+        'p99 ms (c=1)',
+        'proxy CPU µs/req',
+        'Redis CPU µs/req',
+        'load generator CPU µs/req',
+        'scripts/req (commandstats)',
+        'Redis µs/script',
+        'errors',
+      ],
+      summaries.map((s) => [
+        s.name,
+        Math.round(s.rps),
+        s.rpsPerRound.join(', '),
+        f(s.p50Ms, 3),
+        f(s.p99Ms, 3),
+        f(s.p50MsC1, 3),
+        f(s.p99MsC1, 3),
+        f(s.proxyCpuUs),
+        f(s.redisCpuUs),
+        f(s.loadCpuUs),
+        f(s.scriptsPerRequest, 3),
+        f(s.usPerScript),
+        s.errors,
+      ]),
+    );
 
     // Round trips.
     const served = counted.result.load.requests;
@@ -509,15 +476,23 @@ async function main(): Promise<void> {
     console.log(
       `\nRedis round trips (MONITOR; proxies' commands only, none run inside scripts): ${served} requests to one replica, 16 connections, ${wallS.toFixed(2)} s; idle window ${idleSeconds} s, three replicas up`,
     );
-    console.log('| command | kind | calls in the run | per request | idle calls/s (3 replicas) |');
-    console.log('|---|---|---:|---:|---:|');
-    for (const x of rows) console.log(`| ${x.name} | ${x.perRequest ? 'per request' : 'background'} | ${x.during} | ${x.during / served < 0.0005 ? (x.during / served).toExponential(1) : (x.during / served).toFixed(3)} | ${x.idlePerS.toFixed(1)} |`);
+    printTable(
+      ['command', { title: 'kind', align: 'left' }, 'calls in the run', 'per request', 'idle calls/s (3 replicas)'],
+      rows.map((x) => [
+        x.name,
+        x.perRequest ? 'per request' : 'background',
+        x.during,
+        x.during / served < 0.0005 ? (x.during / served).toExponential(1) : (x.during / served).toFixed(3),
+        x.idlePerS.toFixed(1),
+      ]),
+    );
     console.log(`per-request round trips: ${perRequestTotal.toFixed(3)} (target ≤ 2); all commands during the run per request: ${allTotal.toFixed(3)}; load errors ${counted.result.load.errors}`);
 
     console.log(`\nReplicas on one Redis (same ${connections} connections in all, split evenly, one autocannon per replica in this process):`);
-    console.log('| replicas | req/s | × one replica | proxy CPU µs/req (all) | Redis CPU µs/req | load generator CPU µs/req |');
-    console.log('|---:|---:|---:|---:|---:|---:|');
-    for (const s of [r1, r2, r3]) console.log(`| ${s.n} | ${Math.round(s.rps)} | ${(s.rps / r1.rps).toFixed(3)} | ${f(s.proxyCpuUs)} | ${f(s.redisCpuUs)} | ${f(s.loadCpuUs)} |`);
+    printTable(
+      [{ title: 'replicas', align: 'right' }, 'req/s', '× one replica', 'proxy CPU µs/req (all)', 'Redis CPU µs/req', 'load generator CPU µs/req'],
+      [r1, r2, r3].map((s) => [s.n, Math.round(s.rps), (s.rps / r1.rps).toFixed(3), f(s.proxyCpuUs), f(s.redisCpuUs), f(s.loadCpuUs)]),
+    );
 
     const grantRows = grantConfigs.map((c) => {
       const gaps = [...c.gaps].sort((a, b) => a - b);
@@ -540,13 +515,10 @@ async function main(): Promise<void> {
       `\nQueued grants: one backend, maxConcurrency 1, each request held ${holdMs} ms; ${grantConnections} clients in all; ${grantRounds} interleaved rounds of ${grantSeconds} s, ` +
         `steady-state window measured at the backend (response end → next request's arrival)`,
     );
-    console.log('| store × replicas | grants | p50 ms | p90 ms | p99 ms | max ms | > 100 ms | grants/s | max in flight at backend | client p50 ms | errors |');
-    console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-    for (const g of grantRows) {
-      console.log(
-        `| ${g.name} | ${g.grants} | ${f(g.p50Ms, 3)} | ${f(g.p90Ms, 3)} | ${f(g.p99Ms, 3)} | ${f(g.maxMs, 3)} | ${g.over100Ms} | ${f(g.grantsPerS)} | ${g.maxInFlight} | ${f(g.responseP50Ms, 1)} | ${g.errors} |`,
-      );
-    }
+    printTable(
+      ['store × replicas', 'grants', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', '> 100 ms', 'grants/s', 'max in flight at backend', 'client p50 ms', 'errors'],
+      grantRows.map((g) => [g.name, g.grants, f(g.p50Ms, 3), f(g.p90Ms, 3), f(g.p99Ms, 3), f(g.maxMs, 3), g.over100Ms, f(g.grantsPerS), g.maxInFlight, f(g.responseP50Ms, 1), g.errors]),
+    );
 
     const ratio = r1.rps / mem.rps;
     console.log(
@@ -612,7 +584,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+runMain(main);
