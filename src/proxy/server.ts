@@ -1,8 +1,41 @@
 import { createServer, type Server } from 'node:http';
+import { clientErrorListener } from '../http/client-error.js';
 import { createNodeHandler } from '../http/node-handler.js';
 import type { Router } from '../router.js';
 
-/** The standalone OpenAI-compatible HTTP server over a router: the node listener on a server of its own. */
-export function createProxyServer(router: Router): Server {
-  return createServer({ keepAliveTimeout: 65_000 }, createNodeHandler(router));
+/** Limits of the node server itself (the config's `server` section; defaults there). */
+export interface ProxyServerOptions {
+  /** Time to send a request's headers before 408 (ms). Default 10,000. */
+  readonly headersTimeoutMs?: number;
+  /** Time to send a whole request, headers and body, before 408 (ms). Default 30,000. */
+  readonly requestTimeoutMs?: number;
+  /** Idle time of a keep-alive connection between requests (ms). Default 65,000. */
+  readonly keepAliveTimeoutMs?: number;
+  /** Largest request line plus headers (bytes) before 431. Default 16,384. */
+  readonly maxHeaderBytes?: number;
+}
+
+/**
+ * The standalone OpenAI-compatible HTTP server over a router: the node listener on a server of its
+ * own, with request, headers and keep-alive timeouts, a header size limit, and OpenAI-shaped answers
+ * to malformed HTTP and slow clients.
+ */
+export function createProxyServer(router: Router, options: ProxyServerOptions = {}): Server {
+  const headersTimeoutMs = options.headersTimeoutMs ?? 10_000;
+  const requestTimeoutMs = Math.max(options.requestTimeoutMs ?? 30_000, headersTimeoutMs);
+  const keepAliveTimeoutMs = options.keepAliveTimeoutMs ?? 65_000;
+  const maxHeaderBytes = options.maxHeaderBytes ?? 16_384;
+  const server = createServer(
+    {
+      keepAliveTimeout: keepAliveTimeoutMs,
+      headersTimeout: headersTimeoutMs,
+      requestTimeout: requestTimeoutMs,
+      maxHeaderSize: maxHeaderBytes,
+      // Node checks the two timeouts this often (30 s by default): a quarter of the shorter, within 50 ms to 1 s.
+      connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(headersTimeoutMs / 4))),
+    },
+    createNodeHandler(router),
+  );
+  server.on('clientError', clientErrorListener({ headersTimeoutMs, requestTimeoutMs, maxHeaderBytes }));
+  return server;
 }

@@ -38,7 +38,7 @@ export async function startProxy(input: FileConfigInput, inject: Partial<RouterO
   // The Redis store (and ioredis) load only when configured.
   const store = inject.store ?? (state.redis ? await openRedisStore(state.redis) : undefined);
   const router = createRouter({ ...routerConfig, replicaId: state.replicaId, ...inject, store });
-  const server = createProxyServer(router);
+  const server = createProxyServer(router, listen);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port, listen.host, () => {
