@@ -38,7 +38,12 @@ export function createFetchHandler(router: Router, options: FetchHandlerOptions 
       }
       const length = request.headers.get('content-length');
       const body = await readLimited(request.body ? chunksOf(request.body) : [], length === null ? undefined : Number(length), bodyLimit);
-      checkBody(route.endpoint, body, limits);
+      try {
+        checkBody(route.endpoint, body, limits);
+      } catch (err) {
+        router.metrics.count('rejected-invalid');
+        throw err;
+      }
       const gone = clientGone(request.signal);
       const routed = await router.dispatch({
         endpoint: route.endpoint,

@@ -77,6 +77,7 @@ async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: nu
   try {
     checkBody(endpoint, body, limits);
   } catch (err) {
+    router.metrics.count('rejected-invalid');
     return sendError(res, toFreeshError(err));
   }
   const call: RouterCall = {
