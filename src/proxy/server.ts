@@ -1,6 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import { clientErrorListener } from '../http/client-error.js';
 import { createNodeHandler } from '../http/node-handler.js';
+import { errorHeaders } from '../http/routes.js';
+import { malformedHttp } from '../errors.js';
 import type { Router } from '../router.js';
 
 /** Limits of the node server itself (the config's `server` section; defaults there). */
@@ -25,6 +27,7 @@ export function createProxyServer(router: Router, options: ProxyServerOptions = 
   const requestTimeoutMs = Math.max(options.requestTimeoutMs ?? 30_000, headersTimeoutMs);
   const keepAliveTimeoutMs = options.keepAliveTimeoutMs ?? 65_000;
   const maxHeaderBytes = options.maxHeaderBytes ?? 16_384;
+  const handler = createNodeHandler(router);
   const server = createServer(
     {
       keepAliveTimeout: keepAliveTimeoutMs,
@@ -33,8 +36,18 @@ export function createProxyServer(router: Router, options: ProxyServerOptions = 
       maxHeaderSize: maxHeaderBytes,
       // Node checks the two timeouts this often (30 s by default): a quarter of the shorter, within 50 ms to 1 s.
       connectionsCheckingInterval: Math.min(1_000, Math.max(50, Math.floor(headersTimeoutMs / 4))),
+      // Node answers a missing Host with an empty 400 of its own; the listener below answers it.
+      requireHostHeader: false,
     },
-    createNodeHandler(router),
+    (req, res) => {
+      if (req.httpVersion === '1.1' && req.headers.host === undefined) {
+        const error = malformedHttp('an HTTP/1.1 request needs a Host header');
+        const text = error.toBody();
+        res.writeHead(error.status, { ...errorHeaders(error, text), connection: 'close' });
+        return void res.end(text);
+      }
+      handler(req, res);
+    },
   );
   server.on('clientError', clientErrorListener({ headersTimeoutMs, requestTimeoutMs, maxHeaderBytes }));
   return server;

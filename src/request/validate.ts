@@ -126,8 +126,13 @@ export function checkStrict(endpoint: Endpoint, body: unknown, maxOutputTokens: 
   throw strictError(result.error.issues[0]!);
 }
 
-function strictError(issue: z.core.$ZodIssue): FreeshError {
-  const param = issue.path.reduce<string>((out, key) => (typeof key === 'number' ? `${out}[${key}]` : out ? `${out}.${String(key)}` : String(key)), '');
+function strictError(issue: z.core.$ZodIssue, prefix: readonly PropertyKey[] = []): FreeshError {
+  // A union (`stop`: a string or up to four) whose value has a matching type but a bad value: report that value.
+  if (issue.code === 'invalid_union') {
+    const near = issue.errors.find((branch) => branch.length > 0 && branch[0]!.code !== 'invalid_type');
+    if (near) return strictError(near[0]!, [...prefix, ...issue.path]);
+  }
+  const param = [...prefix, ...issue.path].reduce<string>((out, key) => (typeof key === 'number' ? `${out}[${key}]` : out ? `${out}.${String(key)}` : String(key)), '');
   const where = param ? `\`${param}\`` : 'the body';
   const typeError = issue.code === 'invalid_type' || issue.code === 'invalid_union';
   return invalidRequest(`Invalid ${where}: ${issue.message}`, param || undefined, typeError ? 'invalid_type' : 'invalid_value');
