@@ -26,6 +26,7 @@ export const ERROR_CODES = [
   'malformed_http',
   'headers_too_large',
   'request_timeout',
+  'expectation_failed',
   'unknown_slo_class',
   'body_read_failed',
   'body_too_large',
@@ -109,6 +110,14 @@ export const requestTimeout = (headersMs: number, requestMs: number): FreeshErro
     code: 'request_timeout',
     status: 408,
     type: 'timeout_error',
+  });
+
+export const expectationFailed = (expect: string): FreeshError =>
+  new FreeshError(`Unsupported Expect header ${JSON.stringify(expect.slice(0, 80))}; only 100-continue is supported`, {
+    code: 'expectation_failed',
+    status: 417,
+    type: 'invalid_request_error',
+    param: 'expect',
   });
 
 export const modelNotFound = (model: string): FreeshError =>

@@ -1,8 +1,8 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import { clientErrorListener } from '../http/client-error.js';
 import { createNodeHandler } from '../http/node-handler.js';
 import { errorHeaders } from '../http/routes.js';
-import { malformedHttp } from '../errors.js';
+import { expectationFailed, type FreeshError, malformedHttp } from '../errors.js';
 import type { Router } from '../router.js';
 
 /** Limits of the node server itself (the config's `server` section; defaults there). */
@@ -15,6 +15,13 @@ export interface ProxyServerOptions {
   readonly keepAliveTimeoutMs?: number;
   /** Largest request line plus headers (bytes) before 431. Default 16,384. */
   readonly maxHeaderBytes?: number;
+}
+
+/** An OpenAI-shaped error before any route, closing the connection (the body, if any, is not read). */
+function refuse(res: ServerResponse, error: FreeshError): void {
+  const text = error.toBody();
+  res.writeHead(error.status, { ...errorHeaders(error, text), connection: 'close' });
+  res.end(text);
 }
 
 /**
@@ -40,15 +47,12 @@ export function createProxyServer(router: Router, options: ProxyServerOptions = 
       requireHostHeader: false,
     },
     (req, res) => {
-      if (req.httpVersion === '1.1' && req.headers.host === undefined) {
-        const error = malformedHttp('an HTTP/1.1 request needs a Host header');
-        const text = error.toBody();
-        res.writeHead(error.status, { ...errorHeaders(error, text), connection: 'close' });
-        return void res.end(text);
-      }
+      if (req.httpVersion === '1.1' && req.headers.host === undefined) return refuse(res, malformedHttp('an HTTP/1.1 request needs a Host header'));
       handler(req, res);
     },
   );
+  // Node answers an Expect other than 100-continue with an empty 417 unless this event has a listener.
+  server.on('checkExpectation', (req, res) => refuse(res, expectationFailed(String(req.headers.expect ?? ''))));
   server.on('clientError', clientErrorListener({ headersTimeoutMs, requestTimeoutMs, maxHeaderBytes }));
   return server;
 }

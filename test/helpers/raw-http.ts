@@ -60,7 +60,9 @@ export function rawExchange(port: number, steps: readonly RawStep[], timeoutMs =
 function complete(bytes: Buffer): boolean {
   const end = bytes.indexOf('\r\n\r\n');
   if (end === -1) return false;
-  const length = /\r\ncontent-length: *(\d+)/i.exec(bytes.subarray(0, end).toString('latin1'));
+  const head = bytes.subarray(0, end).toString('latin1');
+  if (/\r\ntransfer-encoding: *chunked/i.test(head)) return bytes.subarray(end + 4).includes('0\r\n\r\n');
+  const length = /\r\ncontent-length: *(\d+)/i.exec(head);
   return length !== null && bytes.length >= end + 4 + Number(length[1]);
 }
 
@@ -74,5 +76,17 @@ function parse(bytes: Buffer): Pick<RawAnswer, 'status' | 'headers' | 'body'> {
     headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
   }
   const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(statusLine)?.[1]);
-  return { status: Number.isNaN(status) ? undefined : status, headers, body: bytes.subarray(end + 4).toString() };
+  let body = bytes.subarray(end + 4).toString('latin1');
+  if (headers['transfer-encoding'] === 'chunked') {
+    let out = '';
+    for (let at = 0; ; ) {
+      const eol = body.indexOf('\r\n', at);
+      const size = eol === -1 ? 0 : Number.parseInt(body.slice(at, eol), 16);
+      if (!(size > 0)) break;
+      out += body.slice(eol + 2, eol + 2 + size);
+      at = eol + 2 + size + 2;
+    }
+    body = out;
+  }
+  return { status: Number.isNaN(status) ? undefined : status, headers, body: Buffer.from(body, 'latin1').toString() };
 }

@@ -95,6 +95,7 @@ const CASES: readonly Case[] = [
   { kind: 'headers', name: 'a tenant with spaces', steps: [request(CHAT, chat(), { 'x-freesh-tenant': 'a b' })], status: 400, code: 'invalid_header', param: 'x-freesh-tenant' },
   { kind: 'headers', name: 'a 20 kB header', steps: [request(CHAT, chat(), { 'x-big': 'x'.repeat(20_000) })], status: 431, code: 'headers_too_large' },
   { kind: 'headers', name: 'many small headers past the limit', steps: [request(CHAT, chat(), Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`x-h${i}`, 'value'])))], status: 431, code: 'headers_too_large' },
+  { kind: 'headers', name: 'an Expect other than 100-continue', steps: [request(CHAT, chat(), { expect: 'teapot' })], status: 417, code: 'expectation_failed', param: 'expect' },
   { kind: 'headers', name: 'an HTTP/1.1 request without Host', steps: [`POST ${CHAT} HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}`], status: 400, code: 'malformed_http' },
 
   // HTTP framing
