@@ -12,6 +12,22 @@ export interface ClientErrorLimits {
 /** How long a refused connection stays open for reading after its answer, so the client reads it rather than a reset. */
 export const LINGER_MS = 500;
 
+/**
+ * Sockets whose current request has already been answered while its body is still arriving (a
+ * refused route or an oversized body, drained): a framing error later in that body gets no second answer.
+ */
+const answeredEarly = new WeakSet<object>();
+
+/** Marks the socket's request answered before its body ended, until the body ends. */
+export function answeredBeforeBody(socket: object): void {
+  answeredEarly.add(socket);
+}
+
+/** The request answered early has ended; the next one on the socket is answered as usual. */
+export function bodyEnded(socket: object): void {
+  answeredEarly.delete(socket);
+}
+
 /** The answer to what Node's HTTP parser or its timers refused: 408, 431 or 400, OpenAI-shaped. */
 export function clientErrorAnswer(err: Error & { code?: string; reason?: string }, limits: ClientErrorLimits): FreeshError {
   if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') return requestTimeout(limits.headersTimeoutMs, limits.requestTimeoutMs);
@@ -30,7 +46,7 @@ export function clientErrorAnswer(err: Error & { code?: string; reason?: string 
 export function clientErrorListener(limits: ClientErrorLimits): (err: Error & { code?: string }, socket: Duplex) => void {
   return (err, socket) => {
     const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-    const canAnswer = err.code !== 'ECONNRESET' && socket.writable && !socket.writableEnded && !(inFlight?.headersSent ?? false);
+    const canAnswer = err.code !== 'ECONNRESET' && !answeredEarly.has(socket) && socket.writable && !socket.writableEnded && !(inFlight?.headersSent ?? false);
     if (!canAnswer) {
       socket.destroy();
       return;

@@ -5,6 +5,7 @@ import { bodyTooLarge, type FreeshError, invalidRequest, routeNotFound, toFreesh
 import type { Router, RouterCall } from '../router.js';
 import type { Endpoint } from '../types.js';
 import { type BodyLimits, checkBody } from '../request/validate.js';
+import { answeredBeforeBody, bodyEnded } from './client-error.js';
 import { errorHeaders, info, match, sseErrorEvent } from './routes.js';
 
 /**
@@ -165,6 +166,9 @@ function sendError(res: ServerResponse, error: FreeshError): void {
  */
 function refuse(req: IncomingMessage, res: ServerResponse, error: FreeshError): void {
   if (!req.readableEnded && !req.destroyed) {
+    const socket = req.socket;
+    answeredBeforeBody(socket);
+    req.on('end', () => bodyEnded(socket));
     let drained = 0;
     req.on('data', (chunk: Buffer) => {
       drained += chunk.length;

@@ -88,5 +88,6 @@ function parse(bytes: Buffer): Pick<RawAnswer, 'status' | 'headers' | 'body'> {
     }
     body = out;
   }
+  else if (headers['content-length'] !== undefined) body = body.slice(0, Number(headers['content-length']));
   return { status: Number.isNaN(status) ? undefined : status, headers, body: Buffer.from(body, 'latin1').toString() };
 }

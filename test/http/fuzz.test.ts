@@ -175,7 +175,7 @@ describe('fuzz: the HTTP edges', () => {
           expectOpenAIError(answer.body);
         }
       }),
-      { numRuns: 500 },
+      { numRuns: Number(process.env.FUZZ_RUNS ?? 500) },
     );
     expect((await fetch(`${proxy.url}/healthz`)).status).toBe(200);
   }, 120_000);
