@@ -7,6 +7,20 @@ import { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalon
 import { fleetFromConfig, runSimulateCommand } from './sim/command.js';
 import { DEMO_MODEL, startDemoFleet } from './sim/demo-fleet.js';
 
+const COMMANDS = {
+  serve: `Usage: freesh serve --config FILE [--port N] [--host ADDR]
+  Run the proxy for the fleet in FILE (JSON; every field is documented in src/config/schema.ts).`,
+  demo: `Usage: freesh demo [--port N] [--host ADDR] [--time-scale X] [--redis URL [--replicas N]]
+  Run the proxy in front of a simulated 3-site fleet (strict request validation on); with --redis,
+  N replicas (ports N, N+1…) sharing state in Redis.`,
+  simulate: `Usage: freesh simulate --trace FILE [--config FILE] [--carbon-dir DIR] [--carbon electricitymaps|freesh]
+                [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
+  Replay a trace (Azure CSV format) through every policy on the fleet in FILE (default: the FREESH
+  fleet) and write reports.`,
+  help: `Usage: freesh help [COMMAND]
+  Print the commands, or one command's options.`,
+} as const;
+
 const USAGE = `freesh — energy- and carbon-aware router for OpenAI-compatible LLM backends
 
 Usage:
@@ -18,29 +32,23 @@ Usage:
                   [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
                                  replay a trace (Azure CSV format) through every policy on the
                                  fleet in FILE (default: the FREESH fleet) and write reports
-  freesh help`;
+  freesh help [COMMAND]          this text, or a command's options (also: freesh COMMAND --help)`;
 
 async function main(argv: string[]): Promise<number> {
   const [command = 'help', ...rest] = argv;
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      config: { type: 'string', short: 'c' },
-      port: { type: 'string', short: 'p' },
-      host: { type: 'string' },
-      'time-scale': { type: 'string' },
-      trace: { type: 'string' },
-      'carbon-dir': { type: 'string' },
-      carbon: { type: 'string' },
-      utilisation: { type: 'string' },
-      policies: { type: 'string' },
-      seed: { type: 'string' },
-      out: { type: 'string' },
-      redis: { type: 'string' },
-      replicas: { type: 'string' },
-    },
-    strict: true,
-  });
+  if (command === 'help' || command === '--help' || command === '-h') {
+    const topic = rest[0] === '--help' || rest[0] === '-h' ? 'help' : rest[0];
+    if (topic !== undefined && !(topic in COMMANDS)) throw new UsageError(`unknown command \`${topic}\``);
+    console.log(topic === undefined ? USAGE : COMMANDS[topic as keyof typeof COMMANDS]);
+    return 0;
+  }
+  if (!(command in COMMANDS)) throw new UsageError(`unknown command \`${command}\``);
+  currentCommand = command;
+  const values = parseOptions(rest);
+  if (values.help) {
+    console.log(COMMANDS[command as keyof typeof COMMANDS]);
+    return 0;
+  }
 
   if (command === 'serve') {
     if (!values.config) throw new UsageError('serve needs --config FILE');
@@ -66,7 +74,9 @@ async function main(argv: string[]): Promise<number> {
     try {
       for (let i = 0; i < replicas; i++) {
         const state = values.redis === undefined ? {} : { redis: { url: values.redis, keyPrefix: 'freesh-demo', replicas }, replicaId: `demo-${i + 1}` };
-        proxies.push(await startProxy({ ...fleet.config, server: { ...fleet.config.server, port: port === 0 ? 0 : port + i }, state }));
+        // The demo answers as OpenAI would: requests are validated against the OpenAI schema.
+        const limits = { ...fleet.config.limits, strictRequests: true };
+        proxies.push(await startProxy({ ...fleet.config, limits, server: { ...fleet.config.server, port: port === 0 ? 0 : port + i }, state }));
       }
     } catch (err) {
       await Promise.all(proxies.map((p) => p.shutdown(0)));
@@ -107,12 +117,37 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  if (command === 'help' || command === '--help' || command === '-h') {
-    console.log(USAGE);
-    return 0;
-  }
   throw new UsageError(`unknown command \`${command}\``);
 }
+
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  port: { type: 'string', short: 'p' },
+  host: { type: 'string' },
+  'time-scale': { type: 'string' },
+  trace: { type: 'string' },
+  'carbon-dir': { type: 'string' },
+  carbon: { type: 'string' },
+  utilisation: { type: 'string' },
+  policies: { type: 'string' },
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  redis: { type: 'string' },
+  replicas: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** The command's options; an unknown or malformed one is a one-line UsageError, not a stack trace. */
+function parseOptions(args: string[]) {
+  try {
+    return parseArgs({ args, options: OPTIONS, strict: true }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message.split('\n')[0]!.replace(/\.$/, ''));
+  }
+}
+
+/** The command being run, for the hint after a usage error. */
+let currentCommand: string | undefined;
 
 /**
  * Logs the pool plan when its status changes, every degraded plan (demand beyond what the SLOs
@@ -160,7 +195,8 @@ class UsageError extends Error {}
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof ConfigError || err instanceof UsageError) console.error(`freesh: ${err.message}${err instanceof UsageError ? `\n\n${USAGE}` : ''}`);
+    if (err instanceof ConfigError) console.error(`freesh: ${err.message}`);
+    else if (err instanceof UsageError) console.error(`freesh: ${err.message} (see \`freesh ${currentCommand ?? 'help'}${currentCommand ? ' --help' : ''}\`)`);
     else if (err instanceof Error && (err as { code?: string }).code === 'EADDRINUSE') console.error(`freesh: ${err.message} (choose another with --port)`);
     else console.error(err);
     process.exit(2);

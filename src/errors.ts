@@ -20,7 +20,13 @@ export const ERROR_CODES = [
   'invalid_messages',
   'invalid_prompt',
   'invalid_type',
+  'invalid_value',
   'invalid_header',
+  'json_too_deep',
+  'malformed_http',
+  'headers_too_large',
+  'request_timeout',
+  'expectation_failed',
   'unknown_slo_class',
   'body_read_failed',
   'body_too_large',
@@ -79,6 +85,39 @@ export const bodyTooLarge = (limitBytes: number): FreeshError =>
     code: 'body_too_large',
     status: 413,
     type: 'invalid_request_error',
+  });
+
+export const jsonTooDeep = (limit: number): FreeshError =>
+  new FreeshError(`Request body nests arrays and objects deeper than ${limit} levels`, {
+    code: 'json_too_deep',
+    status: 400,
+    type: 'invalid_request_error',
+  });
+
+/** What the HTTP parser refused before any route saw the request (bad framing, headers too large, too slow). */
+export const malformedHttp = (detail: string): FreeshError =>
+  new FreeshError(`Malformed HTTP request: ${detail}`, { code: 'malformed_http', status: 400, type: 'invalid_request_error' });
+
+export const headersTooLarge = (limitBytes: number): FreeshError =>
+  new FreeshError(`Request headers exceed the limit of ${limitBytes} bytes`, {
+    code: 'headers_too_large',
+    status: 431,
+    type: 'invalid_request_error',
+  });
+
+export const requestTimeout = (headersMs: number, requestMs: number): FreeshError =>
+  new FreeshError(`The client did not send its request in time (headers within ${headersMs} ms, headers and body within ${requestMs} ms)`, {
+    code: 'request_timeout',
+    status: 408,
+    type: 'timeout_error',
+  });
+
+export const expectationFailed = (expect: string): FreeshError =>
+  new FreeshError(`Unsupported Expect header ${JSON.stringify(expect.slice(0, 80))}; only 100-continue is supported`, {
+    code: 'expectation_failed',
+    status: 417,
+    type: 'invalid_request_error',
+    param: 'expect',
   });
 
 export const modelNotFound = (model: string): FreeshError =>

@@ -101,6 +101,21 @@ export const limitsSchema = z.strictObject({
   headersTimeoutMs: z.int().positive().default(600_000),
   /** Longest silence between streamed chunks (ms). Default 300,000. */
   bodyTimeoutMs: z.int().positive().default(300_000),
+  /**
+   * Deepest nesting of arrays and objects accepted in a request body; deeper is answered 400
+   * `json_too_deep` before the body is parsed (Python backends fail on a few thousand levels). Default 128.
+   */
+  maxJsonDepth: z.int().min(2).max(10_000).default(128),
+  /**
+   * Validate the OpenAI request schema at the edge: types and ranges of the common fields
+   * (`temperature` 0–2, `top_p` 0–1, `n` ≥ 1, `max_tokens` 1–`maxOutputTokens`, message roles,
+   * non-empty `messages`, `stream` boolean…), answered 400 `invalid_type` / `invalid_value` naming the
+   * field, as OpenAI, vLLM and LiteLLM do. Fields it does not know still pass through. Default false
+   * (only what routing needs is checked; the backend judges the rest); on in `freesh demo`.
+   */
+  strictRequests: z.boolean().default(false),
+  /** With `strictRequests`, the largest `max_tokens` / `max_completion_tokens` accepted. Default 1,048,576. */
+  maxOutputTokens: z.int().positive().default(1_048_576),
 });
 
 export const sloClassSchema = z.strictObject({
@@ -231,6 +246,21 @@ export const serverSchema = z
     host: z.string().min(1).default('127.0.0.1'),
     /** Port to listen on; 0 picks a free one. Default 8080. */
     port: z.int().min(0).max(65_535).default(8080),
+    /** Time a client has to send a request's headers before 408 and a closed connection (ms). Default 10,000. */
+    headersTimeoutMs: z.int().positive().max(3_600_000).default(10_000),
+    /**
+     * Time a client has to send a whole request, headers and body, before 408 and a closed connection
+     * (ms); the response may take as long as it takes. At least `headersTimeoutMs`. Default 30,000.
+     */
+    requestTimeoutMs: z.int().positive().max(3_600_000).default(30_000),
+    /** How long an idle keep-alive connection stays open between requests (ms). Default 65,000. */
+    keepAliveTimeoutMs: z.int().positive().max(3_600_000).default(65_000),
+    /** Largest request line plus headers (bytes); more is answered 431. Default 16,384 (Node's). */
+    maxHeaderBytes: z.int().min(1_024).max(1_048_576).default(16_384),
+  })
+  .refine((server) => server.headersTimeoutMs <= server.requestTimeoutMs, {
+    message: 'headersTimeoutMs must not exceed requestTimeoutMs',
+    path: ['headersTimeoutMs'],
   })
   .prefault({});
 

@@ -4,7 +4,16 @@ import { CancelToken } from '../cancel.js';
 import { bodyTooLarge, type FreeshError, invalidRequest, routeNotFound, toFreeshError } from '../errors.js';
 import type { Router, RouterCall } from '../router.js';
 import type { Endpoint } from '../types.js';
+import { type BodyLimits, checkBody } from '../request/validate.js';
+import { answeredBeforeBody, bodyEnded } from './client-error.js';
 import { errorHeaders, info, match, sseErrorEvent } from './routes.js';
+
+/**
+ * Most of a refused request's body read and discarded after the answer, so the client, still
+ * uploading, reads the answer rather than a reset connection; past it the connection is cut. The
+ * server's `requestTimeoutMs` bounds the time it takes.
+ */
+export const DRAIN_LIMIT_BYTES = 64 * 1024 * 1024;
 
 export interface NodeHandlerOptions {
   /** Path the routes are mounted under, e.g. `/llm` serves `/llm/v1/chat/completions`. Default ''. */
@@ -21,22 +30,23 @@ export type NodeHandler = (req: IncomingMessage, res: ServerResponse, next?: (er
  */
 export function createNodeHandler(router: Router, options: NodeHandlerOptions = {}): NodeHandler {
   const base = (options.basePath ?? '').replace(/\/+$/, '');
-  const bodyLimit = router.config.limits.bodyLimitBytes;
+  const limits = router.config.limits;
+  const bodyLimit = limits.bodyLimitBytes;
 
   return function freeshNodeHandler(req, res, next) {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     let path = q === -1 ? url : url.slice(0, q);
     if (base) {
-      if (path !== base && !path.startsWith(`${base}/`)) return next ? next() : sendError(res, routeNotFound(req.method ?? '', path), true);
+      if (path !== base && !path.startsWith(`${base}/`)) return next ? next() : refuse(req, res, routeNotFound(req.method ?? '', path));
       path = path.slice(base.length) || '/';
     }
     const route = match(req.method ?? '', path);
     if ('code' in route) {
       if (next && route.code === 'route_not_found') return next();
-      return sendError(res, route, true);
+      return refuse(req, res, route);
     }
-    if (route.kind === 'completion') return void proxyCompletion(router, route.endpoint, bodyLimit, req, res);
+    if (route.kind === 'completion') return void proxyCompletion(router, route.endpoint, bodyLimit, limits, req, res);
     info(router, route.kind).then(
       (answer) => {
         res.writeHead(answer.status, answer.headers);
@@ -47,7 +57,7 @@ export function createNodeHandler(router: Router, options: NodeHandlerOptions = 
   };
 }
 
-async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: number, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: number, limits: BodyLimits, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const abort = new CancelToken();
   // One 'close' listener for the whole exchange, and `on` rather than `once` for events that fire at
   // most once: each `once` wraps its listener (about 150 B a listener, a dozen a request counted
@@ -62,8 +72,14 @@ async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: nu
   try {
     body = await readBody(req, bodyLimit);
   } catch (err) {
-    // The rest of an oversized body is not read: answer, then close the connection.
-    return sendError(res, toFreeshError(err), true);
+    // Answered while the client may still be uploading; the rest is drained so it reads the 413.
+    return refuse(req, res, toFreeshError(err));
+  }
+  try {
+    checkBody(endpoint, body, limits);
+  } catch (err) {
+    router.metrics.count('rejected-invalid');
+    return sendError(res, toFreeshError(err));
   }
   const call: RouterCall = {
     endpoint,
@@ -111,16 +127,18 @@ function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       size += chunk.length;
       if (size > limit) {
-        req.removeAllListeners('data');
+        req.off('data', onData);
         req.pause();
+        chunks.length = 0;
         reject(bodyTooLarge(limit));
         return;
       }
       chunks.push(chunk);
-    });
+    };
+    req.on('data', onData);
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
     req.on('error', (err) => reject(invalidRequest(`Could not read the request body: ${err.message}`, undefined, 'body_read_failed')));
   });
@@ -133,11 +151,31 @@ function preParsed(body: unknown, limit: number): Uint8Array {
   return bytes;
 }
 
-function sendError(res: ServerResponse, error: FreeshError, closeConnection = false): void {
+function sendError(res: ServerResponse, error: FreeshError): void {
   if (res.headersSent || res.destroyed) return;
   const text = error.toBody();
-  const headers = errorHeaders(error, text);
-  if (closeConnection) headers.connection = 'close';
-  res.writeHead(error.status, headers);
+  res.writeHead(error.status, errorHeaders(error, text));
   res.end(text);
+}
+
+/**
+ * Answers a request whose body will not be used (a refused route, a body over the limit) without
+ * waiting for that body, then reads and discards the rest: a client still uploading reads the answer
+ * instead of a broken pipe, and the connection stays usable. Past `DRAIN_LIMIT_BYTES` discarded the
+ * connection is cut; the server's request timeout cuts a body that never ends.
+ */
+function refuse(req: IncomingMessage, res: ServerResponse, error: FreeshError): void {
+  if (!req.readableEnded && !req.destroyed) {
+    const socket = req.socket;
+    answeredBeforeBody(socket);
+    req.on('end', () => bodyEnded(socket));
+    let drained = 0;
+    req.on('data', (chunk: Buffer) => {
+      drained += chunk.length;
+      if (drained > DRAIN_LIMIT_BYTES) req.socket.destroy();
+    });
+    req.on('error', () => undefined);
+    req.resume();
+  }
+  sendError(res, error);
 }

@@ -1,6 +1,7 @@
 /** `freesh/proxy`: the standalone proxy, its config file, and the transport it forwards with. */
 export { loadConfigFile, type RunningProxy, startProxy } from './standalone.js';
-export { createProxyServer } from './server.js';
+export { createProxyServer, type ProxyServerOptions } from './server.js';
+export { clientErrorListener, type ClientErrorLimits } from '../http/client-error.js';
 export { ConfigError, type FileConfig, type FileConfigInput, fileConfigSchema, parseConfig, routerConfigSchema } from '../config/schema.js';
 export { UndiciTransport, type UndiciTransportOptions } from '../transport/undici.js';
 export { compose, isConnectError } from '../transport/transport.js';

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { type FileConfig, type FileConfigInput, fileConfigSchema, parseConfig } from '../config/schema.js';
+import { ConfigError, type FileConfig, type FileConfigInput, fileConfigSchema, parseConfig } from '../config/schema.js';
 import { type Router, type RouterOptions, createRouter } from '../router.js';
 import type { StateStore } from '../state/store.js';
 import { createProxyServer } from './server.js';
@@ -21,13 +21,15 @@ export async function loadConfigFile(path: string): Promise<FileConfig> {
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new Error(`Cannot read config file ${path}: ${(err as Error).message}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'it is a directory' : (err as Error).message;
+    throw new ConfigError(`Cannot read config file ${path}: ${why}`);
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new Error(`Config file ${path} is not valid JSON: ${(err as Error).message}`);
+    throw new ConfigError(`Config file ${path} is not valid JSON: ${(err as Error).message}`);
   }
   return parseConfig(fileConfigSchema, value, `config file ${path}`);
 }
@@ -38,7 +40,7 @@ export async function startProxy(input: FileConfigInput, inject: Partial<RouterO
   // The Redis store (and ioredis) load only when configured.
   const store = inject.store ?? (state.redis ? await openRedisStore(state.redis) : undefined);
   const router = createRouter({ ...routerConfig, replicaId: state.replicaId, ...inject, store });
-  const server = createProxyServer(router);
+  const server = createProxyServer(router, listen);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(listen.port, listen.host, () => {

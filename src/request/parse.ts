@@ -1,5 +1,6 @@
 import { invalidRequest } from '../errors.js';
 import type { Endpoint, RoutingRequest } from '../types.js';
+import { checkDepth, checkStrict, DEFAULT_MAX_JSON_DEPTH } from './validate.js';
 
 /** Headers the router reads from a client request (lower-case names). */
 export const TENANT_HEADER = 'x-freesh-tenant';
@@ -11,6 +12,10 @@ export interface ParseContext {
   readonly defaultTenant: string;
   readonly defaultSloClass: string;
   readonly header: (name: string) => string | undefined;
+  /** Deepest nesting of arrays and objects accepted; deeper is a 400 before parsing. Default 128. */
+  readonly maxJsonDepth?: number;
+  /** Validate the OpenAI schema's common fields (see `limits.strictRequests`), with this `max_tokens` cap. Default off. */
+  readonly strict?: { readonly maxOutputTokens: number };
 }
 
 const LABEL = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -21,6 +26,8 @@ const LABEL = /^[A-Za-z0-9._:-]{1,64}$/;
  * forwarded untouched for the backend to judge.
  */
 export function parseRequest(endpoint: Endpoint, rawBody: Uint8Array, ctx: ParseContext): RoutingRequest {
+  // Before parsing: a body nested 100,000 levels deep parses in V8 but breaks Python backends.
+  checkDepth(rawBody, ctx.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH);
   let body: unknown;
   try {
     // Invalid UTF-8 becomes U+FFFD here; the backend sees the original bytes and judges them.
@@ -32,6 +39,7 @@ export function parseRequest(endpoint: Endpoint, rawBody: Uint8Array, ctx: Parse
     throw invalidRequest(`Request body must be a JSON object, got ${kindOf(body)}`, undefined, 'invalid_body');
   }
   const fields = body as Record<string, unknown>;
+  if (ctx.strict) checkStrict(endpoint, fields, ctx.strict.maxOutputTokens);
 
   const model = fields.model;
   if (typeof model !== 'string' || model.length === 0) {

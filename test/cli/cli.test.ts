@@ -91,6 +91,29 @@ describe('freesh serve', () => {
     expect(output().match(/plan optimal/g)).toHaveLength(1);
   });
 
+  it.each(['serve', 'demo', 'simulate', 'help'])('`freesh %s --help` prints that command\'s usage and exits 0', async (command) => {
+    const { child, output } = run([command, '--help']);
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(0);
+    expect(output()).toMatch(new RegExp(`^Usage: freesh ${command}`));
+  });
+
+  it.each([
+    ['an unknown flag', ['simulate', '--nope'], /^freesh: Unknown option '--nope' \(see `freesh simulate --help`\)\n$/],
+    ['a missing config file', ['serve', '--config', '/nonexistent/freesh.json'], /^freesh: Cannot read config file \/nonexistent\/freesh\.json: no such file\n$/],
+    ['a config file that is not JSON', ['serve', '--config', 'BAD_JSON'], /^freesh: Config file .* is not valid JSON: .*\n$/],
+    ['a missing required flag', ['serve'], /^freesh: serve needs --config FILE \(see `freesh serve --help`\)\n$/],
+  ])('%s is one line on stderr, no stack trace, exit 2', async (_name, args, expected) => {
+    const dir = await mkdtemp(join(tmpdir(), 'freesh-cli-'));
+    const bad = join(dir, 'bad.json');
+    await writeFile(bad, '{"sites": [');
+    const { child, output } = run(args.map((a) => (a === 'BAD_JSON' ? bad : a)));
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(output()).toMatch(expected);
+    expect(output()).not.toMatch(/\n\s+at /);
+  });
+
   it('explains an unknown command', async () => {
     const { child, output } = run(['fly']);
     const [code] = await once(child, 'exit');

@@ -14,11 +14,25 @@ const valid = {
 describe('config', () => {
   it('fills every default', () => {
     const config = parseConfig(fileConfigSchema, valid);
-    expect(config.server).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(config.server).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      keepAliveTimeoutMs: 65_000,
+      maxHeaderBytes: 16_384,
+    });
     expect(config.policy).toBe('freesh');
     expect(config.limits.maxQueueLength).toBe(1_000);
+    expect(config.limits).toMatchObject({ maxJsonDepth: 128, strictRequests: false, maxOutputTokens: 1_048_576 });
     expect(config.backends[0]).toMatchObject({ maxConcurrency: 64, mode: '2xA100' });
     expect(config.sites[0]).toMatchObject({ pue: 1.2, region: '' });
+  });
+
+  it('refuses a headers timeout longer than the request timeout', () => {
+    expect(() => parseConfig(fileConfigSchema, { ...valid, server: { headersTimeoutMs: 5_000, requestTimeoutMs: 1_000 } })).toThrow(
+      /`server\.headersTimeoutMs`: headersTimeoutMs must not exceed requestTimeoutMs/,
+    );
   });
 
   it('names the field and quotes the bad value', () => {

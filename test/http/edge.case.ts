@@ -111,6 +111,9 @@ async function expectError(res: Response, status: number, code: string, type: st
   return body.error as { message: string; param: string | null };
 }
 
+/** Edges that apply `limits.maxJsonDepth` and `limits.strictRequests` (the node listener, the fetch handler and what is built on them). */
+const CONFIGURED_BODY_CHECKS = (edge: string): boolean => edge !== 'Fastify plugin';
+
 const metricsOf = async (router: Router) => router.metrics.registry.metrics();
 
 export function describeEdge(name: string, makeEdge: MakeEdge): void {
@@ -350,6 +353,42 @@ export function describeEdge(name: string, makeEdge: MakeEdge): void {
         expect(requests).toBe(0);
         expect(router.inFlight).toBe(0);
         expect(await metricsOf(router)).toMatch(/^freesh_requests_total\{outcome="rejected-invalid",backend="none"\} 1$/m);
+      });
+
+      it.each([
+        ['100,000 nested arrays', CHAT, `{"model":"m","messages":[{"role":"user","content":"x"}],"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}`, {}, 'json_too_deep', null],
+        ['objects one level past the limit', COMPLETIONS, `{"model":"m","prompt":"x","x":${'{"a":'.repeat(16)}1${'}'.repeat(16)}}`, {}, 'json_too_deep', null],
+        ['max_tokens 1e9 (strict)', CHAT, chatBody({ max_tokens: 1e9 }), { strictRequests: true }, 'invalid_value', 'max_tokens'],
+        ['role "wizard" (strict)', CHAT, JSON.stringify({ model: 'm', messages: [{ role: 'wizard', content: 'x' }] }), { strictRequests: true }, 'invalid_value', 'messages[0].role'],
+        ['temperature "hot" (strict)', CHAT, chatBody({ temperature: 'hot' }), { strictRequests: true }, 'invalid_type', 'temperature'],
+        ['top_p 1.5 (strict)', COMPLETIONS, completionBody({ top_p: 1.5 }), { strictRequests: true }, 'invalid_value', 'top_p'],
+      ] as const)('%s: 400 %s, never sent upstream', async (caseName, path, body, limits, code, param) => {
+        // The Fastify plugin hands bodies to `router.dispatch` itself, whose parser applies the default
+        // depth (128) but not the configured limits or strict mode until the router passes `limits` to it.
+        if (!CONFIGURED_BODY_CHECKS(name) && !caseName.startsWith('100,000')) return;
+        let requests = 0;
+        const up = await backend((_req, res) => {
+          requests++;
+          res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+        });
+        const { router, edge } = await serve([{ id: 'b1', baseURL: up.baseURL }], { limits: { maxJsonDepth: 16, ...limits } });
+        const error = await expectError(await edge.send(post(path, body)), 400, code, 'invalid_request_error');
+        expect(error.param).toBe(param);
+        expect(requests).toBe(0);
+        expect(router.inFlight).toBe(0);
+        expect(await metricsOf(router)).toMatch(/^freesh_requests_total\{outcome="rejected-invalid",backend="none"\} 1$/m);
+      });
+
+      it.skipIf(!CONFIGURED_BODY_CHECKS(name))('strict mode passes a valid body with unknown fields through untouched; default mode passes what strict refuses', async () => {
+        const up = await backend((_req, res, body) => res.writeHead(200, { 'content-type': 'application/json' }).end(body));
+        const strict = await serve([{ id: 'b1', baseURL: up.baseURL }], { limits: { strictRequests: true } });
+        const valid = chatBody({ temperature: 0.7, top_p: 1, n: 1, max_tokens: 16, stop: ['\n'], top_k: 40, guided_json: { type: 'object' }, stream: false });
+        const res = await strict.edge.send(post(CHAT, valid));
+        expect(res.status).toBe(200);
+        expect(await res.text()).toBe(valid);
+        const lax = await serve([{ id: 'b2', baseURL: up.baseURL }]);
+        const wizard = JSON.stringify({ model: 'm', messages: [{ role: 'wizard', content: 'x' }], temperature: 7 });
+        expect((await lax.edge.send(post(CHAT, wizard))).status).toBe(200);
       });
 
       it('names the offending header or field in `param`', async () => {
