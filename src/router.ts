@@ -329,6 +329,8 @@ export class Router {
       defaultTenant: this.config.defaults.tenant,
       defaultSloClass: this.config.defaults.sloClass,
       header: call.header,
+      maxJsonDepth: this.config.limits.maxJsonDepth,
+      strict: this.config.limits.strictRequests ? { maxOutputTokens: this.config.limits.maxOutputTokens } : undefined,
     });
     if (!(request.sloClass in this.config.sloClasses)) {
       throw invalidRequest(

@@ -2,7 +2,6 @@ import type { Readable } from 'node:stream';
 import { CancelToken } from '../cancel.js';
 import { type FreeshError, routeNotFound, toFreeshError } from '../errors.js';
 import type { Router } from '../router.js';
-import { checkBody } from '../request/validate.js';
 import { errorHeaders, info, match, readLimited, sseErrorEvent } from './routes.js';
 
 export interface FetchHandlerOptions {
@@ -20,8 +19,7 @@ export type FetchHandler = (request: Request) => Promise<Response>;
  */
 export function createFetchHandler(router: Router, options: FetchHandlerOptions = {}): FetchHandler {
   const base = (options.basePath ?? '').replace(/\/+$/, '');
-  const limits = router.config.limits;
-  const bodyLimit = limits.bodyLimitBytes;
+  const bodyLimit = router.config.limits.bodyLimitBytes;
 
   return async function freeshFetchHandler(request) {
     let path = new URL(request.url).pathname;
@@ -38,12 +36,6 @@ export function createFetchHandler(router: Router, options: FetchHandlerOptions 
       }
       const length = request.headers.get('content-length');
       const body = await readLimited(request.body ? chunksOf(request.body) : [], length === null ? undefined : Number(length), bodyLimit);
-      try {
-        checkBody(route.endpoint, body, limits);
-      } catch (err) {
-        router.metrics.count('rejected-invalid');
-        throw err;
-      }
       const gone = clientGone(request.signal);
       const routed = await router.dispatch({
         endpoint: route.endpoint,

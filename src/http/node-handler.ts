@@ -4,7 +4,6 @@ import { CancelToken } from '../cancel.js';
 import { bodyTooLarge, type FreeshError, invalidRequest, routeNotFound, toFreeshError } from '../errors.js';
 import type { Router, RouterCall } from '../router.js';
 import type { Endpoint } from '../types.js';
-import { type BodyLimits, checkBody } from '../request/validate.js';
 import { answeredBeforeBody, bodyEnded } from './client-error.js';
 import { errorHeaders, info, match, sseErrorEvent } from './routes.js';
 
@@ -30,8 +29,7 @@ export type NodeHandler = (req: IncomingMessage, res: ServerResponse, next?: (er
  */
 export function createNodeHandler(router: Router, options: NodeHandlerOptions = {}): NodeHandler {
   const base = (options.basePath ?? '').replace(/\/+$/, '');
-  const limits = router.config.limits;
-  const bodyLimit = limits.bodyLimitBytes;
+  const bodyLimit = router.config.limits.bodyLimitBytes;
 
   return function freeshNodeHandler(req, res, next) {
     const url = req.url ?? '/';
@@ -46,7 +44,7 @@ export function createNodeHandler(router: Router, options: NodeHandlerOptions = 
       if (next && route.code === 'route_not_found') return next();
       return refuse(req, res, route);
     }
-    if (route.kind === 'completion') return void proxyCompletion(router, route.endpoint, bodyLimit, limits, req, res);
+    if (route.kind === 'completion') return void proxyCompletion(router, route.endpoint, bodyLimit, req, res);
     info(router, route.kind).then(
       (answer) => {
         res.writeHead(answer.status, answer.headers);
@@ -57,7 +55,7 @@ export function createNodeHandler(router: Router, options: NodeHandlerOptions = 
   };
 }
 
-async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: number, limits: BodyLimits, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: number, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const abort = new CancelToken();
   // One 'close' listener for the whole exchange, and `on` rather than `once` for events that fire at
   // most once: each `once` wraps its listener (about 150 B a listener, a dozen a request counted
@@ -74,12 +72,6 @@ async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: nu
   } catch (err) {
     // Answered while the client may still be uploading; the rest is drained so it reads the 413.
     return refuse(req, res, toFreeshError(err));
-  }
-  try {
-    checkBody(endpoint, body, limits);
-  } catch (err) {
-    router.metrics.count('rejected-invalid');
-    return sendError(res, toFreeshError(err));
   }
   const call: RouterCall = {
     endpoint,

@@ -5,13 +5,6 @@ import type { Endpoint } from '../types.js';
 /** Nesting accepted when no limit is configured (`limits.maxJsonDepth`'s default). */
 export const DEFAULT_MAX_JSON_DEPTH = 128;
 
-/** What the edge checks in a body before the router sees it (the `limits` fields of the same names). */
-export interface BodyLimits {
-  readonly maxJsonDepth: number;
-  readonly strictRequests: boolean;
-  readonly maxOutputTokens: number;
-}
-
 /**
  * True when the JSON text nests arrays and objects deeper than `limit`. A scan of the bytes, before
  * any parse, in one pass and constant memory: brackets inside strings (escapes included) do not
@@ -136,21 +129,4 @@ function strictError(issue: z.core.$ZodIssue, prefix: readonly PropertyKey[] = [
   const where = param ? `\`${param}\`` : 'the body';
   const typeError = issue.code === 'invalid_type' || issue.code === 'invalid_union';
   return invalidRequest(`Invalid ${where}: ${issue.message}`, param || undefined, typeError ? 'invalid_type' : 'invalid_value');
-}
-
-/**
- * The edge's checks of a body before it is routed: its nesting depth always, the strict schema when
- * `strictRequests` is on. A body that is not JSON is left to the parser, which names the problem.
- */
-export function checkBody(endpoint: Endpoint, bytes: Uint8Array, limits: BodyLimits): void {
-  checkDepth(bytes, limits.maxJsonDepth);
-  if (!limits.strictRequests) return;
-  let body: unknown;
-  try {
-    body = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
-  } catch {
-    return;
-  }
-  if (body === null || typeof body !== 'object' || Array.isArray(body)) return;
-  checkStrict(endpoint, body, limits.maxOutputTokens);
 }
