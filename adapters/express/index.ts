@@ -4,6 +4,7 @@
  * (`createNodeHandler`, and `parse` / `decide` / `admit` for the decide-only mode): no routing here.
  */
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
+import { readBody } from '../../src/http/node-handler.js';
 import { errorHeaders } from '../../src/http/routes.js';
 import { type Admission, createNodeHandler, type Endpoint, FreeshError, type Router } from '../../src/index.js';
 
@@ -134,41 +135,6 @@ function decider(router: Router): Decide {
     next();
   };
 }
-
-/** The body as bytes: the one a parser already read (re-serialised if it was parsed JSON), or read here up to `limit`. */
-async function readBody(req: Request, limit: number): Promise<Uint8Array> {
-  const parsed = (req as { body?: unknown }).body;
-  let bytes: Uint8Array;
-  if (parsed !== undefined && req.readableEnded) {
-    bytes = parsed instanceof Uint8Array ? parsed : Buffer.from(typeof parsed === 'string' ? parsed : JSON.stringify(parsed));
-  } else {
-    if (Number(req.headers['content-length']) > limit) throw tooLarge(limit);
-    // Listeners rather than async iteration: leaving an iterator destroys the request, and with it the
-    // socket the 413 goes out on.
-    bytes = await new Promise<Uint8Array>((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > limit) {
-          req.removeAllListeners('data');
-          req.pause();
-          return reject(tooLarge(limit));
-        }
-        chunks.push(chunk);
-      });
-      req.on('end', () => resolve(Buffer.concat(chunks, size)));
-      req.on('error', (err) =>
-        reject(new FreeshError(`Could not read the request body: ${err.message}`, { code: 'body_read_failed', status: 400, type: 'invalid_request_error' })),
-      );
-    });
-  }
-  if (bytes.byteLength > limit) throw tooLarge(limit);
-  return bytes;
-}
-
-const tooLarge = (limit: number): FreeshError =>
-  new FreeshError(`Request body exceeds the limit of ${limit} bytes`, { code: 'body_too_large', status: 413, type: 'invalid_request_error' });
 
 function pathOf(url: string): string {
   const q = url.indexOf('?');

@@ -111,7 +111,7 @@ async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: nu
 }
 
 /** The body as bytes: one a parser already read, or read here up to the limit. */
-function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+export function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
   const parsed = (req as { body?: unknown }).body;
   if (parsed !== undefined && req.readableEnded) return Promise.resolve(preParsed(parsed, limit));
   const declared = Number(req.headers['content-length']);
