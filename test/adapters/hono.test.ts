@@ -1,3 +1,4 @@
+import { testRouter } from '../helpers/servers.js';
 import type { AddressInfo } from 'node:net';
 import { type ServerType, serve } from '@hono/node-server';
 import { Hono } from 'hono';
@@ -5,8 +6,7 @@ import { HTTPException } from 'hono/http-exception';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type FreeshDecision, type FreeshEnv, freesh } from '../../adapters/hono/index.js';
 import { FreeshError } from '../../src/errors.js';
-import { heuristicPredictor } from '../../src/predict/predictor.js';
-import { createRouter, type Router } from '../../src/router.js';
+import { type Router } from '../../src/router.js';
 import { closeServer } from '../../src/sim/backend-server.js';
 import { FIXED_COMPLETION, startFixedBackend } from '../../src/sim/fixed-backend.js';
 import { chatBody, nextChunk, post, streamPost, until, upstream } from '../helpers/servers.js';
@@ -20,15 +20,7 @@ afterEach(async () => {
 type Spec = { id: string; baseURL: string; maxConcurrency?: number };
 
 function routerFor(backends: Spec[], limits: Record<string, number> = {}): Router {
-  const router = createRouter({
-    sites: [{ id: 'loc1', carbon: { gramsPerKWh: 300 } }],
-    backends: backends.map((b) => ({ site: 'loc1', models: ['m'], ...b })),
-    limits,
-    plan: { enabled: false },
-    predictor: heuristicPredictor(),
-  });
-  cleanup.push(() => router.close());
-  return router;
+  return testRouter(backends, limits, cleanup);
 }
 
 async function listen(app: Hono<FreeshEnv>): Promise<string> {

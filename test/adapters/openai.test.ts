@@ -1,9 +1,9 @@
+import { testRouter } from '../helpers/servers.js';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decisionOf, ROUTED_BASE_URL, routedClientOptions, routedFetch } from '../../adapters/openai/index.js';
-import { heuristicPredictor } from '../../src/predict/predictor.js';
-import { createRouter, type RequestEnd, type Router } from '../../src/router.js';
+import { type RequestEnd, type Router } from '../../src/router.js';
 import { startSimBackend } from '../../src/sim/backend-server.js';
 import { FIXED_COMPLETION } from '../../src/sim/fixed-backend.js';
 import { deadBaseURL, until, upstream } from '../helpers/servers.js';
@@ -18,15 +18,7 @@ type Spec = { id: string; baseURL: string; maxConcurrency?: number };
 const messages = [{ role: 'user' as const, content: 'Say hello' }];
 
 function routerFor(backends: Spec[], limits: Record<string, number> = {}): Router {
-  const router = createRouter({
-    sites: [{ id: 'loc1', carbon: { gramsPerKWh: 300 } }],
-    backends: backends.map((b) => ({ site: 'loc1', models: ['m'], ...b })),
-    limits,
-    plan: { enabled: false },
-    predictor: heuristicPredictor(),
-  });
-  cleanup.push(() => router.close());
-  return router;
+  return testRouter(backends, limits, cleanup);
 }
 
 /** A client with the client's defaults (maxRetries 2), counting the requests it hands the routed fetch. */

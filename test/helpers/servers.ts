@@ -3,7 +3,8 @@ import type { AddressInfo } from 'node:net';
 import type { FileConfigInput } from '../../src/config/schema.js';
 import { closeServer } from '../../src/sim/backend-server.js';
 import { type RunningProxy, startProxy } from '../../src/proxy/standalone.js';
-import type { RouterOptions } from '../../src/router.js';
+import { createRouter, type Router, type RouterOptions } from '../../src/router.js';
+import { heuristicPredictor } from '../../src/predict/predictor.js';
 
 export interface Upstream {
   readonly baseURL: string;
@@ -80,4 +81,17 @@ export async function until(check: () => boolean | Promise<boolean>, timeoutMs =
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** A one-site router over the given backends of model `m`, no planner, the heuristic predictor; closed by `cleanups`. */
+export function testRouter(backends: { id: string; baseURL: string; maxConcurrency?: number }[], limits: Record<string, number>, cleanups: (() => unknown)[]): Router {
+  const router = createRouter({
+    sites: [{ id: 'loc1', carbon: { gramsPerKWh: 300 } }],
+    backends: backends.map((b) => ({ site: 'loc1', models: ['m'], ...b })),
+    limits,
+    plan: { enabled: false },
+    predictor: heuristicPredictor(),
+  });
+  cleanups.push(() => router.close());
+  return router;
 }
