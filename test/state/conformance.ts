@@ -203,6 +203,25 @@ export function describeStateStore(name: string, make: () => Promise<StoreHarnes
       });
     });
 
+    describe('leases on other resources', () => {
+      it('caps any id like a backend, apart from the backends (the gateway caps keys and tenants this way)', async () => {
+        const held = await store.tryAcquire('limit:key:alice', 1, 1_000);
+        expect(held).toBeDefined();
+        expect(await store.tryAcquire('limit:key:alice', 1, 1_000)).toBeUndefined();
+        expect(await store.tryAcquire('limit:tenant:acme', 1, 1_000)).toBeDefined();
+        expect(await inFlight('b')).toBe(0);
+        await store.release(held!);
+        expect(await store.tryAcquire('limit:key:alice', 1, 1_000)).toBeDefined();
+      });
+
+      it('frees the slot of a holder that stops renewing once its lease expires', async () => {
+        expect(await store.tryAcquire('limit:key:alice', 1, 200)).toBeDefined();
+        expect(await store.tryAcquire('limit:key:alice', 1, 200)).toBeUndefined();
+        await harness.advance(300);
+        expect(await store.tryAcquire('limit:key:alice', 1, 200)).toBeDefined();
+      });
+    });
+
     describe('token buckets', () => {
       // Slow refills (1 per 10 s) keep the real time a test takes out of the levels, but for ±0.1.
       const slow = (key: string, capacity: number, amount: number) => ({ key, capacity, perSecond: 0.1, amount });
