@@ -567,7 +567,8 @@ export class Router {
     try {
       routed = await this.serve(request, call.signal);
     } catch (err) {
-      limiter?.end(request, undefined);
+      // Never served: it produced nothing, and is charged its prompt only.
+      limiter?.end(request, 0);
       throw err;
     }
     return limitHeaders === undefined ? routed : { ...routed, headers: { ...routed.headers, ...limitHeaders } };

@@ -401,7 +401,8 @@ export class RedisStateStore implements QueueingStore {
         const [granted, retryInMs, levels] = (await this.#scripts.freeshTakeTokens(this.#keys.buckets(name), force ? 1 : 0, ...args)) as [number, string, string[]];
         return { granted: granted === 1, levels: levels.map(Number), retryInMs: Number(retryInMs) };
       },
-      (local) => local.takeTokens(name, takes, force),
+      // Each replica on local state takes from its share of every bucket, as it grants its share of slots.
+      (local) => local.takeTokens(name, this.#replicas === 1 ? takes : takes.map((t) => ({ ...t, capacity: t.capacity / this.#replicas, perSecond: t.perSecond / this.#replicas })), force),
     );
   }
 

@@ -184,6 +184,9 @@ describe('admin routes', () => {
     const admin = await metrics(bearer(KEYS.admin));
     expect(admin.status).toBe(200);
     expect(await admin.text()).toContain('freesh_');
+    // Refusals are counted under their own outcome.
+    await chat(url, bearer('fsk-guessed-key'));
+    expect(await (await metrics(bearer(KEYS.admin))).text()).toMatch(/outcome="rejected-auth",backend="none"} 1\b/);
 
     expect((await fetch(`${url}/v1/models`)).status).toBe(401);
     expect((await fetch(`${url}/v1/models`, { headers: bearer(KEYS.alice) })).status).toBe(200);
