@@ -295,13 +295,16 @@ describe('rate limits', () => {
     await until(async () => (await chat(url, bearer(KEYS.alice))).status === 200);
   });
 
-  it('frees the slot of a request the backend fails, and never shows the backend key, even when the backend echoes it', async () => {
-    const { url } = await start({ keys: [{ id: 'alice', sha256: hashKey(KEYS.alice), tenant: 'acme', models: ['m', 'fail'], limits: { maxConcurrent: 1 } }] });
-    const failed = await chat(url, bearer(KEYS.alice), { model: 'fail' });
+  it('frees the slot and the output tokens of a request the backend fails, and never shows the backend key, even when the backend echoes it', async () => {
+    const { url } = await start({ keys: [{ id: 'alice', sha256: hashKey(KEYS.alice), tenant: 'acme', models: ['m', 'fail'], limits: { maxConcurrent: 1, tokensPerMinute: 1_000 } }] });
+    const failed = await chat(url, bearer(KEYS.alice), { model: 'fail', max_tokens: 900 });
     expect(failed.status).toBe(502);
+    // Never served: its 900 reserved output tokens came back, and its slot is free.
+    const next = await chat(url, bearer(KEYS.alice), { max_tokens: 900 });
+    expect(next.status).toBe(200);
     expect(failed.text).toContain('[redacted]');
     expect(failed.text + allHeaders(failed.headers)).not.toContain(BACKEND_KEY);
-    const streamed = await post(`${url}/v1/chat/completions`, chatBody({ stream: true }), bearer(KEYS.alice));
+    const streamed = await post(`${url}/v1/chat/completions`, chatBody({ stream: true, max_tokens: 10 }), bearer(KEYS.alice));
     expect(streamed.status).toBe(200);
     expect(streamed.text + allHeaders(streamed.headers)).not.toContain(BACKEND_KEY);
   });
