@@ -26,27 +26,26 @@ export function presentedKey(header: (name: string) => string | undefined): stri
 }
 
 /**
- * Keys by their hashes. A presented key is hashed, then compared with every configured hash in
- * constant time and without stopping at a match, so neither the compare nor the number of compares
- * tells an attacker how close a guess came (about 0.1 µs per configured key).
+ * Keys by their hashes. A presented key is hashed first, so whatever the lookup's timing reveals is
+ * about the hash of the attacker's own guess, which says nothing about a stored key (finding a key
+ * whose hash shares a stored hash's prefix takes a preimage search); the match is then confirmed in
+ * constant time. One lookup costs a sha256 and a map probe, however many keys are configured
+ * (a linear constant-time scan cost 0.2 ms a request with 1,000 keys).
  */
 export class KeyRing<T> {
-  readonly #entries: readonly { readonly digest: Buffer; readonly value: T }[];
+  readonly #byHash: ReadonlyMap<string, { readonly digest: Buffer; readonly value: T }>;
 
   constructor(entries: readonly (readonly [sha256Hex: string, value: T])[]) {
-    this.#entries = entries.map(([sha256, value]) => ({ digest: Buffer.from(sha256, 'hex'), value }));
+    this.#byHash = new Map(entries.map(([sha256, value]) => [sha256, { digest: Buffer.from(sha256, 'hex'), value }]));
   }
 
   get size(): number {
-    return this.#entries.length;
+    return this.#byHash.size;
   }
 
   find(key: string): T | undefined {
     const digest = createHash('sha256').update(key, 'utf8').digest();
-    let found: T | undefined;
-    for (const entry of this.#entries) {
-      if (timingSafeEqual(digest, entry.digest)) found = entry.value;
-    }
-    return found;
+    const entry = this.#byHash.get(digest.toString('hex'));
+    return entry !== undefined && timingSafeEqual(digest, entry.digest) ? entry.value : undefined;
   }
 }
