@@ -170,7 +170,11 @@ export const planSchema = z.strictObject({
 });
 
 /** A key as the config holds it: its sha256, never the key itself (`freesh key` mints one and prints both). */
-const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'must be the sha256 of the key as 64 lower-case hex digits (`freesh key` prints it)');
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+const sha256Hex = z.string().check((ctx) => {
+  // A key pasted here by mistake must not end up in the error, and so in a log.
+  if (!SHA256_HEX.test(ctx.value)) ctx.issues.push({ code: 'custom', message: 'must be the sha256 of the key as 64 lower-case hex digits (`freesh key` prints it)', input: '(not shown)' });
+});
 
 /** Limits of an API key or a tenant; each is shared by every replica through the state store. */
 export const rateLimitsSchema = z.strictObject({
