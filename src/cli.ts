@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { mintKey } from './auth/keys.js';
 import { ConfigError } from './config/schema.js';
 import type { Plan } from './plan/plan.js';
 import { planChannel } from './plan/pool-planner.js';
@@ -17,6 +18,9 @@ const COMMANDS = {
                 [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
   Replay a trace (Azure CSV format) through every policy on the fleet in FILE (default: the FREESH
   fleet) and write reports.`,
+  key: `Usage: freesh key
+  Mint a gateway API key: prints the key (give it to the client; it is stored nowhere) and its
+  sha256 (put it in the config's auth.keys[].sha256, or auth.adminKeys for an admin key).`,
   help: `Usage: freesh help [COMMAND]
   Print the commands, or one command's options.`,
 } as const;
@@ -32,6 +36,7 @@ Usage:
                   [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
                                  replay a trace (Azure CSV format) through every policy on the
                                  fleet in FILE (default: the FREESH fleet) and write reports
+  freesh key                     mint a gateway API key and print it with its sha256 for the config
   freesh help [COMMAND]          this text, or a command's options (also: freesh COMMAND --help)`;
 
 async function main(argv: string[]): Promise<number> {
@@ -96,6 +101,12 @@ async function main(argv: string[]): Promise<number> {
     const codes = await Promise.all(proxies.map((p) => untilSignal(p)));
     await fleet.close();
     return Math.max(...codes);
+  }
+
+  if (command === 'key') {
+    const { key, sha256 } = mintKey();
+    console.log(`key:    ${key}\nsha256: ${sha256}`);
+    return 0;
   }
 
   if (command === 'simulate') {
