@@ -21,6 +21,7 @@ import {
 import { createFetchHandler, type FetchHandler } from './http/fetch-handler.js';
 import { type Outcome, outcomeOf, RouterMetrics } from './metrics/metrics.js';
 import { fleetOf, resolvePolicy } from './pipeline/fleet.js';
+import { DashboardCollector } from './dashboard/collector.js';
 import { type FleetHealth, HealthCheck } from './pipeline/health.js';
 import { FairShareAccounting, LatencyCalibrator, PlannerFeed, PowerStates, PrefillTracker, PredictorFeedback } from './pipeline/bookkeepers.js';
 import { type CompletionEvent, Lifecycle, type LifecyclePlugin, type Placement } from './pipeline/lifecycle.js';
@@ -146,6 +147,8 @@ export class Router {
   readonly sites: readonly Site[];
   readonly policy: Policy;
   readonly metrics: RouterMetrics;
+  /** What the operator dashboard shows, when `dashboard.enabled`. */
+  readonly dashboard: DashboardCollector | undefined;
   readonly #clock: Clock;
   readonly #transport: Transport;
   readonly #health: HealthCheck;
@@ -215,6 +218,19 @@ export class Router {
       planStatus: planning ? () => this.#planner?.plan.status : undefined,
       storeDegraded: 'degraded' in this.#store ? () => this.#store.degraded === true : undefined,
     });
+    this.dashboard = config.dashboard.enabled
+      ? new DashboardCollector({
+          config,
+          clock: this.#clock,
+          sites: this.sites,
+          backends: this.backends,
+          carbon: this.#carbon,
+          queues: () => this.#slots.samples(),
+          healthy: (id, nowMs) => this.#view.get(id, nowMs).healthy,
+          plan: () => this.#planner?.plan,
+          registry: this.metrics.registry,
+        })
+      : undefined;
     this.#lifecycle = new Lifecycle(
       [
         prefill,
@@ -225,6 +241,7 @@ export class Router {
         ...(power ? [power] : []),
         ...(this.policy.plugins ?? []),
         ...(plugins ?? []),
+        ...(this.dashboard ? [this.dashboard] : []),
       ],
       (plugin) => this.metrics.pluginErrors.labels(`lifecycle:${plugin}`).inc(),
     );
@@ -423,6 +440,7 @@ export class Router {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.dashboard?.close();
     this.#view.stop();
     this.#stopSharingFairShare?.();
     this.#slots.close(noBackend('*', 'the router is shutting down'));

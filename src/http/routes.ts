@@ -1,4 +1,5 @@
 import { bodyTooLarge, type FreeshError, invalidRequest, methodNotAllowed, routeNotFound, upstreamDropped } from '../errors.js';
+import { type DashboardRouteKind, dashboardInfo } from '../dashboard/http.js';
 import type { Router } from '../router.js';
 import type { Endpoint } from '../types.js';
 
@@ -8,7 +9,9 @@ import type { Endpoint } from '../types.js';
  */
 export type Route =
   | { readonly kind: 'completion'; readonly endpoint: Endpoint }
-  | { readonly kind: 'models' | 'healthz' | 'metrics' };
+  | { readonly kind: 'models' | 'healthz' | 'metrics' }
+  /** Operator routes (`admin: true`): protection for admin endpoints applies to them. */
+  | { readonly kind: DashboardRouteKind; readonly admin: true };
 
 const ROUTES: Readonly<Record<string, Route>> = {
   '/v1/chat/completions': { kind: 'completion', endpoint: 'chat.completions' },
@@ -16,6 +19,9 @@ const ROUTES: Readonly<Record<string, Route>> = {
   '/v1/models': { kind: 'models' },
   '/healthz': { kind: 'healthz' },
   '/metrics': { kind: 'metrics' },
+  '/dashboard': { kind: 'dashboard', admin: true },
+  '/dashboard/api/state': { kind: 'dashboard-state', admin: true },
+  '/dashboard/chart.js': { kind: 'dashboard-chart', admin: true },
 };
 
 /**
@@ -28,6 +34,8 @@ export function match(method: string, path: string): Route | FreeshError {
   if (route.kind === 'completion') return method === 'POST' ? route : methodNotAllowed(method, path, 'POST');
   return method === 'GET' || method === 'HEAD' ? route : methodNotAllowed(method, path, 'GET');
 }
+
+const DASHBOARD_PATHS: Readonly<Record<DashboardRouteKind, string>> = { dashboard: '/dashboard', 'dashboard-state': '/dashboard/api/state', 'dashboard-chart': '/dashboard/chart.js' };
 
 /** True for paths the edge serves (an adapter hands the others to the app). */
 export function serves(path: string): boolean {
@@ -42,9 +50,10 @@ export interface InfoResponse {
   readonly body: string;
 }
 
-/** Answers `/v1/models`, `/healthz` (503 when no backend is usable) and `/metrics`. */
-export async function info(router: Router, kind: 'models' | 'healthz' | 'metrics'): Promise<InfoResponse> {
+/** Answers `/v1/models`, `/healthz` (503 when no backend is usable), `/metrics` and the dashboard's routes. */
+export async function info(router: Router, kind: Exclude<Route['kind'], 'completion'>): Promise<InfoResponse> {
   if (kind === 'models') return json(200, router.modelList());
+  if (kind === 'dashboard' || kind === 'dashboard-state' || kind === 'dashboard-chart') return dashboardInfo(router, kind, DASHBOARD_PATHS[kind]);
   if (kind === 'healthz') {
     const { usable, total, stateDegraded } = await router.checkHealth();
     const status = usable === 0 ? 'unavailable' : usable < total || stateDegraded ? 'degraded' : 'ok';
