@@ -124,8 +124,8 @@ const CLIENT = `
     setText('fleet-carbon', fmt(f.carbonG, 3));
     setText('fleet-jpt', fmt(f.joulesPerOutputToken, 2));
     setText('fleet-gpr', fmt(f.gramsPerRequest, 4));
-    setText('fleet-saving', f.baseline.savedCarbonFraction === null ? '–' : pct(f.baseline.savedCarbonFraction) + ' (' + fmt(f.baseline.savedCarbonG, 3) + ' g)');
-    setText('fleet-saving-label', 'carbon saved vs ' + f.baseline.policy + ' · energy ' + pct(f.baseline.savedEnergyFraction));
+    setText('fleet-saving', pct(f.baseline.savedCarbonFraction));
+    setText('fleet-saving-label', 'carbon saved vs ' + f.baseline.policy + ' (' + fmt(f.baseline.savedCarbonG, 3) + ' g; energy ' + pct(f.baseline.savedEnergyFraction) + ')');
     setText('fleet-served', f.served);
     setText('method', 'Saving: ' + f.baseline.method);
 
