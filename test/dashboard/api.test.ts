@@ -1,5 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { DashboardState } from '../../src/dashboard/state.js';
+import { createNodeHandler } from '../../src/http/node-handler.js';
+import { closeServer } from '../../src/sim/backend-server.js';
 import type { RunningProxy } from '../../src/proxy/standalone.js';
 import { type SimBackend, startSimBackend } from '../../src/sim/backend-server.js';
 import { chatBody, post, proxyFor, until, upstream } from '../helpers/servers.js';
@@ -178,6 +182,23 @@ describe('the dashboard JSON endpoint, over a real proxy and simulated backends'
     expect(Object.keys(picked.scores!).length).toBeGreaterThan(0);
     for (const c of d.candidates) if (!c.droppedBy) expect(c.score!).toBeLessThanOrEqual(picked.score!);
     expect(Object.keys(d.pluginUs).some((k) => k.startsWith('scorer:'))).toBe(true);
+  });
+
+  it('mounts under a path from the library, where the page finds its data and chart.js by relative URLs', async () => {
+    const server = createServer(createNodeHandler(proxy.router, { basePath: '/ops' }));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const pageURL = `${base}/ops/dashboard`;
+      const html = await (await fetch(pageURL)).text();
+      expect(html).toContain("fetch('dashboard/api/state'");
+      const stateURL = new URL('dashboard/api/state', pageURL).href;
+      expect(stateURL).toBe(`${base}/ops/dashboard/api/state`);
+      expect(((await (await fetch(stateURL)).json()) as DashboardState).fleet.served).toBe(14);
+      expect((await fetch(new URL('dashboard/chart.js', pageURL))).status).toBe(200);
+    } finally {
+      await closeServer(server);
+    }
   });
 
   it('answers the same through the fetch handler, and HEAD without a body', async () => {
