@@ -225,7 +225,7 @@ export class Router {
           sites: this.sites,
           backends: this.backends,
           carbon: this.#carbon,
-          queues: () => this.#slots.samples(),
+          load: (id, nowMs) => ({ inFlight: this.#view.get(id, nowMs).inFlight, queued: this.#slots.queue(id).waiting }),
           healthy: (id, nowMs) => this.#view.get(id, nowMs).healthy,
           plan: () => this.#planner?.plan,
           registry: this.metrics.registry,

@@ -4,7 +4,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { CarbonSignal } from '../carbon/signal.js';
 import { type Clock, seededRng, type Timer } from '../clock.js';
 import type { RouterConfig } from '../config/schema.js';
-import type { Outcome, QueueSample } from '../metrics/metrics.js';
+import type { Outcome } from '../metrics/metrics.js';
 import type { CompletionEvent, LifecyclePlugin, RequestEvent, SendEvent } from '../pipeline/lifecycle.js';
 import type { Plan } from '../plan/plan.js';
 import { ttftTargetMs } from '../request/slo.js';
@@ -30,8 +30,11 @@ export interface DashboardSources {
   readonly sites: readonly Site[];
   readonly backends: readonly Backend[];
   readonly carbon: CarbonSignal;
-  /** Per backend: leases held and requests waiting here. */
-  readonly queues: () => Iterable<readonly [string, QueueSample]>;
+  /**
+   * A backend's load as the cluster view has it: requests holding a lease across every replica
+   * sharing the store, and requests waiting in its queue (the shared queue's count with a shared store).
+   */
+  readonly load: (backendId: string, nowMs: number) => { readonly inFlight: number; readonly queued: number };
   readonly healthy: (backendId: string, nowMs: number) => boolean;
   readonly plan: () => Plan | undefined;
   /** Where the dashboard's metrics go (the router's registry), so `/metrics` has every number it shows. */
@@ -245,7 +248,6 @@ export class DashboardCollector implements LifecyclePlugin {
   state(): DashboardState {
     const nowMs = this.#s.clock.now();
     const plan = this.#s.plan();
-    const queues = new Map(this.#s.queues());
     const fleet = this.#fleet;
     const recent = new Map<string, number>();
     for (const site of this.#recentSites.toArray()) recent.set(site, (recent.get(site) ?? 0) + 1);
@@ -268,7 +270,7 @@ export class DashboardCollector implements LifecyclePlugin {
     });
     const backends: BackendRow[] = [...this.#backends.values()].map((stats) => {
       const id = stats.backend.id;
-      const queue = queues.get(id);
+      const load = this.#s.load(id, nowMs);
       const ttft = stats.ttftMs.toArray();
       const tbt = stats.tbtMs.toArray();
       return {
@@ -277,8 +279,8 @@ export class DashboardCollector implements LifecyclePlugin {
         healthy: this.#s.healthy(id, nowMs),
         planned: plan ? plan.active.has(id) : null,
         clockFraction: plan ? (plan.clockFraction.get(id) ?? null) : null,
-        inFlight: queue?.active ?? 0,
-        queued: queue?.waiting ?? 0,
+        inFlight: load.inFlight,
+        queued: load.queued,
         leastLaxityMs: this.#leastLaxity(stats, nowMs),
         ttftMs: ttft.length > 0 ? { p50: quantile(ttft, 0.5)!, p90: quantile(ttft, 0.9)!, samples: ttft.length } : null,
         tbtMs: tbt.length > 0 ? { p50: quantile(tbt, 0.5)!, p90: quantile(tbt, 0.9)!, samples: tbt.length } : null,
@@ -453,6 +455,12 @@ export class DashboardCollector implements LifecyclePlugin {
     });
     gauge('freesh_site_active_instances', 'Instances the pool plan in force runs at each site (all of them without a planner)', ['site'], (g, s) => {
       for (const site of s.sites) g.set({ site: site.id }, site.activeInstances);
+    });
+    gauge('freesh_cluster_in_flight_requests', 'Requests holding a slot on each backend across every replica sharing the state store', ['backend'], (g, s) => {
+      for (const b of s.backends) g.set({ backend: b.id }, b.inFlight);
+    });
+    gauge('freesh_cluster_queue_length', "Requests waiting for each backend (with a shared store: in its shared queue, as last counted)", ['backend'], (g, s) => {
+      for (const b of s.backends) g.set({ backend: b.id }, b.queued);
     });
     gauge('freesh_backend_healthy', '1 when the router may send work to the backend now, else 0', ['backend'], (g, s) => {
       for (const b of s.backends) g.set({ backend: b.id }, b.healthy ? 1 : 0);

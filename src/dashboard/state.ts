@@ -3,7 +3,9 @@ import type { CandidateTrace, PluginError } from '../schedule/orchestrator.js';
 
 /**
  * The JSON at `GET /dashboard/api/state` (version 1): what the dashboard draws, for Grafana's JSON
- * data sources or scripts too. Times are ages in seconds (never clock readings: each replica's
+ * data sources or scripts too. With replicas sharing a Redis store, backend load, health and the
+ * plan are the fleet's (read through the store); totals, decisions, latencies, SLO and tenant
+ * figures are this replica's. Times are ages in seconds (never clock readings: each replica's
  * clock has its own origin). Energy and carbon are the cost model's estimates at dispatch, the
  * figures `/metrics` counts; null where there is nothing to divide by yet.
  */
@@ -58,9 +60,9 @@ export interface BackendRow {
   /** In the plan in force; null without a planner. */
   readonly planned: boolean | null;
   readonly clockFraction: number | null;
-  /** Requests holding a slot here (this router). */
+  /** Requests holding a slot here, across every replica sharing the state store. */
   readonly inFlight: number;
-  /** Requests waiting in its admission queue. */
+  /** Requests waiting in its admission queue (with a shared store: its shared queue, across replicas). */
   readonly queued: number;
   /** Latest start minus now of the most urgent waiting request (ms; negative: late); null when none waits. */
   readonly leastLaxityMs: number | null;

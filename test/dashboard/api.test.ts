@@ -256,6 +256,8 @@ describe('the dashboard queue view', () => {
       expect(row.leastLaxityMs! - later).toBeLessThan(5_000);
       const metrics = await (await fetch(`${proxy.url}/metrics`)).text();
       expect(metricSum(metrics, 'freesh_queue_least_laxity_seconds', /backend="only"/)).toBeGreaterThan(0);
+      expect(metricSum(metrics, 'freesh_cluster_in_flight_requests', /backend="only"/)).toBe(1);
+      expect(metricSum(metrics, 'freesh_cluster_queue_length', /backend="only"/)).toBe(2);
       for (let i = 0; i < 3; i++) {
         await until(() => held.length > i);
         held[i]!();

@@ -53,7 +53,7 @@ describe('DashboardCollector', () => {
       backends,
       // A grid that gets dirtier by 1 g/kWh a second at a, and stays at 500 at b.
       carbon: { gramsPerKWh: (site, nowMs) => (site === 'a' ? 100 + nowMs / 1_000 : 500) },
-      queues: () => [['x', { active: 2, waiting: 1 }]],
+      load: (id) => (id === 'x' ? { inFlight: 2, queued: 1 } : { inFlight: 0, queued: 0 }),
       healthy: () => false,
       plan: () => undefined,
       registry,
