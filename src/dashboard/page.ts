@@ -97,6 +97,7 @@ const CLIENT = `
   function el(tag, text, cls) { var e = document.createElement(tag); if (text !== undefined && text !== null) e.textContent = String(text); if (cls) e.className = cls; return e; }
   function fmt(v, digits) { return v === null || v === undefined ? '–' : Number(v).toFixed(digits === undefined ? 1 : digits); }
   function pct(v) { return v === null || v === undefined ? '–' : (v * 100).toFixed(1) + '%'; }
+  function ago(s) { return s < 120 ? '-' + Math.round(s) + ' s' : s < 7200 ? '-' + Math.round(s / 60) + ' min' : '-' + (s / 3600).toFixed(1) + ' h'; }
   function setText(id, text) { document.getElementById(id).textContent = text; }
   function row(tbody, cells) { var tr = el('tr'); cells.forEach(function (c) { var td = el('td'); if (c instanceof Node) td.appendChild(c); else td.textContent = c; tr.appendChild(td); }); tbody.appendChild(tr); }
 
@@ -131,7 +132,7 @@ const CLIENT = `
 
     var sites = s.sites.map(function (x) { return x.id; });
     var longest = s.sites.reduce(function (a, x) { return x.carbonHistory.length > a.carbonHistory.length ? x : a; }, s.sites[0]);
-    update('chart-carbon', 'line', longest ? longest.carbonHistory.map(function (p) { return '-' + fmt(p.ageS / 60, 0) + ' min'; }) : [],
+    update('chart-carbon', 'line', longest ? longest.carbonHistory.map(function (p) { return ago(p.ageS); }) : [],
       s.sites.map(function (x, i) { return { label: x.id + ' (' + x.region + ')', data: x.carbonHistory.map(function (p) { return p.gramsPerKWh; }), borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length], pointRadius: 2 }; }),
       { scales: { y: { beginAtZero: true } } });
     update('chart-share', 'doughnut', sites, [{ data: s.sites.map(function (x) { return x.recentShare === null ? 0 : x.recentShare * 100; }), backgroundColor: sites.map(function (_, i) { return COLORS[i % COLORS.length]; }) }]);
