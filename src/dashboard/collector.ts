@@ -341,7 +341,7 @@ export class DashboardCollector implements LifecyclePlugin {
       decisions: this.#decisions
         .toArray()
         .reverse()
-        .map((row) => ({ ...row, ageS: round((nowMs - row.atMs) / 1000, 1) })),
+        .map(({ atMs, ...row }) => ({ ...row, ageS: round((nowMs - atMs) / 1000, 1) })),
     };
   }
 

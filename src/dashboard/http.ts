@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { dashboardDisabled } from '../errors.js';
 import type { InfoResponse } from '../http/routes.js';
 import type { Router } from '../router.js';
-import { dashboardPage } from './page.js';
+import { CLIENT_SCRIPT_HASH, dashboardPage } from './page.js';
 
 /** The dashboard's routes in the shared route table (see http/routes.ts). */
 export type DashboardRouteKind = 'dashboard' | 'dashboard-state' | 'dashboard-chart';
@@ -12,10 +12,10 @@ export type DashboardRouteKind = 'dashboard' | 'dashboard-state' | 'dashboard-ch
 const NO_CHARTS = 'Charts are off: chart.js is not installed (an optional peer dependency of freesh: npm install chart.js). The tables below still update live.';
 
 /**
- * The page's security policy: scripts only from the proxy (and the page's own), data only from the
- * proxy — no request leaves it, whatever a state value holds.
+ * The page's security policy: scripts only from the proxy and the page's own (by its hash), data
+ * only from the proxy — no request leaves it, and nothing injected into the page would run.
  */
-const CSP = "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const CSP = `default-src 'none'; script-src 'self' '${CLIENT_SCRIPT_HASH}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
 
 let chartBundle: Promise<string | undefined> | undefined;
 

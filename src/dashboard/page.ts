@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * The dashboard page: one HTML document with its script and styles inline, Chart.js loaded from the
  * proxy itself (`dashboard/chart.js`), and its data polled from `dashboard/api/state`. Paths are
@@ -119,6 +121,12 @@ const CLIENT = `
 
   function render(s) {
     api.state = s;
+    if (typeof Chart === 'undefined' && !document.getElementById('no-charts')) {
+      // The bundle was announced but did not load: say so once, the tables still work.
+      var note = el('p', 'Charts are off: chart.js could not be loaded from the proxy. The tables below still update live.', 'missing');
+      note.id = 'no-charts';
+      document.getElementById('fleet').before(note);
+    }
     setText('summary', 'policy ' + s.policy + ' · objective ' + s.objective + ' · up ' + fmt(s.uptimeS / 60, 1) + ' min');
     var f = s.fleet;
     setText('fleet-energy', fmt(f.energyJ / 1000, 2));
@@ -235,3 +243,6 @@ const CLIENT = `
   poll();
 })();
 `;
+
+/** The page script's hash, for a security policy that runs that script and no other inline one. */
+export const CLIENT_SCRIPT_HASH = `sha256-${createHash('sha256').update(CLIENT).digest('base64')}`;

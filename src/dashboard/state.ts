@@ -30,7 +30,7 @@ export interface DashboardState {
   /** The pool plan in force, when a planner runs. */
   readonly plan: PlanRow | null;
   /** The latest routing decisions, newest first. */
-  readonly decisions: readonly (DecisionRow & { readonly ageS: number })[];
+  readonly decisions: readonly (Omit<DecisionRow, 'atMs'> & { readonly ageS: number })[];
 }
 
 export interface SiteRow {
@@ -123,7 +123,7 @@ export interface PlanRow {
 /** One routing decision, without the prompt. */
 export interface DecisionRow {
   readonly requestId: string;
-  /** Router clock (ms); the JSON gives `ageS` instead. */
+  /** Router clock (ms), kept inside the collector: the JSON gives `ageS` instead. */
   readonly atMs: number;
   readonly model: string;
   readonly tenant: string;

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { CLIENT_SCRIPT_HASH, dashboardPage } from '../../src/dashboard/page.js';
 import type { DashboardState } from '../../src/dashboard/state.js';
 import { createNodeHandler } from '../../src/http/node-handler.js';
 import { closeServer } from '../../src/sim/backend-server.js';
@@ -211,6 +213,7 @@ describe('the dashboard JSON endpoint, over a real proxy and simulated backends'
     expect(await head.text()).toBe('');
     const page = await fetch(`${proxy.url}/dashboard`);
     expect(page.headers.get('content-security-policy')).toContain("connect-src 'self'");
+    expect(page.headers.get('content-security-policy')).toContain(`script-src 'self' '${CLIENT_SCRIPT_HASH}'`);
     expect(await page.text()).toContain('<script src="dashboard/chart.js"></script>');
     const chart = await fetch(`${proxy.url}/dashboard/chart.js`);
     expect(chart.status).toBe(200);
@@ -218,6 +221,20 @@ describe('the dashboard JSON endpoint, over a real proxy and simulated backends'
     const post405 = await fetch(`${proxy.url}/dashboard/api/state`, { method: 'POST', body: '{}' });
     expect(post405.status).toBe(405);
     expect(((await post405.json()) as { error: { code: string } }).error.code).toBe('method_not_allowed');
+  });
+});
+
+describe('the dashboard page', () => {
+  it('says why there are no charts when chart.js is not installed, and loads no bundle', () => {
+    const html = dashboardPage({ chartJs: false, missingNote: 'Charts are off: chart.js is not installed' });
+    expect(html).toContain('<p class="missing" id="no-charts">Charts are off: chart.js is not installed</p>');
+    expect(html).not.toContain('dashboard/chart.js"');
+    expect(dashboardPage({ chartJs: true, missingNote: 'x' })).not.toContain('id="no-charts"');
+  });
+
+  it('runs only its own inline script, by hash', async () => {
+    const script = /<script>([\s\S]*)<\/script>/.exec(dashboardPage({ chartJs: true, missingNote: '' }))![1]!;
+    expect(CLIENT_SCRIPT_HASH).toBe(`sha256-${createHash('sha256').update(script).digest('base64')}`);
   });
 });
 

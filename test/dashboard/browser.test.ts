@@ -149,6 +149,24 @@ describe.skipIf(!CHROMIUM)('the dashboard in a real browser (Debian Chromium)', 
     expect(await page.textContent('#decision')).not.toContain('haiku');
   });
 
+  it('without chart.js, says the charts are off and still shows the live figures', async () => {
+    const bare = await browser.newPage();
+    const pageErrors: string[] = [];
+    bare.on('pageerror', (err) => pageErrors.push(err.message));
+    await bare.route('**/*', (route) => (route.request().url().endsWith('/dashboard/chart.js') || !route.request().url().startsWith(proxy.url) ? route.abort() : route.continue()));
+    try {
+      await bare.goto(`${proxy.url}/dashboard`);
+      await bare.waitForSelector('body[data-ready="true"]', { timeout: 15_000 });
+      expect(await bare.textContent('#no-charts')).toMatch(/^Charts are off: chart\.js could not be loaded/);
+      expect(await bare.textContent('#fleet-served')).toBe(String((await json()).fleet.served));
+      expect(await bare.locator('#backends tbody tr').count()).toBe(7);
+      expect(await bare.locator('#decision-candidates tbody tr').count()).toBe(7);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await bare.close();
+    }
+  });
+
   it('follows new traffic live, and keeps a screenshot', async () => {
     await traffic(proxy.url, 6, 24);
     await page.waitForFunction(() => document.getElementById('fleet-served')!.textContent === '30', undefined, { timeout: 10_000 });
