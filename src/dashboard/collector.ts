@@ -5,7 +5,7 @@ import type { CarbonSignal } from '../carbon/signal.js';
 import { type Clock, seededRng, type Timer } from '../clock.js';
 import type { RouterConfig } from '../config/schema.js';
 import type { Outcome } from '../metrics/metrics.js';
-import type { CompletionEvent, LifecyclePlugin, RequestEvent, SendEvent } from '../pipeline/lifecycle.js';
+import type { AbortEvent, CompletionEvent, LifecyclePlugin, RequestEvent, SendEvent } from '../pipeline/lifecycle.js';
 import type { Plan } from '../plan/plan.js';
 import { ttftTargetMs } from '../request/slo.js';
 import { BUILTIN_POLICIES } from '../schedule/builtin.js';
@@ -199,6 +199,13 @@ export class DashboardCollector implements LifecyclePlugin {
 
   admit(event: RequestEvent): void {
     this.#backends.get(event.placement.backend)?.waiting.delete(event.request);
+  }
+
+  /** An attempt that held a slot and was never served (on failover, the attempt before the next placement). */
+  abort(event: AbortEvent): void {
+    this.#backends.get(event.placement.backend)?.waiting.delete(event.request);
+    const row = this.#rows.get(event.request);
+    if (row && row.picked === event.placement.backend.id) row.outcome = event.outcome;
   }
 
   send(event: SendEvent): void {

@@ -7,7 +7,7 @@ import { fleetOf } from '../../src/pipeline/fleet.js';
 import { heuristicPredictor } from '../../src/predict/predictor.js';
 import { createRouter, type Router } from '../../src/router.js';
 import { VirtualClock } from '../../src/sim/virtual-clock.js';
-import { chatBody, type Upstream, upstream } from '../helpers/servers.js';
+import { chatBody, deadBaseURL, type Upstream, upstream } from '../helpers/servers.js';
 
 const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
@@ -124,5 +124,54 @@ describe('the collector of a router', () => {
     expect(sb.decisions).toHaveLength(1);
     expect(sa.slo.find((c) => c.class === 'standard')!.ended).toBe(5);
     expect(sb.slo.find((c) => c.class === 'standard')!.ended).toBe(1);
+  });
+});
+
+describe('the decision inspector', () => {
+  it('shows the filter that dropped a backend, and the failover that placed a request twice', async () => {
+    const live = await upstream((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ id: 'r', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 4, completion_tokens: 1, total_tokens: 5 } }));
+    });
+    cleanups.push(() => live.close());
+    const router = createRouter({
+      sites: [{ id: 's', carbon: { gramsPerKWh: 200 } }],
+      // The dead backend is the larger one: least-loaded and freesh both try it first while it looks healthy.
+      backends: [
+        { id: 'dead', site: 's', baseURL: await deadBaseURL(), models: ['m'], maxConcurrency: 64 },
+        { id: 'live', site: 's', baseURL: live.baseURL, models: ['m'], maxConcurrency: 1 },
+      ],
+      plan: { enabled: false },
+      predictor: heuristicPredictor(),
+      policy: 'least-loaded',
+      dashboard: { enabled: true },
+    });
+    cleanups.push(() => router.close());
+    await router.ready();
+    const ask = async () => {
+      const res = await router.handle(new Request('http://router/v1/chat/completions', { method: 'POST', body: chatBody({ max_tokens: 2 }) }));
+      expect(res.status).toBe(200);
+      await res.text();
+    };
+    await ask();
+    await ask();
+    const s = router.dashboard!.state();
+    const [second, failover, first] = s.decisions;
+    expect(s.decisions).toHaveLength(3);
+    // The first request went to the dead backend, failed to connect, and was placed again without it.
+    expect(first!.picked).toBe('dead');
+    expect(first!.outcome).toBe('upstream-unreachable');
+    expect(failover!.requestId).toBe(first!.requestId);
+    expect(failover!.picked).toBe('live');
+    expect(failover!.candidates.map((c) => c.backend)).toEqual(['live']);
+    expect(failover!.outcome).toBe('completed');
+    // The next one found it out of rotation: the healthy filter dropped it.
+    expect(second!.candidates).toEqual([
+      { backend: 'dead', droppedBy: 'healthy' },
+      expect.objectContaining({ backend: 'live', scores: { load: expect.any(Number) } }),
+    ]);
+    expect(second!.picked).toBe('live');
+    expect(s.backends.find((b) => b.id === 'dead')!.healthy).toBe(false);
+    expect(s.fleet.served).toBe(2);
   });
 });
