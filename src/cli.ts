@@ -91,7 +91,8 @@ async function main(argv: string[]): Promise<number> {
     const proxy = proxies[0]!;
     console.log(`freesh demo: ${fleet.backends.length} simulated instances at 3 sites (loc1 CAISO, loc2 DE, loc3 FR)`);
     if (replicas > 1) console.log(`${replicas} replicas sharing slots, queues and plans in ${values.redis}: ${proxies.map((p) => p.url).join(' ')}`);
-    console.log(`listening on ${proxy.url}  (metrics: ${proxy.url}/metrics)\n`);
+    console.log(`listening on ${proxy.url}  (metrics: ${proxy.url}/metrics)`);
+    console.log(`dashboard: ${proxy.url}/dashboard\n`);
     console.log('Try:');
     console.log(
       `  curl -i ${proxy.url}/v1/chat/completions -H 'content-type: application/json' \\\n` +

@@ -140,6 +140,10 @@ export const modelNotFound = (model: string): FreeshError =>
 export const routeNotFound = (method: string, path: string): FreeshError =>
   new FreeshError(`Unknown route: ${method} ${path}`, { code: 'route_not_found', status: 404, type: 'not_found_error' });
 
+/** A dashboard path while `dashboard.enabled` is off: answered as an unknown route, saying how to turn it on. */
+export const dashboardDisabled = (path: string): FreeshError =>
+  new FreeshError(`Unknown route: ${path} (the dashboard is off; set \`dashboard.enabled\` to serve it)`, { code: 'route_not_found', status: 404, type: 'not_found_error' });
+
 export const methodNotAllowed = (method: string, path: string, allowed: string): FreeshError =>
   new FreeshError(`Method ${method} is not allowed on ${path}; use ${allowed}`, {
     code: 'method_not_allowed',

@@ -38,4 +38,6 @@ export type { Plan, PlanView } from './plan/plan.js';
 export type { RequestType } from './request/request-type.js';
 export type { SloClass } from './request/slo.js';
 export type { RouterConfig, RouterConfigInput } from './config/schema.js';
+// The dashboard's JSON (`GET /dashboard/api/state`), for scripts and data sources that read it.
+export type { DashboardState } from './dashboard/state.js';
 export type { Backend, BackendState, Candidate, CostEstimate, Endpoint, Prediction, RoutingRequest, Site } from './types.js';

@@ -23,6 +23,7 @@ import {
 import { createFetchHandler, type FetchHandler } from './http/fetch-handler.js';
 import { type Outcome, outcomeOf, RouterMetrics } from './metrics/metrics.js';
 import { fleetOf, resolvePolicy } from './pipeline/fleet.js';
+import { DashboardCollector } from './dashboard/collector.js';
 import { type FleetHealth, HealthCheck } from './pipeline/health.js';
 import { FairShareAccounting, LatencyCalibrator, PlannerFeed, PowerStates, PrefillTracker, PredictorFeedback } from './pipeline/bookkeepers.js';
 import { type CompletionEvent, Lifecycle, type LifecyclePlugin, type Placement } from './pipeline/lifecycle.js';
@@ -151,6 +152,8 @@ export class Router {
   /** Gateway API keys and admin keys, when the config has an `auth` section. */
   readonly auth: Gate | undefined;
   readonly #limiter: RateLimiter | undefined;
+  /** What the operator dashboard shows, when `dashboard.enabled`. */
+  readonly dashboard: DashboardCollector | undefined;
   readonly #clock: Clock;
   readonly #transport: Transport;
   readonly #health: HealthCheck;
@@ -232,6 +235,19 @@ export class Router {
             onStoreError: () => this.metrics.pluginErrors.labels('store').inc(),
           })
         : undefined;
+    this.dashboard = config.dashboard.enabled
+      ? new DashboardCollector({
+          config,
+          clock: this.#clock,
+          sites: this.sites,
+          backends: this.backends,
+          carbon: this.#carbon,
+          load: (id, nowMs) => ({ inFlight: this.#view.get(id, nowMs).inFlight, queued: this.#slots.queue(id).waiting }),
+          healthy: (id, nowMs) => this.#view.get(id, nowMs).healthy,
+          plan: () => this.#planner?.plan,
+          registry: this.metrics.registry,
+        })
+      : undefined;
     this.#lifecycle = new Lifecycle(
       [
         ...(this.#limiter ? [this.#limiter] : []),
@@ -243,6 +259,7 @@ export class Router {
         ...(power ? [power] : []),
         ...(this.policy.plugins ?? []),
         ...(plugins ?? []),
+        ...(this.dashboard ? [this.dashboard] : []),
       ],
       (plugin) => this.metrics.pluginErrors.labels(`lifecycle:${plugin}`).inc(),
     );
@@ -443,6 +460,7 @@ export class Router {
     if (this.#closed) return;
     this.#closed = true;
     this.#limiter?.close();
+    this.dashboard?.close();
     this.#view.stop();
     this.#stopSharingFairShare?.();
     this.#slots.close(noBackend('*', 'the router is shutting down'));

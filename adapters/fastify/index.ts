@@ -42,6 +42,8 @@ const COMPLETIONS: readonly (readonly [string, Endpoint])[] = [
   ['/v1/completions', 'completions'],
 ];
 const EMPTY = new Uint8Array(0);
+/** The operator dashboard's routes, served when the router has it on (`dashboard.enabled`). */
+const DASHBOARD_PATHS = ['/dashboard', '/dashboard/api/state', '/dashboard/chart.js'];
 
 async function freeshPlugin(fastify: FastifyInstance, options: FreeshFastifyOptions): Promise<void> {
   const { router } = options;
@@ -102,7 +104,7 @@ async function freeshPlugin(fastify: FastifyInstance, options: FreeshFastifyOpti
         routes.post(path, complete(endpoint));
         routes.route({ method: ['GET', 'PUT', 'PATCH', 'DELETE'], url: path, handler: byNode });
       }
-      const info = ['/v1/models', ...(options.healthz ? ['/healthz'] : []), ...(options.metrics ? ['/metrics'] : [])];
+      const info = ['/v1/models', ...(options.healthz ? ['/healthz'] : []), ...(options.metrics ? ['/metrics'] : []), ...(router.dashboard ? DASHBOARD_PATHS : [])];
       for (const path of info) routes.route({ method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'], url: path, handler: byNode });
     },
     { prefix: base },

@@ -238,6 +238,28 @@ export const authSchema = z
     });
     auth.adminKeys.forEach((sha256, i) => check(sha256, ['adminKeys', i]));
   });
+/**
+ * The operator dashboard (`/dashboard`, its JSON at `/dashboard/api/state`): an admin route. What it
+ * collects is bounded by the sizes below, whatever the traffic.
+ */
+export const dashboardSchema = z.strictObject({
+  /** Serve the dashboard and collect what it shows (decision traces are then recorded for every request). Default false; `freesh demo` turns it on. */
+  enabled: z.boolean().default(false),
+  /** Routing decisions kept for the inspector, newest first. Default 50. */
+  decisions: z.int().min(1).max(1_000).default(50),
+  /** Recent streamed completions per backend that TTFT and TBT quantiles are taken over. Default 200. */
+  latencyWindow: z.int().min(10).max(10_000).default(200),
+  /** Recent placements that each site's recent traffic share is taken over. Default 500. */
+  shareWindow: z.int().min(10).max(100_000).default(500),
+  /** How often each site's carbon intensity is sampled for its history (ms, router clock). Default 60,000. */
+  carbonSampleMs: z.int().min(100).max(3_600_000).default(60_000),
+  /** Carbon samples kept per site. Default 360 (6 hours at the default interval). */
+  carbonSamples: z.int().min(2).max(10_000).default(360),
+  /** Tenants tracked for fairness; beyond it the least recently seen is dropped. Default 100. */
+  maxTenants: z.int().min(1).max(10_000).default(100),
+  /** How often the page asks for fresh state (ms). Default 2,000. */
+  refreshMs: z.int().min(250).max(60_000).default(2_000),
+});
 
 const routerShape = {
   sites: z.array(siteSchema).min(1),
@@ -276,6 +298,7 @@ const routerShape = {
   plan: planSchema.prefault({}),
   /** Gateway API keys, their tenants and limits, and admin keys (see authSchema). Default: none (open). */
   auth: authSchema.optional(),
+  dashboard: dashboardSchema.prefault({}),
 };
 
 type FleetConfig = {

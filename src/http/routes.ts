@@ -1,5 +1,6 @@
 import { bodyTooLarge, type FreeshError, invalidRequest, methodNotAllowed, routeNotFound, upstreamDropped } from '../errors.js';
 import type { Access } from '../auth/gate.js';
+import { type DashboardRouteKind, dashboardInfo } from '../dashboard/http.js';
 import type { Router } from '../router.js';
 import type { Endpoint } from '../types.js';
 
@@ -11,7 +12,8 @@ import type { Endpoint } from '../types.js';
  */
 export type Route =
   | { readonly kind: 'completion'; readonly endpoint: Endpoint; readonly access?: undefined }
-  | { readonly kind: 'models' | 'healthz' | 'metrics'; readonly access?: Access };
+  | { readonly kind: 'models' | 'healthz' | 'metrics'; readonly access?: Access }
+  | { readonly kind: DashboardRouteKind; readonly access?: Access };
 
 const ROUTES: Readonly<Record<string, Route>> = {
   '/v1/chat/completions': { kind: 'completion', endpoint: 'chat.completions' },
@@ -19,6 +21,10 @@ const ROUTES: Readonly<Record<string, Route>> = {
   '/v1/models': { kind: 'models', access: 'key' },
   '/healthz': { kind: 'healthz' },
   '/metrics': { kind: 'metrics', access: 'admin' },
+  // The page and chart.js hold no data (served to anyone while the dashboard is on); the data needs an admin key.
+  '/dashboard': { kind: 'dashboard' },
+  '/dashboard/api/state': { kind: 'dashboard-state', access: 'admin' },
+  '/dashboard/chart.js': { kind: 'dashboard-chart' },
 };
 
 /**
@@ -31,6 +37,8 @@ export function match(method: string, path: string): Route | FreeshError {
   if (route.kind === 'completion') return method === 'POST' ? route : methodNotAllowed(method, path, 'POST');
   return method === 'GET' || method === 'HEAD' ? route : methodNotAllowed(method, path, 'GET');
 }
+
+const DASHBOARD_PATHS: Readonly<Record<DashboardRouteKind, string>> = { dashboard: '/dashboard', 'dashboard-state': '/dashboard/api/state', 'dashboard-chart': '/dashboard/chart.js' };
 
 /** True for paths the edge serves (an adapter hands the others to the app). */
 export function serves(path: string): boolean {
@@ -50,9 +58,10 @@ export interface InfoResponse {
   readonly body: string;
 }
 
-/** Answers `/v1/models`, `/healthz` (503 when no backend is usable) and `/metrics`. */
-export async function info(router: Router, kind: 'models' | 'healthz' | 'metrics'): Promise<InfoResponse> {
+/** Answers `/v1/models`, `/healthz` (503 when no backend is usable), `/metrics` and the dashboard's routes. */
+export async function info(router: Router, kind: Exclude<Route['kind'], 'completion'>): Promise<InfoResponse> {
   if (kind === 'models') return json(200, router.modelList());
+  if (kind === 'dashboard' || kind === 'dashboard-state' || kind === 'dashboard-chart') return dashboardInfo(router, kind, DASHBOARD_PATHS[kind]);
   if (kind === 'healthz') {
     const { usable, total, stateDegraded } = await router.checkHealth();
     const status = usable === 0 ? 'unavailable' : usable < total || stateDegraded ? 'degraded' : 'ok';

@@ -15,7 +15,10 @@ import type { Backend, Candidate, Prediction, RoutingRequest } from '../types.js
 import { type BackendPower, type BackendPrefill, PREFILL_LOAD_TAU_MS, type LatencyCalibrator, type PowerStates, type PrefillTracker } from './bookkeepers.js';
 import type { Placement } from './lifecycle.js';
 
-/** Published on `freesh:decision` when someone subscribes (node:diagnostics_channel): costs nothing otherwise. */
+/**
+ * Published on `freesh:decision` when someone subscribes (node:diagnostics_channel): costs nothing
+ * otherwise. `{ request, trace, context }`: the context holds every costed candidate, read-only.
+ */
 export const decisionChannel = channel('freesh:decision');
 
 export interface PlacerOptions {
@@ -171,7 +174,7 @@ export class Placer {
     };
     const decided = decide(o.policy, candidates, ctx, o.config.trace || decisionChannel.hasSubscribers);
     if (decided.errors.length > 0) o.onPluginErrors(decided.errors);
-    if (decisionChannel.hasSubscribers) decisionChannel.publish({ request, trace: decided.trace });
+    if (decisionChannel.hasSubscribers) decisionChannel.publish({ request, trace: decided.trace, context: ctx });
     const picked = decided.picked?.candidate;
     if (!picked) {
       throw noBackend(request.model, decided.emptiedBy ? `every candidate was removed by the \`${decided.emptiedBy}\` filter` : 'no candidate left');

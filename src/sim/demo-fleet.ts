@@ -6,7 +6,7 @@ export const DEMO_MODEL = FREESH_FLEET.model;
 
 export interface DemoFleet {
   readonly backends: readonly SimBackend[];
-  /** A proxy config routing to the fleet (listening on `port`). */
+  /** A proxy config routing to the fleet (listening on `port`), with the dashboard on. */
   readonly config: FileConfigInput;
   close(): Promise<void>;
 }
@@ -20,6 +20,8 @@ export async function startDemoFleet(options: { port?: number; host?: string; ti
   const config: FileConfigInput = {
     server: { host: options.host ?? '127.0.0.1', port: options.port ?? 8080 },
     ...fleetRouterConfig(FREESH_FLEET, (id) => urls.get(id)!),
+    // The demo is for looking: its operator dashboard is on.
+    dashboard: { enabled: true },
   };
   return { backends, config, close: async () => void (await Promise.all(backends.map((b) => b.close()))) };
 }

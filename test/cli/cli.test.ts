@@ -91,6 +91,22 @@ describe('freesh serve', () => {
     expect(output().match(/plan optimal/g)).toHaveLength(1);
   });
 
+  it('`freesh demo` (npm start) prints the dashboard link, and the dashboard answers there', async () => {
+    const { child, output } = run(['demo', '--port', '0', '--time-scale', '0.01']);
+    try {
+      for (let i = 0; i < 500 && !/dashboard: (\S+)/.test(output()); i++) await new Promise((r) => setTimeout(r, 20));
+      const link = /dashboard: (\S+)/.exec(output())?.[1];
+      expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/dashboard$/);
+      const page = await fetch(link!);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain('Decision inspector');
+      expect((await fetch(`${link}/api/state`)).status).toBe(200);
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+  });
+
   it.each(['serve', 'demo', 'simulate', 'help'])('`freesh %s --help` prints that command\'s usage and exits 0', async (command) => {
     const { child, output } = run([command, '--help']);
     const [code] = await once(child, 'exit');
