@@ -90,6 +90,8 @@ export class BackendGuard implements OutlierSink {
       c.ejections = 0;
       this.#close(backendId, c, `trial request succeeded`);
     } else if (verdict === 'failed') {
+      // The trial's hold is replaced by the (shorter) ejection, not extended by it: marks only grow.
+      void this.#o.view.markHealthy(backendId).catch(this.#o.onStoreError);
       this.#eject(backendId, c, `trial request failed: ${reason}`);
     } else if (c.state === 'half-open' && !c.probeDown) {
       void this.#o.view.markHealthy(backendId).catch(this.#o.onStoreError);
