@@ -309,7 +309,7 @@ export class Router {
     const budget = new RetryBudget({ percent: health.retryBudgetPercent, min: health.retryBudgetMin, inFlight: () => this.#inFlight });
     this.#transport = compose(
       baseTransport,
-      healthMarking((backend) => void this.#view.markUnhealthy(backend.id, limits.unhealthyMs, this.#clock.now()).catch(storeError)),
+      healthMarking((backend, cause) => this.#guard.unreachable(backend.id, describeCause(cause), limits.unhealthyMs)),
       outlierDetection(this.#guard),
       failover({
         retries: limits.retries,

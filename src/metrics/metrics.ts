@@ -239,7 +239,7 @@ export class RouterMetrics {
   });
   readonly ejections = new Counter({
     name: 'freesh_backend_ejections_total',
-    help: 'Backends taken out of rotation, by reason: outlier (consecutive failed requests, or a failed trial) or probe (failed health probes)',
+    help: 'Backends taken out of rotation, by reason: outlier (consecutive failed requests, or a failed trial), probe (failed health probes) or unreachable (a refused connection)',
     labelNames: ['backend', 'reason'] as const,
     registers: [this.registry],
   });

@@ -5,6 +5,9 @@ import { publishBackendEvent } from './backend-events.js';
 
 export type CircuitState = 'closed' | 'open' | 'half-open';
 
+/** Why a backend left rotation: consecutive failed requests, failed probes, or a refused connection. */
+export type EjectReason = 'outlier' | 'probe' | 'unreachable';
+
 export interface BackendGuardOptions {
   readonly backendIds: readonly string[];
   readonly view: ClusterView;
@@ -17,7 +20,7 @@ export interface BackendGuardOptions {
   /** Most of the fleet (percent) ejected at once by outlier detection; at least one backend. */
   readonly maxEjectedPercent: number;
   /** Told of each ejection (for metrics). */
-  readonly onEject?: (backendId: string, reason: 'outlier' | 'probe') => void;
+  readonly onEject?: (backendId: string, reason: EjectReason) => void;
   readonly onStoreError: (err: unknown) => void;
 }
 
@@ -31,8 +34,8 @@ interface Circuit {
   openUntilMs: number;
   /** A half-open trial request is on its way. */
   trial: boolean;
-  /** Out of rotation because probes failed (until one passes). */
-  probeDown: boolean;
+  /** Out of rotation until then (router clock), besides the circuit, because probes failed or it refused a connection; a passing probe ends it. */
+  downUntilMs: number;
 }
 
 /**
@@ -53,7 +56,7 @@ export class BackendGuard implements OutlierSink {
 
   constructor(options: BackendGuardOptions) {
     this.#o = options;
-    for (const id of options.backendIds) this.#circuits.set(id, { state: 'closed', failures: 0, ejections: 0, openUntilMs: 0, trial: false, probeDown: false });
+    for (const id of options.backendIds) this.#circuits.set(id, { state: 'closed', failures: 0, ejections: 0, openUntilMs: 0, trial: false, downUntilMs: 0 });
   }
 
   /** The circuit's state now (open turns half-open when its ejection has ended). */
@@ -93,7 +96,7 @@ export class BackendGuard implements OutlierSink {
       // The trial's hold is replaced by the (shorter) ejection, not extended by it: marks only grow.
       void this.#o.view.markHealthy(backendId).catch(this.#o.onStoreError);
       this.#eject(backendId, c, `trial request failed: ${reason}`);
-    } else if (c.state === 'half-open' && !c.probeDown) {
+    } else if (c.state === 'half-open' && !this.#isDown(c)) {
       void this.#o.view.markHealthy(backendId).catch(this.#o.onStoreError);
     }
   }
@@ -124,8 +127,8 @@ export class BackendGuard implements OutlierSink {
     const c = this.#circuits.get(backendId);
     if (!c) return;
     if (verdict === 'pass') {
-      const wasOut = c.probeDown || c.state !== 'closed';
-      c.probeDown = false;
+      const wasOut = this.#isDown(c) || c.state !== 'closed';
+      c.downUntilMs = 0;
       c.trial = false;
       if (c.state !== 'closed') this.#close(backendId, c, 'a probe passed');
       else if (wasOut) publishBackendEvent({ kind: 'restored', backendId, reason: 'a probe passed' });
@@ -134,12 +137,22 @@ export class BackendGuard implements OutlierSink {
       return;
     }
     if (verdict === 'fail') return;
+    this.#down(backendId, c, 'probe', `probe failed: ${reason}`, forMs);
+  }
+
+  /** A connection to the backend was refused: it is out for `forMs`, or until a probe passes. */
+  unreachable(backendId: string, reason: string, forMs: number): void {
+    const c = this.#circuits.get(backendId);
+    if (c) this.#down(backendId, c, 'unreachable', `unreachable: ${reason}`, forMs);
+  }
+
+  #down(backendId: string, c: Circuit, why: EjectReason, reason: string, forMs: number): void {
     this.#mark(backendId, forMs);
-    if (!c.probeDown) {
-      c.probeDown = true;
-      this.#o.onEject?.(backendId, 'probe');
-      publishBackendEvent({ kind: 'ejected', backendId, reason: `probe failed: ${reason}`, untilMs: undefined });
-    }
+    const wasDown = this.#isDown(c);
+    c.downUntilMs = Math.max(c.downUntilMs, this.#o.clock.now() + forMs);
+    if (wasDown) return;
+    this.#o.onEject?.(backendId, why);
+    publishBackendEvent({ kind: 'ejected', backendId, reason, untilMs: why === 'probe' ? undefined : this.#o.clock.now() + forMs });
   }
 
   #eject(backendId: string, c: Circuit, reason: string): void {
@@ -155,7 +168,7 @@ export class BackendGuard implements OutlierSink {
 
   #close(backendId: string, c: Circuit, reason: string): void {
     this.#transition(backendId, c, 'closed', reason);
-    if (!c.probeDown) {
+    if (!this.#isDown(c)) {
       publishBackendEvent({ kind: 'restored', backendId, reason });
       void this.#o.view.markHealthy(backendId).catch(this.#o.onStoreError);
     }
@@ -165,6 +178,10 @@ export class BackendGuard implements OutlierSink {
     if (c.state === state) return;
     c.state = state;
     publishBackendEvent({ kind: 'circuit', backendId, state, reason });
+  }
+
+  #isDown(c: Circuit): boolean {
+    return c.downUntilMs > this.#o.clock.now();
   }
 
   #mark(backendId: string, forMs: number): void {

@@ -1,7 +1,7 @@
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { post } from '../helpers/servers.js';
-import { chat, expectNothingLeaked, faultBackend, faultProxy, untilHealthy } from './fault-backend.js';
+import { chat, ejectionsOf, expectNothingLeaked, faultBackend, faultProxy, untilHealthy } from './fault-backend.js';
 
 const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
@@ -31,7 +31,7 @@ describe('a backend that answers 500', () => {
     expect(sick.completions).toBe(2);
 
     // Two in a row: ejected (open), out of rotation, its model has no backend, the others carry the rest.
-    const ejected = f.events.find((e) => e.kind === 'ejected' && e.backendId === 'sick');
+    const ejected = ejectionsOf(f, 'sick')[0];
     expect(ejected).toMatchObject({ reason: expect.stringContaining('2 consecutive failures') });
     expect(f.events).toContainEqual(expect.objectContaining({ kind: 'circuit', backendId: 'sick', state: 'open' }));
     expect(await f.metric('freesh_backend_ejections_total')).toContain('freesh_backend_ejections_total{backend="sick",reason="outlier"} 1');
@@ -49,7 +49,7 @@ describe('a backend that answers 500', () => {
     expect(performance.now()).toBeGreaterThanOrEqual(ejected!.untilMs!);
     expect((await post(`${f.proxy.url}/v1/chat/completions`, chat('solo'))).status).toBe(502);
     expect(sick.completions).toBe(3);
-    const again = f.events.filter((e) => e.kind === 'ejected' && e.backendId === 'sick');
+    const again = ejectionsOf(f, 'sick');
     expect(again).toHaveLength(2);
     expect(again[1]!.reason).toContain('trial request failed');
     expect(again[1]!.untilMs! - again[1]!.atMs).toBeGreaterThan(550);
@@ -72,7 +72,6 @@ describe('a backend that answers 500', () => {
     const [sick, good] = [await faultBackend('sick', 'error-500'), await faultBackend('good')];
     const f = await faultProxy([sick, good], cleanup, { health: { probes: false, consecutiveFailures: 1, baseEjectionMs: 200 } });
     expect((await post(`${f.proxy.url}/v1/chat/completions`, chat('solo'))).status).toBe(502);
-    const ejected = f.events.find((e) => e.kind === 'ejected')!;
     // The trial will hang until the headers timeout (400 ms); meanwhile four more requests arrive.
     sick.fault = 'stall-before-headers';
     await untilHealthy(f, 'sick', true);

@@ -14,6 +14,8 @@ export type Fault =
   | 'ok'
   /** 500 with an error body. */
   | 'error-500'
+  /** 503 with an error body: busy, the request was not taken. */
+  | 'busy-503'
   /** Reads the request, never answers. */
   | 'stall-before-headers'
   /** 200 and one SSE chunk, then silence. */
@@ -31,6 +33,8 @@ export interface FaultBackend {
   fault: Fault;
   /** Whether GET /v1/models answers 200 (else 503). */
   probesPass: boolean;
+  /** With fault `ok`, the time before its headers (ms). Default 0. */
+  delayMs: number;
   /** Completion requests received. */
   readonly completions: number;
   /** Probes (GET /v1/models) received. */
@@ -53,7 +57,7 @@ export async function faultBackend(id: string, fault: Fault = 'ok'): Promise<Fau
   let probes = 0;
   let open = 0;
   const sockets = new Set<Socket>();
-  const state = { fault, probesPass: true };
+  const state = { fault, probesPass: true, delayMs: 0 };
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     if (req.method === 'GET') {
@@ -75,35 +79,43 @@ export async function faultBackend(id: string, fault: Fault = 'ok'): Promise<Fau
       res.on('finish', settle);
       res.on('close', settle);
       const stream = (JSON.parse(body) as { stream?: boolean }).stream === true;
-      switch (state.fault) {
-        case 'ok':
-          if (stream) {
-            res.writeHead(200, { 'content-type': 'text/event-stream' });
-            res.write(CHUNK('Hello'));
-            res.end(`${CHUNK(' there')}data: [DONE]\n\n`);
-          } else {
-            res.writeHead(200, { 'content-type': 'application/json' });
-            res.end(JSON.stringify({ object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there' }, finish_reason: 'stop' }], usage: { prompt_tokens: 3, completion_tokens: 2 } }));
-          }
-          return;
-        case 'error-500':
-          res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"CUDA error: out of memory"}}');
-          return;
-        case 'stall-before-headers':
-          return;
-        case 'stall-mid-stream':
+      if (state.fault === 'ok' && state.delayMs > 0) setTimeout(() => answer(req, res, 'ok', stream), state.delayMs);
+      else answer(req, res, state.fault, stream);
+    });
+  };
+
+  const answer = (req: IncomingMessage, res: ServerResponse, fault: Fault, stream: boolean): void => {
+    switch (fault) {
+      case 'ok':
+        if (stream) {
           res.writeHead(200, { 'content-type': 'text/event-stream' });
           res.write(CHUNK('Hello'));
-          return;
-        case 'reset-before-headers':
-          req.socket.destroy();
-          return;
-        case 'reset-mid-stream':
-          res.writeHead(200, { 'content-type': 'text/event-stream' });
-          res.write(CHUNK('Hello'), () => setTimeout(() => req.socket.destroy(), 20));
-          return;
-      }
-    });
+          res.end(`${CHUNK(' there')}data: [DONE]\n\n`);
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there' }, finish_reason: 'stop' }], usage: { prompt_tokens: 3, completion_tokens: 2 } }));
+        }
+        return;
+      case 'error-500':
+        res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"CUDA error: out of memory"}}');
+        return;
+      case 'busy-503':
+        res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"message":"server overloaded"}}');
+        return;
+      case 'stall-before-headers':
+        return;
+      case 'stall-mid-stream':
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(CHUNK('Hello'));
+        return;
+      case 'reset-before-headers':
+        req.socket.destroy();
+        return;
+      case 'reset-mid-stream':
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write(CHUNK('Hello'), () => setTimeout(() => req.socket.destroy(), 20));
+        return;
+    }
   };
 
   let server: Server;
@@ -130,6 +142,12 @@ export async function faultBackend(id: string, fault: Fault = 'ok'): Promise<Fau
     },
     set fault(f: Fault) {
       state.fault = f;
+    },
+    get delayMs() {
+      return state.delayMs;
+    },
+    set delayMs(ms: number) {
+      state.delayMs = ms;
     },
     get probesPass() {
       return state.probesPass;
@@ -219,6 +237,13 @@ export async function expectNothingLeaked(f: FaultProxy): Promise<void> {
 export async function untilHealthy(f: FaultProxy, id: string, healthy: boolean, timeoutMs = 3_000): Promise<void> {
   const line = `freesh_backend_healthy{backend="${id}"} ${healthy ? 1 : 0}`;
   await until(async () => (await f.metric('freesh_backend_healthy')).includes(line), timeoutMs);
+}
+
+type Ejection = Extract<BackendEvent, { kind: 'ejected' }> & { readonly atMs: number };
+
+/** The ejection events of a backend, in order. */
+export function ejectionsOf(f: FaultProxy, id: string): Ejection[] {
+  return f.events.filter((e): e is Ejection => e.kind === 'ejected' && e.backendId === id);
 }
 
 export const chat = (model = 'solo', extra: Record<string, unknown> = {}) => JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello there' }], ...extra });
