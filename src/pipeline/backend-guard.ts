@@ -132,8 +132,8 @@ export class BackendGuard implements OutlierSink {
       c.trial = false;
       if (c.state !== 'closed') this.#close(backendId, c, 'a probe passed');
       else if (wasOut) publishBackendEvent({ kind: 'restored', backendId, reason: 'a probe passed' });
-      // Always said to the store: another replica's mark is lifted too.
-      void this.#o.view.markHealthy(backendId).catch(this.#o.onStoreError);
+      // Also when only another replica's mark keeps it out; a backend in rotation costs no store write.
+      if (wasOut || !this.#o.view.get(backendId, this.#o.clock.now()).healthy) void this.#o.view.markHealthy(backendId).catch(this.#o.onStoreError);
       return;
     }
     if (verdict === 'fail') return;
