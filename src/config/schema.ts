@@ -86,9 +86,9 @@ export const limitsSchema = z.strictObject({
   maxQueueMs: z.int().positive().default(30_000),
   /** Largest accepted request body (bytes). Default 8 MiB. */
   bodyLimitBytes: z.int().positive().default(8 * 1024 * 1024),
-  /** Other backends tried when one refuses the connection or answers 503 before any byte. Default 1. */
+  /** Other backends tried when one refuses the connection, has its circuit open or answers 503, before any byte (within `health`'s retry budget). Default 1. */
   retries: z.int().min(0).max(5).default(1),
-  /** How long a backend that refused a connection stays out of rotation (ms). Default 10,000. */
+  /** How long a backend that refused a connection or failed a probe stays out of rotation, unless a probe passes sooner (ms). Default 10,000. */
   unhealthyMs: z.int().positive().default(10_000),
   /**
    * How long a slot outlives its replica's last renewal (ms): running requests renew theirs every third
