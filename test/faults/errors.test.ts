@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
-import { post } from '../helpers/servers.js';
+import { nextChunk, post, streamPost, until } from '../helpers/servers.js';
 import { chat, ejectionsOf, expectNothingLeaked, faultBackend, faultProxy, untilHealthy } from './fault-backend.js';
 
 const cleanup: (() => unknown)[] = [];
@@ -97,9 +97,22 @@ describe('a backend that answers 500', () => {
     await expectNothingLeaked(f);
   });
 
-  it('a 4xx is the request\'s fault, not the backend\'s: it never ejects, and a success resets the count', async () => {
-    const [flaky, good] = [await faultBackend('flaky'), await faultBackend('good')];
-    const f = await faultProxy([flaky, good], cleanup, { health: { probes: false, consecutiveFailures: 3 } });
+  it('neither a 4xx (the request\'s fault) nor a client that leaves mid-stream counts against the backend; a success resets the count', async () => {
+    const [flaky, good] = [await faultBackend('flaky', 'error-400'), await faultBackend('good')];
+    const f = await faultProxy([flaky, good], cleanup, { health: { probeIntervalMs: 60_000, consecutiveFailures: 3 } });
+    for (let i = 0; i < 5; i++) {
+      const res = await post(`${f.proxy.url}/v1/chat/completions`, chat('solo'));
+      expect(res.status).toBe(400);
+      expect(res.text).toContain('prompt too long for this model');
+    }
+    // Clients that read the first chunk of a stream that then hangs, and leave.
+    flaky.fault = 'stall-mid-stream';
+    for (let i = 0; i < 4; i++) {
+      const { response, abort } = await streamPost(`${f.proxy.url}/v1/chat/completions`, chat('solo', { stream: true }));
+      expect(await nextChunk(response)).toContain('Hello');
+      abort();
+      await until(() => flaky.open === 0);
+    }
     // Failures interleaved with successes never reach three in a row.
     for (let i = 0; i < 4; i++) {
       flaky.fault = 'error-500';
@@ -108,8 +121,12 @@ describe('a backend that answers 500', () => {
       flaky.fault = 'ok';
       expect((await post(`${f.proxy.url}/v1/chat/completions`, chat('solo'))).status).toBe(200);
     }
-    expect(f.events.filter((e) => e.kind === 'ejected')).toHaveLength(0);
+    expect(ejectionsOf(f, 'flaky')).toHaveLength(0);
     expect(f.proxy.router.health().usable).toBe(2);
+    // The third in a row does.
+    flaky.fault = 'error-500';
+    for (let i = 0; i < 3; i++) await post(`${f.proxy.url}/v1/chat/completions`, chat('solo'));
+    expect(ejectionsOf(f, 'flaky')).toHaveLength(1);
     await expectNothingLeaked(f);
   });
 });

@@ -16,6 +16,8 @@ export type Fault =
   | 'error-500'
   /** 503 with an error body: busy, the request was not taken. */
   | 'busy-503'
+  /** 400 with an error body: the backend judged the request bad. */
+  | 'error-400'
   /** Reads the request, never answers. */
   | 'stall-before-headers'
   /** 200 and one SSE chunk, then silence. */
@@ -98,6 +100,9 @@ export async function faultBackend(id: string, fault: Fault = 'ok'): Promise<Fau
         return;
       case 'error-500':
         res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"CUDA error: out of memory"}}');
+        return;
+      case 'error-400':
+        res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":{"message":"prompt too long for this model"}}');
         return;
       case 'busy-503':
         res.writeHead(503, { 'content-type': 'application/json' }).end('{"error":{"message":"server overloaded"}}');
