@@ -306,23 +306,21 @@ export class Router {
       unhealthyThreshold: health.unhealthyThreshold,
       unhealthyMs: limits.unhealthyMs,
     });
-    const budget = new RetryBudget({ percent: health.retryBudgetPercent, min: health.retryBudgetMin, inFlight: () => this.#inFlight });
+    const budget = new RetryBudget({
+      percent: health.retryBudgetPercent,
+      min: health.retryBudgetMin,
+      inFlight: () => this.#inFlight,
+      onRetry: (failed, cause, upstream) => {
+        this.metrics.retries.labels(failed.id).inc();
+        publishBackendEvent({ kind: 'failover', backendId: failed.id, requestId: upstream.headers['x-request-id'] ?? '', reason: describeCause(cause) });
+      },
+      onExhausted: (failed) => this.metrics.retryBudgetExhausted.labels(failed.id).inc(),
+    });
     this.#transport = compose(
       baseTransport,
       healthMarking((backend, cause) => this.#guard.unreachable(backend.id, describeCause(cause), limits.unhealthyMs)),
       outlierDetection(this.#guard),
-      failover({
-        retries: limits.retries,
-        budget: {
-          tryAcquire: () => budget.tryAcquire(),
-          release: () => budget.release(),
-          onRetry: (failed, cause, upstream) => {
-            this.metrics.retries.labels(failed.id).inc();
-            publishBackendEvent({ kind: 'failover', backendId: failed.id, requestId: upstream.headers['x-request-id'] ?? '', reason: describeCause(cause) });
-          },
-          onExhausted: (failed) => this.metrics.retryBudgetExhausted.labels(failed.id).inc(),
-        },
-      }),
+      failover({ retries: limits.retries, budget }),
     );
     this.#health.start();
 
