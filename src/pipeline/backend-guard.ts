@@ -130,8 +130,8 @@ export class BackendGuard implements OutlierSink {
       const wasOut = this.#isDown(c) || c.state !== 'closed';
       c.downUntilMs = 0;
       c.trial = false;
-      if (c.state !== 'closed') this.#close(backendId, c, 'a probe passed');
-      else if (wasOut) publishBackendEvent({ kind: 'restored', backendId, reason: 'a probe passed' });
+      this.#transition(backendId, c, 'closed', 'a probe passed');
+      if (wasOut) publishBackendEvent({ kind: 'restored', backendId, reason: 'a probe passed' });
       // Also when only another replica's mark keeps it out; a backend in rotation costs no store write.
       if (wasOut || !this.#o.view.get(backendId, this.#o.clock.now()).healthy) void this.#o.view.markHealthy(backendId).catch(this.#o.onStoreError);
       return;
