@@ -29,6 +29,7 @@ describe('a backend that dies and comes back', () => {
     const alone = await post(`${f.proxy.url}/v1/chat/completions`, chat('solo'));
     expect(alone.status).toBe(503);
     expect(alone.json().error.code).toBe('no_backend_available');
+    expect(Number(alone.headers.get('retry-after'))).toBeGreaterThan(0);
     expect(await f.metric('freesh_retries_total')).toMatch(/freesh_retries_total{backend="dying"} [1-9]/);
     expect(f.events).toContainEqual(expect.objectContaining({ kind: 'failover', backendId: 'dying', reason: expect.stringContaining('ECONNREFUSED') }));
     expect(f.events).toContainEqual(expect.objectContaining({ kind: 'ejected', backendId: 'dying', reason: expect.stringContaining('unreachable: ECONNREFUSED') }));
