@@ -180,7 +180,7 @@ export const deadlineUnmeetable = (sloClass: string): FreeshError =>
   });
 
 export const upstreamFailed = (backendId: string, cause: unknown): FreeshError =>
-  new FreeshError(`Backend ${backendId} failed: ${describe(cause)}`, {
+  new FreeshError(`Backend ${backendId} failed: ${describeCause(cause)}`, {
     code: 'upstream_unreachable',
     status: 502,
     type: 'upstream_error',
@@ -195,7 +195,7 @@ export const upstreamStatus = (backendId: string, status: number, detail: string
   });
 
 export const upstreamDropped = (backendId: string, cause: unknown): FreeshError =>
-  new FreeshError(`Backend ${backendId} dropped the response mid-stream: ${describe(cause)}`, {
+  new FreeshError(`Backend ${backendId} dropped the response mid-stream: ${describeCause(cause)}`, {
     code: 'upstream_dropped',
     status: 502,
     type: 'upstream_error',
@@ -206,7 +206,7 @@ export const clientAborted = (): FreeshError =>
   new FreeshError('The client closed the request', { code: 'client_closed', status: 499, type: 'invalid_request_error' });
 
 export const internalError = (cause: unknown): FreeshError =>
-  new FreeshError(`Internal router error: ${describe(cause)}`, { code: 'internal_error', status: 500, type: 'server_error', cause });
+  new FreeshError(`Internal router error: ${describeCause(cause)}`, { code: 'internal_error', status: 500, type: 'server_error', cause });
 
 /** No valid gateway API key (OpenAI's answer to a bad key: 401 `invalid_api_key`). The key is never quoted. */
 export const invalidApiKey = (detail: string): FreeshError =>
@@ -233,7 +233,8 @@ export function toFreeshError(err: unknown): FreeshError {
   return err instanceof FreeshError ? err : internalError(err);
 }
 
-function describe(cause: unknown): string {
+/** An error's code and message (`ECONNRESET socket hang up`), for messages and events. */
+export function describeCause(cause: unknown): string {
   if (cause instanceof Error) {
     const code = (cause as { code?: unknown }).code;
     return typeof code === 'string' ? `${code} ${cause.message}` : cause.message;

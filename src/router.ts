@@ -11,6 +11,7 @@ import { type CostModel, createCostModel } from './cost/cost-model.js';
 import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './cost/frequency.js';
 import {
   clientAborted,
+  describeCause,
   FreeshError,
   invalidRequest,
   modelNotFound,
@@ -25,6 +26,8 @@ import { type Outcome, outcomeOf, RouterMetrics } from './metrics/metrics.js';
 import { fleetOf, resolvePolicy } from './pipeline/fleet.js';
 import { DashboardCollector } from './dashboard/collector.js';
 import { type FleetHealth, HealthCheck } from './pipeline/health.js';
+import { publishBackendEvent } from './pipeline/backend-events.js';
+import { BackendGuard } from './pipeline/backend-guard.js';
 import { FairShareAccounting, LatencyCalibrator, PlannerFeed, PowerStates, PrefillTracker, PredictorFeedback } from './pipeline/bookkeepers.js';
 import { type CompletionEvent, Lifecycle, type LifecyclePlugin, type Placement } from './pipeline/lifecycle.js';
 import { Placer } from './pipeline/place.js';
@@ -48,6 +51,8 @@ import { ClusterView } from './state/cluster-view.js';
 import { MemoryStateStore } from './state/memory-store.js';
 import { isQueueingStore, type Lease, type StateStore } from './state/store.js';
 import { failover, healthMarking } from './transport/layers.js';
+import { outlierDetection } from './transport/outlier.js';
+import { RetryBudget } from './transport/retry-budget.js';
 import { compose, isConnectError, type Retarget, type Transport, type UpstreamRequest, type UpstreamResponse } from './transport/transport.js';
 import { UndiciTransport } from './transport/undici.js';
 import type { Backend, Endpoint, Prediction, RoutingRequest, Site } from './types.js';
@@ -157,6 +162,7 @@ export class Router {
   readonly #clock: Clock;
   readonly #transport: Transport;
   readonly #health: HealthCheck;
+  readonly #guard: BackendGuard;
   #fetch: FetchHandler | undefined;
   readonly #store: StateStore;
   readonly #predictor: Predictor;
@@ -222,6 +228,10 @@ export class Router {
         }),
       planStatus: planning ? () => this.#planner?.plan.status : undefined,
       storeDegraded: 'degraded' in this.#store ? () => this.#store.degraded === true : undefined,
+      health: () => {
+        const nowMs = this.#clock.now();
+        return this.backends.map((b) => [b.id, { healthy: this.#view.get(b.id, nowMs).healthy, circuit: this.#guard.state(b.id) }] as const);
+      },
     });
     this.auth = config.auth && new Gate(config.auth);
     this.#limiter =
@@ -307,12 +317,47 @@ export class Router {
     });
     const baseTransport =
       transport ?? new UndiciTransport({ connectTimeoutMs: limits.connectTimeoutMs, headersTimeoutMs: limits.headersTimeoutMs, bodyTimeoutMs: limits.bodyTimeoutMs });
-    this.#health = new HealthCheck({ backends: this.backends, transport: baseTransport, view: this.#view, clock: this.#clock, unhealthyMs: limits.unhealthyMs, onStoreError: storeError });
+    const health = config.health;
+    this.#guard = new BackendGuard({
+      backendIds,
+      view: this.#view,
+      clock: this.#clock,
+      consecutiveFailures: health.consecutiveFailures,
+      baseEjectionMs: health.baseEjectionMs,
+      maxEjectionMs: health.maxEjectionMs,
+      maxEjectedPercent: health.maxEjectedPercent,
+      onEject: (backendId, reason) => this.metrics.ejections.labels(backendId, reason).inc(),
+      onStoreError: storeError,
+    });
+    this.#health = new HealthCheck({
+      backends: this.backends,
+      transport: baseTransport,
+      view: this.#view,
+      clock: this.#clock,
+      guard: this.#guard,
+      probePath: health.probePath,
+      probeIntervalMs: health.probes ? health.probeIntervalMs : undefined,
+      probeTimeoutMs: health.probeTimeoutMs,
+      unhealthyThreshold: health.unhealthyThreshold,
+      unhealthyMs: limits.unhealthyMs,
+    });
+    const budget = new RetryBudget({
+      percent: health.retryBudgetPercent,
+      min: health.retryBudgetMin,
+      inFlight: () => this.#inFlight,
+      onRetry: (failed, cause, upstream) => {
+        this.metrics.retries.labels(failed.id).inc();
+        publishBackendEvent({ kind: 'failover', backendId: failed.id, requestId: upstream.headers['x-request-id'] ?? '', reason: describeCause(cause) });
+      },
+      onExhausted: (failed) => this.metrics.retryBudgetExhausted.labels(failed.id).inc(),
+    });
     this.#transport = compose(
       baseTransport,
-      healthMarking((backend) => void this.#view.markUnhealthy(backend.id, limits.unhealthyMs, this.#clock.now()).catch(storeError)),
-      failover({ retries: limits.retries }),
+      healthMarking((backend, cause) => this.#guard.unreachable(backend.id, describeCause(cause), limits.unhealthyMs)),
+      outlierDetection(this.#guard),
+      failover({ retries: limits.retries, budget }),
     );
+    this.#health.start();
 
     this.#ready = Promise.all([this.#planner?.start(), this.#view.start()]).then(() => undefined);
     this.#ready.catch(() => {
@@ -350,7 +395,7 @@ export class Router {
     return this.#health.now();
   }
 
-  /** `health()` after asking every backend (GET `/models`) unless that was done in the last 2 s. */
+  /** `health()` after asking every backend (GET `health.probePath`) unless that was done in the last 2 s. */
   async checkHealth(): Promise<FleetHealth> {
     const health = await this.#health.check();
     return 'degraded' in this.#store ? { ...health, stateDegraded: this.#store.degraded === true } : health;
@@ -462,6 +507,7 @@ export class Router {
     this.#limiter?.close();
     this.dashboard?.close();
     this.#view.stop();
+    this.#health.stop();
     this.#stopSharingFairShare?.();
     this.#slots.close(noBackend('*', 'the router is shutting down'));
     await Promise.all([this.#planner?.stop(), this.#transport.close(), this.#store.close(), this.#predictor.close?.(), this.#carbon.close?.()]);
@@ -544,6 +590,7 @@ export class Router {
         } else if (err) {
           outcome = 'upstream-dropped';
           error = upstreamDropped(final.backend.id, err);
+          publishBackendEvent({ kind: 'stream-dropped', backendId: final.backend.id, requestId: request.id, reason: describeCause(err) });
         }
         finalHeld.complete(outcome, tokens, (meter.lastChunkAtMs ?? this.#clock.now()) - finalHeld.sentAtMs, error);
         this.#settled();

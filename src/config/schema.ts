@@ -86,9 +86,9 @@ export const limitsSchema = z.strictObject({
   maxQueueMs: z.int().positive().default(30_000),
   /** Largest accepted request body (bytes). Default 8 MiB. */
   bodyLimitBytes: z.int().positive().default(8 * 1024 * 1024),
-  /** Other backends tried when one refuses the connection or answers 503 before any byte. Default 1. */
+  /** Other backends tried when one refuses the connection, has its circuit open or answers 503, before any byte (within `health`'s retry budget). Default 1. */
   retries: z.int().min(0).max(5).default(1),
-  /** How long a backend that refused a connection stays out of rotation (ms). Default 10,000. */
+  /** How long a backend that refused a connection or failed a probe stays out of rotation, unless a probe passes sooner (ms). Default 10,000. */
   unhealthyMs: z.int().positive().default(10_000),
   /**
    * How long a slot outlives its replica's last renewal (ms): running requests renew theirs every third
@@ -116,6 +116,43 @@ export const limitsSchema = z.strictObject({
   strictRequests: z.boolean().default(false),
   /** With `strictRequests`, the largest `max_tokens` / `max_completion_tokens` accepted. Default 1,048,576. */
   maxOutputTokens: z.int().positive().default(1_048_576),
+});
+
+/**
+ * Backend faults, after Envoy's health checking, outlier detection and retry budget. Active probes
+ * run in the background; passive outlier detection ejects a backend that keeps failing real
+ * requests; an ejected backend is a per-backend circuit that is open, lets one trial request through
+ * (half-open) once its ejection ends, and closes when that trial or any probe passes.
+ */
+export const healthSchema = z.strictObject({
+  /** Probe every backend in the background (GET `probePath`). The simulator's transport answers probes too. Default true. */
+  probes: z.boolean().default(true),
+  /** Path probed, below the backend's baseURL (which conventionally ends in `/v1`, so GET /v1/models). Default `/models`. */
+  probePath: z.string().regex(/^\/[^\s]*$/, 'must be a path starting with /').default('/models'),
+  /** Time between rounds of probes (ms); the first round runs one interval after start. Default 5,000. */
+  probeIntervalMs: z.int().min(100).max(3_600_000).default(5_000),
+  /** A probe not answered in this time fails (ms). Default 1,000. */
+  probeTimeoutMs: z.int().min(10).max(600_000).default(1_000),
+  /**
+   * Consecutive failed probes (refused, timed out or 5xx) that take a backend out of rotation until a
+   * probe passes. One passing probe puts it back. Default 1 (a /healthz check marks at once, too).
+   */
+  unhealthyThreshold: z.int().min(1).max(100).default(1),
+  /** Consecutive failed requests (5xx, refused connection, timeout, broken stream; not 4xx nor a client leaving) that eject a backend. Default 5 (Envoy's consecutive_5xx). */
+  consecutiveFailures: z.int().min(1).max(1_000).default(5),
+  /** First ejection's length (ms); the n-th consecutive one lasts n times as long. Default 30,000 (Envoy's base_ejection_time). */
+  baseEjectionMs: z.int().min(1).max(3_600_000).default(30_000),
+  /** Longest ejection (ms). Default 300,000 (Envoy's max_ejection_time). */
+  maxEjectionMs: z.int().min(1).max(86_400_000).default(300_000),
+  /**
+   * Most of the fleet, in percent, that outlier detection ejects at once (rounded down, at least one
+   * backend), so a failure shared by every backend does not empty the pool. Default 50.
+   */
+  maxEjectedPercent: z.int().min(0).max(100).default(50),
+  /** Retries in progress allowed, as a percentage of the requests in flight (Envoy's retry budget). Default 20. */
+  retryBudgetPercent: z.number().min(0).max(100).default(20),
+  /** Retries in progress always allowed, whatever the requests in flight (Envoy's min_retry_concurrency). Default 3. */
+  retryBudgetMin: z.int().min(0).max(10_000).default(3),
 });
 
 export const sloClassSchema = z.strictObject({
@@ -267,6 +304,8 @@ const routerShape = {
   /** Policy name: `freesh` (default), `freesh-published`, `least-loaded`, `least-loaded-planned`, `carbon-greedy`, `round-robin`, `random`, or one registered with the router. */
   policy: z.string().min(1).default('freesh'),
   limits: limitsSchema.prefault({}),
+  /** Health probes, outlier ejection, circuit breaking and the retry budget (see healthSchema). */
+  health: healthSchema.prefault({}),
   defaults: z
     .strictObject({
       /** Tenant of requests without an `x-freesh-tenant` header. Default `default`. */

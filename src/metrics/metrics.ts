@@ -80,7 +80,18 @@ export interface MetricSources {
   readonly planStatus: () => 'optimal' | 'degraded' | 'initial' | undefined;
   /** Whether a shared state store serves from local state (Redis unreachable), when the store is a shared one. */
   readonly storeDegraded: () => boolean;
+  /** Each backend's health as placement sees it, and its circuit's state. */
+  readonly health: () => Iterable<readonly [backendId: string, sample: HealthSample]>;
 }
+
+/** A backend's health at scrape time. */
+export interface HealthSample {
+  /** In rotation (the cluster view says healthy). */
+  readonly healthy: boolean;
+  readonly circuit: 'closed' | 'open' | 'half-open';
+}
+
+const CIRCUIT_STATES = ['closed', 'open', 'half-open'] as const;
 
 /** The router's Prometheus metrics, in a registry of its own (no global state). */
 export class RouterMetrics {
@@ -147,6 +158,19 @@ export class RouterMetrics {
       backends,
       (b) => b.latencyFactor,
     );
+    const health = sources.health;
+    if (health) {
+      perBackendGauge('freesh_backend_healthy', '1 while a backend is in rotation, 0 while it is ejected or failed its probes', health, (h) => Number(h.healthy));
+      new Gauge({
+        name: 'freesh_backend_circuit_state',
+        help: "1 for the state each backend's circuit is in (closed, open: ejected, half-open: one trial request allowed), 0 for the others",
+        labelNames: ['backend', 'state'] as const,
+        registers: [this.registry],
+        collect() {
+          for (const [backend, sample] of health()) for (const state of CIRCUIT_STATES) this.set({ backend, state }, sample.circuit === state ? 1 : 0);
+        },
+      });
+    }
     const storeDegraded = sources.storeDegraded;
     if (storeDegraded) {
       new Gauge({
@@ -202,6 +226,24 @@ export class RouterMetrics {
     collect: () => {
       for (const tally of this.#tallies.values()) tally.upstreamSeconds.flush();
     },
+  });
+  readonly retries = new Counter({
+    name: 'freesh_retries_total',
+    help: 'Requests sent to another backend after this one did not take them (refused, circuit open, 503), before any byte reached the client',
+    labelNames: ['backend'] as const,
+    registers: [this.registry],
+  });
+  readonly retryBudgetExhausted = new Counter({
+    name: 'freesh_retry_budget_exhausted_total',
+    help: 'Retries not made because the retry budget was spent (the client got the failure), by the backend that failed',
+    labelNames: ['backend'] as const,
+    registers: [this.registry],
+  });
+  readonly ejections = new Counter({
+    name: 'freesh_backend_ejections_total',
+    help: 'Backends taken out of rotation, by reason: outlier (consecutive failed requests, or a failed trial), probe (failed health probes) or unreachable (a refused connection)',
+    labelNames: ['backend', 'reason'] as const,
+    registers: [this.registry],
   });
   readonly pluginErrors = new Counter({
     name: 'freesh_plugin_errors_total',

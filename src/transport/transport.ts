@@ -50,8 +50,11 @@ export function compose(base: Transport, ...layers: readonly TransportLayer[]): 
   return layers.reduce<Transport>((inner, layer) => layer(inner), base);
 }
 
-/** Typed to hold any code: an error's `code` may be of any type, and only these strings match. */
-const CONNECT_ERRORS: ReadonlySet<unknown> = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+/**
+ * Typed to hold any code: an error's `code` may be of any type, and only these strings match.
+ * FREESH_CIRCUIT_OPEN: the outlier layer refused the send (see transport/outlier.ts).
+ */
+const CONNECT_ERRORS: ReadonlySet<unknown> = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'FREESH_CIRCUIT_OPEN']);
 
 /**
  * True when the backend never received the request, so sending it elsewhere cannot duplicate work.
