@@ -204,6 +204,18 @@ const routerShape = {
     })
     .prefault({}),
   plan: planSchema.prefault({}),
+  /** What the router exchanges with GPU agents (`freesh agent`) through the state store. */
+  agent: z
+    .strictObject({
+      /**
+       * Publish each backend's SLO signal (least headroom of its requests) this often (ms), for the
+       * agents' clock controllers; 0 publishes none. Default 1,000 (the controller's period).
+       */
+      sloSignalMs: z.int().nonnegative().max(60_000).default(1_000),
+      /** Use an agent's measured power for a backend while its reading is at most this old (ms). Default 5,000. */
+      measuredPowerFreshMs: z.int().positive().max(600_000).default(5_000),
+    })
+    .prefault({}),
 };
 
 type FleetConfig = {
