@@ -6,6 +6,7 @@ import { planChannel } from './plan/pool-planner.js';
 import { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalone.js';
 import { fleetFromConfig, runSimulateCommand } from './sim/command.js';
 import { DEMO_MODEL, startDemoFleet } from './sim/demo-fleet.js';
+import { AGENT_USAGE, runAgentCommand } from './agent/command.js';
 
 const COMMANDS = {
   serve: `Usage: freesh serve --config FILE [--port N] [--host ADDR]
@@ -17,6 +18,7 @@ const COMMANDS = {
                 [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
   Replay a trace (Azure CSV format) through every policy on the fleet in FILE (default: the FREESH
   fleet) and write reports.`,
+  agent: AGENT_USAGE,
   help: `Usage: freesh help [COMMAND]
   Print the commands, or one command's options.`,
 } as const;
@@ -32,6 +34,8 @@ Usage:
                   [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
                                  replay a trace (Azure CSV format) through every policy on the
                                  fleet in FILE (default: the FREESH fleet) and write reports
+  freesh agent --node ID --gpus 0,1 [--driver nvidia-smi|zeusd|fake] [--dry-run] [--redis URL]
+                                 scale this node's GPU clocks with the MIAD controller (see --help)
   freesh help [COMMAND]          this text, or a command's options (also: freesh COMMAND --help)`;
 
 async function main(argv: string[]): Promise<number> {
@@ -44,6 +48,8 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!(command in COMMANDS)) throw new UsageError(`unknown command \`${command}\``);
   currentCommand = command;
+  // The agent runs on GPU nodes with options of its own (src/agent/command.ts).
+  if (command === 'agent') return runAgentCommand(rest);
   const values = parseOptions(rest);
   if (values.help) {
     console.log(COMMANDS[command as keyof typeof COMMANDS]);

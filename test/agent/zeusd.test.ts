@@ -14,7 +14,7 @@ import { closeServer } from '../../src/sim/backend-server.js';
  * for an unknown GPU. It records every request and keeps per-GPU locks, power and energy.
  */
 interface StandIn {
-  readonly server: Server;
+  server: Server;
   readonly calls: string[];
   readonly locks: Map<number, [number, number]>;
   powerMw: Map<number, number>;
