@@ -12,7 +12,7 @@ import type { FrequencyModel } from '../cost/frequency.js';
 import { decodePowerAtW } from '../cost/profiles.js';
 import type { ReceivedTelemetry, StateStore } from '../state/store.js';
 import type { Backend } from '../types.js';
-import type { CompletionEvent, LifecyclePlugin, RequestEvent } from './lifecycle.js';
+import type { AbortEvent, CompletionEvent, LifecyclePlugin, RequestEvent, SendEvent } from './lifecycle.js';
 
 /** `kind` of the router's SLO-signal records; `values.headroom` absent when nothing ran. */
 export const SLO_TELEMETRY = 'slo';
@@ -98,7 +98,7 @@ export class AgentTelemetry implements LifecyclePlugin {
     this.#timer?.cancel();
   }
 
-  send(event: RequestEvent): void {
+  send(event: SendEvent): void {
     const { request, placement, nowMs } = event;
     this.#backends.get(placement.backend.id)?.running.set(request.id, {
       deadlineMs: placement.deadlineMs,
@@ -131,7 +131,7 @@ export class AgentTelemetry implements LifecyclePlugin {
     state.finished = state.finished === undefined ? headroom : Math.min(state.finished, headroom);
   }
 
-  abort(event: RequestEvent): void {
+  abort(event: AbortEvent): void {
     this.#backends.get(event.placement.backend.id)?.running.delete(event.request.id);
   }
 
