@@ -64,7 +64,7 @@ export class ZeusdDriver implements GpuDriver {
   }
 
   async #call(field: string, method: 'GET' | 'POST', path: string, query: Record<string, string | number | boolean>): Promise<unknown> {
-    const search = new URLSearchParams(Object.entries(query).map(([k, v]) => [k, String(v)]));
+    const search = new URLSearchParams(Object.fromEntries(Object.entries(query).map(([k, v]) => [k, String(v)])));
     const target = `${path}?${search}`;
     let status: number;
     let text: string;
