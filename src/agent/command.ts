@@ -4,6 +4,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import { parseArgs } from 'node:util';
+import { BUILTIN_PROFILES } from '../cost/profiles.js';
 import { MemoryStateStore } from '../state/memory-store.js';
 import type { StateStore } from '../state/store.js';
 import { AgentStartError, GpuAgent } from './agent.js';
@@ -15,7 +16,8 @@ import { SLO_TELEMETRY } from '../pipeline/agent-telemetry.js';
 
 export const AGENT_USAGE = `Usage: freesh agent --node ID --gpus 0,1 [--driver nvidia-smi|zeusd|fake] [--dry-run]
                     [--redis URL] [--key-prefix P] [--backend ID=0,1 ...] [--metrics-port N]
-                    [--zeusd URL|--zeusd-socket PATH] [--period-ms 1000] [--store-timeout-ms 30000]
+                    [--zeusd URL|--zeusd-socket PATH] [--fake-profile 2xH100] [--period-ms 1000]
+                    [--store-timeout-ms 30000]
   Scale the SM clocks of this node's GPUs with the MIAD controller: every period, read the router's
   SLO signal and the plan's clock floor from the state store, lock each GPU's clock, and publish its
   power, clock and energy for the router's cost model. Clocks are reset at start, on exit and after
@@ -25,7 +27,8 @@ export const AGENT_USAGE = `Usage: freesh agent --node ID --gpus 0,1 [--driver n
   --backend ID=0,1     the router backend served by those GPUs (repeatable); default: every GPU
                        serves the backend named by --node
   --driver             nvidia-smi (default; needs root), zeusd (Zeus's daemon holds the privilege),
-                       fake (an in-process GPU whose load follows the router's in-flight requests)
+                       fake (in-process GPUs whose load follows the router's in-flight requests,
+                       drawing the power of --fake-profile, an instance mode, split per GPU)
   --dry-run            log the locks it would set; set none
   --redis URL          the routers' state store (the fleet's --key-prefix, default freesh); without
                        it, an in-process store: only useful with --driver fake
@@ -42,6 +45,7 @@ const OPTIONS = {
   'metrics-port': { type: 'string', default: '9401' },
   zeusd: { type: 'string' },
   'zeusd-socket': { type: 'string' },
+  'fake-profile': { type: 'string', default: '2xH100' },
   'period-ms': { type: 'string' },
   'store-timeout-ms': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
