@@ -17,7 +17,7 @@
  */
 import { Counter, Gauge, Registry } from 'prom-client';
 import { systemClock, type Clock, type Timer } from '../clock.js';
-import { GPU_TELEMETRY, SLO_TELEMETRY } from '../pipeline/agent-telemetry.js';
+import { GPU_TELEMETRY, SLO_TELEMETRY, sloKey } from '../pipeline/agent-telemetry.js';
 import type { PublishedPlan, ReceivedTelemetry, StateStore } from '../state/store.js';
 import type { GpuDriver, GpuTelemetry } from './driver.js';
 import { MIAD_DEFAULTS, miadConfig, miadNext, initialState, type MiadConfig, type MiadState, type MiadStep, type SloSignal } from './miad.js';
@@ -272,17 +272,19 @@ export class GpuAgent {
 }
 
 /**
- * The SLO signal of one backend from the routers' records: the least headroom any router reports
- * (null when every router says nothing ran), as old as the newest record. No record at all (none
+ * The SLO signal of one backend from the routers' records (one per replica, see sloKey): the least
+ * headroom any router reports (null when every router says nothing ran), as old as the newest record. No record at all (none
  * published, or all expired): infinitely old, which the controller treats as a risk.
  */
 export function sloSignal(records: readonly ReceivedTelemetry[], backendId: string): SloSignal {
   let headroom: number | null = null;
   let ageMs = Number.POSITIVE_INFINITY;
+  const inFlightKey = sloKey(backendId, 'inFlight');
+  const headroomKey = sloKey(backendId, 'headroom');
   for (const r of records) {
-    if (r.kind !== SLO_TELEMETRY || r.backendId !== backendId) continue;
+    if (r.kind !== SLO_TELEMETRY || !(inFlightKey in r.values)) continue;
     ageMs = Math.min(ageMs, r.ageMs);
-    const h = r.values.headroom;
+    const h = r.values[headroomKey];
     if (typeof h === 'number' && Number.isFinite(h) && (headroom === null || h < headroom)) headroom = h;
   }
   return { headroom, ageMs };

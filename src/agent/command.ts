@@ -12,7 +12,7 @@ import type { GpuDriver } from './driver.js';
 import { FakeGpuDriver } from './fake-gpu.js';
 import { NvidiaSmiDriver } from './nvidia-smi.js';
 import { ZeusdDriver } from './zeusd.js';
-import { SLO_TELEMETRY } from '../pipeline/agent-telemetry.js';
+import { SLO_TELEMETRY, sloKey } from '../pipeline/agent-telemetry.js';
 
 export const AGENT_USAGE = `Usage: freesh agent --node ID --gpus 0,1 [--driver nvidia-smi|zeusd|fake] [--dry-run]
                     [--redis URL] [--key-prefix P] [--backend ID=0,1 ...] [--metrics-port N]
@@ -141,7 +141,7 @@ export async function runAgentCommand(args: string[]): Promise<number> {
         ? (records) => {
             for (const [index, backendId] of backends) {
               let inFlight = 0;
-              for (const r of records) if (r.kind === SLO_TELEMETRY && r.backendId === backendId) inFlight += r.values.inFlight ?? 0;
+              for (const r of records) if (r.kind === SLO_TELEMETRY) inFlight += r.values[sloKey(backendId, 'inFlight')] ?? 0;
               fake.setBatch(index, Math.max(0, Math.round(inFlight)));
             }
           }

@@ -1,6 +1,6 @@
 /**
  * The router's side of the GPU agents (`freesh agent`, src/agent/agent.ts), through the state store:
- *   - it publishes, per backend and every `sloSignalMs`, the SLO signal the agents' clock
+ *   - it publishes, every `sloSignalMs` and per backend, the SLO signal the agents' clock
  *     controllers read: the least headroom among the backend's requests (in flight, and finished
  *     since the last publication), 1 = nothing of the budget used, 0 = on target, negative = late;
  *     none when nothing ran (the agent may then lower clocks);
@@ -14,8 +14,17 @@ import type { ReceivedTelemetry, StateStore } from '../state/store.js';
 import type { Backend } from '../types.js';
 import type { AbortEvent, CompletionEvent, LifecyclePlugin, RequestEvent, SendEvent } from './lifecycle.js';
 
-/** `kind` of the router's SLO-signal records; `values.headroom` absent when nothing ran. */
+/**
+ * `kind` of a replica's SLO-signal record: one record per replica (`router:<replicaId>`), one write
+ * a period whatever the fleet's size, with per backend `<id>/inFlight` and, when something ran,
+ * `<id>/headroom` (see sloKey).
+ */
 export const SLO_TELEMETRY = 'slo';
+
+/** The key of a backend's figure in an SLO-signal record (backend ids never hold `/`). */
+export function sloKey(backendId: string, figure: 'headroom' | 'inFlight'): string {
+  return `${backendId}/${figure}`;
+}
 /** `kind` of an agent's per-GPU records: `values.powerW`, `smClockMHz`, `maxSmClockMHz`, `energyJ`, `targetMHz`. */
 export const GPU_TELEMETRY = 'gpu';
 
@@ -58,7 +67,7 @@ export interface AgentTelemetryOptions {
   readonly frequency: FrequencyModel;
   /** The planned clock fraction of a backend (1 without a plan). */
   readonly clockFraction: (backendId: string) => number;
-  /** This replica's name: its records are `router:<replicaId>:<backend>`. */
+  /** This replica's name: its record is `router:<replicaId>`. */
   readonly replicaId: string;
   /** Publication and reading period (ms); 0 neither publishes nor reads. */
   readonly periodMs: number;
@@ -161,15 +170,14 @@ export class AgentTelemetry implements LifecyclePlugin {
     const nowMs = o.clock.now();
     // Records outlive a few missed periods, not a dead replica for long.
     const ttlMs = Math.max(3 * o.periodMs, 1_000);
-    const writes: Promise<void>[] = [];
+    const values: Record<string, number> = {};
     for (const [backendId, state] of this.#backends) {
       const headroom = this.headroom(backendId, nowMs);
       state.finished = undefined;
-      const values: Record<string, number> = { inFlight: state.running.size };
-      if (headroom !== undefined) values.headroom = headroom;
-      writes.push(o.store.putTelemetry({ source: `router:${o.replicaId}:${backendId}`, kind: SLO_TELEMETRY, backendId, values }, ttlMs));
+      values[sloKey(backendId, 'inFlight')] = state.running.size;
+      if (headroom !== undefined) values[sloKey(backendId, 'headroom')] = headroom;
     }
-    const results = await Promise.allSettled([...writes, this.#readPower(nowMs)]);
+    const results = await Promise.allSettled([o.store.putTelemetry({ source: `router:${o.replicaId}`, kind: SLO_TELEMETRY, values }, ttlMs), this.#readPower(nowMs)]);
     for (const r of results) if (r.status === 'rejected') o.onError(r.reason);
   }
 

@@ -6,7 +6,7 @@ import { type CostInput, createCostModel, type CostModel } from '../../src/cost/
 import { BUILTIN_PROFILES } from '../../src/cost/profiles.js';
 import { GpuAgent } from '../../src/agent/agent.js';
 import { FakeGpuDriver } from '../../src/agent/fake-gpu.js';
-import { GPU_TELEMETRY, SLO_TELEMETRY } from '../../src/pipeline/agent-telemetry.js';
+import { GPU_TELEMETRY, SLO_TELEMETRY, sloKey } from '../../src/pipeline/agent-telemetry.js';
 import { createRedisStateStore } from '../../src/state/redis.js';
 import { deleteFleet, freshPrefix, type RedisServer, startPrivateRedis } from '../helpers/redis-server.js';
 import { chatBody, fleetConfig, post, proxyFor, until, upstream } from '../helpers/servers.js';
@@ -88,7 +88,7 @@ describe('freesh agent over Redis with the router', () => {
     const lines: string[] = [];
     const agent = new GpuAgent({ driver, store, nodeId: 'n1', backends: new Map([[0, 'b0']]), miad: { periodMs: 100 }, storeTimeoutMs: 1_500, log: (l) => lines.push(l) });
     // A router's signal with room, long-lived: the agent lowers the clock period by period.
-    await store.putTelemetry({ source: 'router:r1:b0', kind: SLO_TELEMETRY, backendId: 'b0', values: { headroom: 0.9, inFlight: 1 } }, 60_000);
+    await store.putTelemetry({ source: 'router:r1', kind: SLO_TELEMETRY, values: { [sloKey('b0', 'headroom')]: 0.9, [sloKey('b0', 'inFlight')]: 1 } }, 60_000);
     await agent.start();
     cleanups.push(() => agent.stop());
     await until(() => (agent.gpus[0]!.appliedMHz ?? 1980) <= 1860, 10_000);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AgentStartError, GpuAgent, sloSignal } from '../../src/agent/agent.js';
 import { FakeGpuDriver } from '../../src/agent/fake-gpu.js';
-import { GPU_TELEMETRY, SLO_TELEMETRY } from '../../src/pipeline/agent-telemetry.js';
+import { GPU_TELEMETRY, SLO_TELEMETRY, sloKey } from '../../src/pipeline/agent-telemetry.js';
 import { VirtualClock } from '../../src/sim/virtual-clock.js';
 import { MemoryStateStore } from '../../src/state/memory-store.js';
 import type { PlanRecord, ReceivedTelemetry, StateStore } from '../../src/state/store.js';
@@ -27,9 +27,12 @@ function setup<S extends StateStore = MemoryStateStore>(options: { dryRun?: bool
     driver, store, clock, nodeId: 'n1', backends: new Map([[0, 'b0'], [1, 'b1']]), dryRun: options.dryRun, storeTimeoutMs: 5_000,
     log: (line) => lines.push(line),
   });
-  // The router's side: each backend's SLO signal, refreshed each period by the test.
+  // The routers' side: each backend's SLO signal (from a replica of its own here), refreshed each period by the test.
   const signal = (backendId: string, headroom: number | undefined) =>
-    store.putTelemetry({ source: `router:r1:${backendId}`, kind: SLO_TELEMETRY, backendId, values: headroom === undefined ? { inFlight: 0 } : { headroom, inFlight: 1 } }, 3_000);
+    store.putTelemetry({
+      source: `router:r-${backendId}`, kind: SLO_TELEMETRY,
+      values: headroom === undefined ? { [sloKey(backendId, 'inFlight')]: 0 } : { [sloKey(backendId, 'headroom')]: headroom, [sloKey(backendId, 'inFlight')]: 1 },
+    }, 3_000);
   const period = async (headrooms: Record<string, number | undefined>) => {
     for (const [b, h] of Object.entries(headrooms)) await signal(b, h);
     // The agent's own loop: one period per second of the virtual clock.
@@ -152,13 +155,18 @@ describe('GpuAgent with the fake driver', () => {
 });
 
 describe('sloSignal', () => {
-  const rec = (source: string, backendId: string, headroom: number | undefined, ageMs: number): ReceivedTelemetry => ({
-    source, kind: SLO_TELEMETRY, backendId, values: headroom === undefined ? { inFlight: 0 } : { headroom }, ageMs,
-  });
-  it('takes the least headroom over replicas and the newest age; none is infinitely old', () => {
-    const records = [rec('router:a:b0', 'b0', 0.4, 900), rec('router:b:b0', 'b0', 0.1, 200), rec('router:a:b1', 'b1', -1, 10), rec('router:c:b0', 'b0', undefined, 50)];
+  const rec = (source: string, values: Record<string, number>, ageMs: number): ReceivedTelemetry => ({ source, kind: SLO_TELEMETRY, values, ageMs });
+  it('takes the least headroom over replicas and the newest age of those reporting the backend; none is infinitely old', () => {
+    const records = [
+      rec('router:a', { 'b0/inFlight': 2, 'b0/headroom': 0.4, 'b1/inFlight': 1, 'b1/headroom': -1 }, 900),
+      rec('router:b', { 'b0/inFlight': 1, 'b0/headroom': 0.1 }, 200),
+      rec('router:c', { 'b0/inFlight': 0 }, 50),
+      rec('router:d', { 'b1/inFlight': 0 }, 5),
+      { source: 'agent:n:gpu0', kind: GPU_TELEMETRY, backendId: 'b0', values: { 'b0/inFlight': 0, powerW: 1 }, ageMs: 0 },
+    ];
     expect(sloSignal(records, 'b0')).toEqual({ headroom: 0.1, ageMs: 50 });
-    expect(sloSignal([rec('router:c:b0', 'b0', undefined, 50)], 'b0')).toEqual({ headroom: null, ageMs: 50 });
+    expect(sloSignal(records, 'b1')).toEqual({ headroom: -1, ageMs: 5 });
+    expect(sloSignal([rec('router:c', { 'b0/inFlight': 0 }, 50)], 'b0')).toEqual({ headroom: null, ageMs: 50 });
     expect(sloSignal(records, 'b9')).toEqual({ headroom: null, ageMs: Number.POSITIVE_INFINITY });
   });
 });

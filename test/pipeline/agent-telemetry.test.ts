@@ -20,7 +20,7 @@ describe('measuredPowerW', () => {
   it('sums the fresh GPU records of each backend and ignores the rest', () => {
     const gpu = (source: string, backendId: string | undefined, powerW: number, ageMs: number) => ({ source, kind: GPU_TELEMETRY, backendId, values: { powerW }, ageMs });
     const measured = measuredPowerW([gpu('a:0', 'b0', 100, 10), gpu('a:1', 'b0', 150, 20), gpu('a:2', 'b1', 80, 9_000), gpu('a:3', undefined, 50, 0),
-      { source: 'router:r:b0', kind: SLO_TELEMETRY, backendId: 'b0', values: { powerW: 999 }, ageMs: 0 }], 5_000);
+      { source: 'router:r', kind: SLO_TELEMETRY, backendId: 'b0', values: { powerW: 999 }, ageMs: 0 }], 5_000);
     expect([...measured]).toEqual([['b0', 250]]);
   });
 });
@@ -70,8 +70,8 @@ describe('AgentTelemetry', () => {
     expect(plugin.headroom('b0', 500)).toBeCloseTo(0.5);
     await plugin.tick();
     let slo = (await store.readTelemetry()).find((r) => r.kind === SLO_TELEMETRY)!;
-    expect(slo).toMatchObject({ source: 'router:r1:b0', backendId: 'b0', values: { inFlight: 2 } });
-    expect(slo.values.headroom).toBeCloseTo(0.5);
+    expect(slo).toMatchObject({ source: 'router:r1', values: { 'b0/inFlight': 2 } });
+    expect(slo.values['b0/headroom']).toBeCloseTo(0.5);
 
     // r1 finishes late with 11 tokens 200 ms apart (target 100): its TBT headroom, −1, is the least.
     plugin.firstByte({ request: r1, placement: placement(2_000, 1_000), nowMs: 100 });
@@ -80,11 +80,11 @@ describe('AgentTelemetry', () => {
     plugin.abort({ request: r2, placement: placement(4_000, 1_000), nowMs: 2_100, outcome: 'client-abort' });
     await plugin.tick();
     slo = (await store.readTelemetry()).find((r) => r.kind === SLO_TELEMETRY)!;
-    expect(slo.values).toEqual({ inFlight: 0, headroom: -1 });
+    expect(slo.values).toEqual({ 'b0/inFlight': 0, 'b0/headroom': -1 });
     // Nothing ran since: no headroom, so the agent may lower clocks.
     await plugin.tick();
     slo = (await store.readTelemetry()).find((r) => r.kind === SLO_TELEMETRY)!;
-    expect(slo.values).toEqual({ inFlight: 0 });
+    expect(slo.values).toEqual({ 'b0/inFlight': 0 });
   });
 
   it('reads fresh agent power as a factor on the profile, bounded, and forgets it when stale', async () => {
