@@ -20,7 +20,7 @@ import { systemClock, type Clock, type Timer } from '../clock.js';
 import { GPU_TELEMETRY, SLO_TELEMETRY, sloKey } from '../pipeline/agent-telemetry.js';
 import type { PublishedPlan, ReceivedTelemetry, StateStore } from '../state/store.js';
 import type { GpuDriver, GpuTelemetry } from './driver.js';
-import { MIAD_DEFAULTS, miadConfig, miadNext, initialState, type MiadConfig, type MiadState, type MiadStep, type SloSignal } from './miad.js';
+import { bounds, MIAD_DEFAULTS, miadConfig, miadNext, initialState, type MiadConfig, type MiadState, type MiadStep, type SloSignal } from './miad.js';
 
 export type MiadConstants = Partial<Omit<MiadConfig, 'supportedMHz' | 'floorMHz' | 'maxMHz'>>;
 
@@ -92,7 +92,7 @@ export class GpuAgent {
   #running: Promise<void> | undefined;
   #stopped = false;
   #started = false;
-  /** Router clock time of the last period the store answered; undefined before the first. */
+  /** When (agent clock) the store last answered; the start time before the first period. */
   #storeOkAtMs: number;
   #heldForStore = false;
   #resetForStore = false;
@@ -130,7 +130,7 @@ export class GpuAgent {
       const supportedMHz = await driver.supportedSmClocks(index);
       await this.#reset(index, 'start: clear any lock left by an earlier run');
       const config = this.#config(supportedMHz, 0);
-      this.#gpus.push({ index, backendId, supportedMHz, state: initialState(config), appliedMHz: undefined, floorMHz: config.floorMHz, last: undefined });
+      this.#gpus.push({ index, backendId, supportedMHz, state: initialState(config), appliedMHz: undefined, floorMHz: bounds(config).floorMHz, last: undefined });
       this.#log(`freesh agent: GPU ${index} → backend ${backendId}, ${supportedMHz[0]}–${supportedMHz.at(-1)} MHz (${supportedMHz.length} clocks)`);
     }
     const loop = (): void => {
@@ -234,10 +234,9 @@ export class GpuAgent {
   }
 
   async #control(g: GpuControl, telemetry: readonly ReceivedTelemetry[], plan: PublishedPlan | undefined): Promise<void> {
-    const maxMHz = g.supportedMHz.at(-1)!;
     const fraction = plan?.clockFraction[g.backendId];
-    const config = this.#config(g.supportedMHz, typeof fraction === 'number' && fraction > 0 ? Math.min(1, fraction) * maxMHz : 0);
-    g.floorMHz = Math.min(config.supportedMHz.find((c) => c >= config.floorMHz) ?? maxMHz, maxMHz);
+    const config = this.#config(g.supportedMHz, typeof fraction === 'number' && fraction > 0 ? Math.min(1, fraction) * g.supportedMHz.at(-1)! : 0);
+    g.floorMHz = bounds(config).floorMHz;
     const step = miadNext(config, g.state, sloSignal(telemetry, g.backendId));
     g.state = step.state;
     g.last = step;

@@ -209,7 +209,8 @@ const routerShape = {
     .strictObject({
       /**
        * Publish each backend's SLO signal (least headroom of its requests) this often (ms), for the
-       * agents' clock controllers; 0 publishes none. Default 1,000 (the controller's period).
+       * agents' clock controllers, and read their measured power as often; 0 turns both off.
+       * Default 1,000 (the controller's period).
        */
       sloSignalMs: z.int().nonnegative().max(60_000).default(1_000),
       /** Use an agent's measured power for a backend while its reading is at most this old (ms). Default 5,000. */
