@@ -6,7 +6,10 @@ import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { QUERY_ARGS } from '../../src/agent/nvidia-smi.js';
+import type { AddressInfo } from 'node:net';
+import { closeServer } from '../../src/sim/backend-server.js';
 import { until } from '../helpers/servers.js';
+import { zeusdStandIn } from '../helpers/zeusd-stand-in.js';
 
 // The compiled CLI (`npm run build` first).
 const CLI = fileURLToPath(new URL('../../dist/src/cli.js', import.meta.url));
@@ -111,5 +114,27 @@ describe('freesh agent', () => {
     expect((await once(agent.child, 'exit'))[0]).toBe(1);
     expect(agent.output()).toContain('freesh agent: setting GPU clocks with nvidia-smi needs root: run as root, use --driver zeusd, or --dry-run');
     expect(smi.calls()).toEqual([]);
+  }, 30_000);
+
+  it('drives zeusd over HTTP without root: reset at start, a lock, and the reset on SIGTERM', async () => {
+    const zeusd = zeusdStandIn(2);
+    await new Promise<void>((resolve) => zeusd.server.listen(0, '127.0.0.1', resolve));
+    try {
+      zeusd.powerMw.set(1, 250_000);
+      const url = `http://127.0.0.1:${(zeusd.server.address() as AddressInfo).port}`;
+      const agent = run(['agent', '--node', 'n1', '--gpus', '1', '--driver', 'zeusd', '--zeusd', url, '--metrics-port', '0', '--period-ms', '100']);
+      await until(() => zeusd.calls.some((c) => c.includes('set_gpu_locked_clocks')), 10_000);
+      agent.child.kill('SIGTERM');
+      expect((await once(agent.child, 'exit'))[0]).toBe(0);
+      const writes = zeusd.calls.filter((c) => c.startsWith('POST'));
+      expect(writes[0]).toBe('POST /gpu/reset_gpu_locked_clocks?gpu_ids=1&block=true');
+      // No router publishes to its in-process store: the signal is stale, so the clock stays at the top.
+      expect(writes[1]).toBe('POST /gpu/set_gpu_locked_clocks?gpu_ids=1&min_clock_mhz=345&max_clock_mhz=1980&block=true');
+      expect(writes.at(-1)).toBe('POST /gpu/reset_gpu_locked_clocks?gpu_ids=1&block=true');
+      expect(zeusd.calls).toContain('GET /gpu/get_power?gpu_ids=1');
+      expect(zeusd.locks.size).toBe(0);
+    } finally {
+      await closeServer(zeusd.server);
+    }
   }, 30_000);
 });
