@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+import { mintKey } from './auth/keys.js';
 import { ConfigError } from './config/schema.js';
 import type { Plan } from './plan/plan.js';
 import { planChannel } from './plan/pool-planner.js';
@@ -18,6 +19,9 @@ const COMMANDS = {
                 [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
   Replay a trace (Azure CSV format) through every policy on the fleet in FILE (default: the FREESH
   fleet) and write reports.`,
+  key: `Usage: freesh key
+  Mint a gateway API key: prints the key (give it to the client; it is stored nowhere) and its
+  sha256 (put it in the config's auth.keys[].sha256, or auth.adminKeys for an admin key).`,
   agent: AGENT_USAGE,
   help: `Usage: freesh help [COMMAND]
   Print the commands, or one command's options.`,
@@ -34,6 +38,7 @@ Usage:
                   [--utilisation 0.6] [--policies baseline,least-loaded] [--seed N] [--out DIR]
                                  replay a trace (Azure CSV format) through every policy on the
                                  fleet in FILE (default: the FREESH fleet) and write reports
+  freesh key                     mint a gateway API key and print it with its sha256 for the config
   freesh agent --node ID --gpus 0,1 [--driver nvidia-smi|zeusd|fake] [--dry-run] [--redis URL]
                                  scale this node's GPU clocks with the MIAD controller (see --help)
   freesh help [COMMAND]          this text, or a command's options (also: freesh COMMAND --help)`;
@@ -102,6 +107,12 @@ async function main(argv: string[]): Promise<number> {
     const codes = await Promise.all(proxies.map((p) => untilSignal(p)));
     await fleet.close();
     return Math.max(...codes);
+  }
+
+  if (command === 'key') {
+    const { key, sha256 } = mintKey();
+    console.log(`key:    ${key}\nsha256: ${sha256}`);
+    return 0;
   }
 
   if (command === 'simulate') {

@@ -42,6 +42,11 @@ export const ERROR_CODES = [
   'upstream_dropped',
   'client_closed',
   'internal_error',
+  'invalid_api_key',
+  'model_not_allowed',
+  'slo_class_not_allowed',
+  'admin_key_required',
+  'rate_limit_exceeded',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -51,6 +56,8 @@ export interface FreeshErrorOptions {
   readonly type: ErrorType;
   readonly param?: string | undefined;
   readonly cause?: unknown;
+  /** Headers the answer carries besides the usual ones (a rate limit's `retry-after-ms` and `x-ratelimit-*`). */
+  readonly headers?: Readonly<Record<string, string>> | undefined;
 }
 
 export class FreeshError extends Error {
@@ -58,6 +65,7 @@ export class FreeshError extends Error {
   readonly status: number;
   readonly type: ErrorType;
   readonly param: string | undefined;
+  readonly headers: Readonly<Record<string, string>> | undefined;
 
   constructor(message: string, options: FreeshErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -66,6 +74,7 @@ export class FreeshError extends Error {
     this.status = options.status;
     this.type = options.type;
     this.param = options.param;
+    this.headers = options.headers;
   }
 
   toJSON(): { error: { message: string; type: ErrorType; param: string | null; code: ErrorCode } } {
@@ -194,6 +203,27 @@ export const clientAborted = (): FreeshError =>
 
 export const internalError = (cause: unknown): FreeshError =>
   new FreeshError(`Internal router error: ${describe(cause)}`, { code: 'internal_error', status: 500, type: 'server_error', cause });
+
+/** No valid gateway API key (OpenAI's answer to a bad key: 401 `invalid_api_key`). The key is never quoted. */
+export const invalidApiKey = (detail: string): FreeshError =>
+  new FreeshError(`${detail}. Send a gateway API key as \`Authorization: Bearer <key>\` or \`api-key: <key>\``, {
+    code: 'invalid_api_key',
+    status: 401,
+    type: 'invalid_request_error',
+  });
+
+/** A valid key asking for what it may not use: a model, an SLO class, an admin route. */
+export const notAllowed = (message: string, code: 'model_not_allowed' | 'slo_class_not_allowed' | 'admin_key_required', param?: string): FreeshError =>
+  new FreeshError(message, { code, status: 403, type: 'invalid_request_error', param });
+
+/** A key or tenant over its limits: 429 with when to come back (`retry-after`, `retry-after-ms`) and the limits' state. */
+export const rateLimited = (message: string, retryAfterMs: number, headers: Readonly<Record<string, string>>): FreeshError =>
+  new FreeshError(message, {
+    code: 'rate_limit_exceeded',
+    status: 429,
+    type: 'rate_limit_error',
+    headers: { ...headers, 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))), 'retry-after-ms': String(Math.max(1, Math.ceil(retryAfterMs))) },
+  });
 
 export function toFreeshError(err: unknown): FreeshError {
   return err instanceof FreeshError ? err : internalError(err);

@@ -1,5 +1,7 @@
 import type { Readable } from 'node:stream';
 import { channel } from 'node:diagnostics_channel';
+import { Gate, type Principal } from './auth/gate.js';
+import { hasLimits, RateLimiter } from './auth/limiter.js';
 import type { CancelSignal } from './cancel.js';
 import { carbonSignalFromConfig } from './carbon/from-config.js';
 import type { CarbonSignal } from './carbon/signal.js';
@@ -147,6 +149,9 @@ export class Router {
   readonly sites: readonly Site[];
   readonly policy: Policy;
   readonly metrics: RouterMetrics;
+  /** Gateway API keys and admin keys, when the config has an `auth` section. */
+  readonly auth: Gate | undefined;
+  readonly #limiter: RateLimiter | undefined;
   readonly #clock: Clock;
   readonly #transport: Transport;
   readonly #health: HealthCheck;
@@ -218,6 +223,18 @@ export class Router {
       planStatus: planning ? () => this.#planner?.plan.status : undefined,
       storeDegraded: 'degraded' in this.#store ? () => this.#store.degraded === true : undefined,
     });
+    this.auth = config.auth && new Gate(config.auth);
+    this.#limiter =
+      config.auth && hasLimits(config.auth)
+        ? new RateLimiter({
+            store: this.#store,
+            clock: this.#clock,
+            leaseTtlMs: limits.leaseTtlMs,
+            tenants: config.auth.tenants,
+            outputTokensEstimate: config.auth.outputTokensEstimate,
+            onStoreError: () => this.metrics.pluginErrors.labels('store').inc(),
+          })
+        : undefined;
     const agentTelemetry = (this.#agentTelemetry =
       config.agent.sloSignalMs > 0
         ? new AgentTelemetry({
@@ -235,6 +252,7 @@ export class Router {
         : undefined);
     this.#lifecycle = new Lifecycle(
       [
+        ...(this.#limiter ? [this.#limiter] : []),
         prefill,
         this.#latency,
         new PredictorFeedback(this.#predictor),
@@ -408,6 +426,7 @@ export class Router {
   dispatch(call: RouterCall): Promise<RoutedResponse> {
     // Not an async function: it hands back `serve`'s promise rather than wrapping it in another.
     if (this.#closed) return Promise.reject(noBackend('*', 'the router is shutting down'));
+    if (this.auth !== undefined) return this.#dispatchWithKey(call, this.auth);
     let request: RoutingRequest;
     try {
       request = this.parse(call);
@@ -444,6 +463,7 @@ export class Router {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#limiter?.close();
     this.#view.stop();
     this.#agentTelemetry?.stop();
     this.#stopSharingFairShare?.();
@@ -505,7 +525,7 @@ export class Router {
     }
 
     if (upstream.status >= 500) {
-      const detail = await readSnippet(upstream.body);
+      const detail = await readSnippet(upstream.body, placement.backend.apiKey);
       held.abort('upstream-status');
       throw this.#count('upstream-status', placement.backend.id, upstreamStatus(placement.backend.id, upstream.status, detail), request, placement);
     }
@@ -535,6 +555,45 @@ export class Router {
     );
     const contentType = String(upstream.headers['content-type'] ?? '');
     return { status: upstream.status, headers: responseHeaders(request, final, upstream), body, eventStream: contentType.includes('text/event-stream'), placement: final };
+  }
+
+  /**
+   * `dispatch` with gateway keys: the key (401), its tenant and the headers it may set, what it may
+   * use (403), and its and its tenant's limits (429), then `serve`, whose response carries the
+   * `x-ratelimit-*` headers. The request's slots are freed and its tokens settled when it ends.
+   */
+  async #dispatchWithKey(call: RouterCall, gate: Gate): Promise<RoutedResponse> {
+    let principal: Principal | undefined;
+    try {
+      principal = gate.authenticate(call.header);
+    } catch (err) {
+      throw this.#count('rejected-auth', undefined, toFreeshError(err));
+    }
+    let request: RoutingRequest;
+    try {
+      request = this.parse(principal ? { endpoint: call.endpoint, body: call.body, header: gate.headers(principal, call.header), signal: call.signal } : call);
+    } catch (err) {
+      throw this.#count('rejected-invalid', undefined, toFreeshError(err));
+    }
+    const limiter = this.#limiter;
+    if (principal === undefined) return this.serve(request, call.signal);
+    let limitHeaders: Record<string, string> | undefined;
+    try {
+      gate.authorize(principal, request);
+      limitHeaders = await limiter?.acquire(principal, request);
+    } catch (err) {
+      const error = toFreeshError(err);
+      throw this.#count(error.status === 429 ? 'rejected-rate-limit' : 'rejected-auth', undefined, error, request);
+    }
+    let routed: RoutedResponse;
+    try {
+      routed = await this.serve(request, call.signal);
+    } catch (err) {
+      // Never served: it produced nothing, and is charged its prompt only.
+      limiter?.end(request, 0);
+      throw err;
+    }
+    return limitHeaders === undefined ? routed : { ...routed, headers: { ...routed.headers, ...limitHeaders } };
   }
 
   #place(request: RoutingRequest, prediction: Prediction, pool: readonly Backend[], exclude: ReadonlySet<string> | undefined): Placement {

@@ -169,6 +169,76 @@ export const planSchema = z.strictObject({
   solveInWorker: z.boolean().default(true),
 });
 
+/** A key as the config holds it: its sha256, never the key itself (`freesh key` mints one and prints both). */
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+const sha256Hex = z.string().check((ctx) => {
+  // A key pasted here by mistake must not end up in the error, and so in a log.
+  if (!SHA256_HEX.test(ctx.value)) ctx.issues.push({ code: 'custom', message: 'must be the sha256 of the key as 64 lower-case hex digits (`freesh key` prints it)', input: '(not shown)' });
+});
+
+/** Limits of an API key or a tenant; each is shared by every replica through the state store. */
+export const rateLimitsSchema = z.strictObject({
+  /** Requests per minute: a bucket of this many, refilled evenly over the minute. Default: none. */
+  requestsPerMinute: z.int().positive().optional(),
+  /**
+   * Tokens per minute, as a bucket like `requestsPerMinute`: a request takes its prompt tokens plus
+   * its `max_tokens` (or `auth.outputTokensEstimate`) when admitted, settled with the tokens it
+   * really produced when it ends. Default: none.
+   */
+  tokensPerMinute: z.int().positive().optional(),
+  /** Requests in flight at once. Default: none. */
+  maxConcurrent: z.int().positive().optional(),
+});
+
+export const apiKeySchema = z.strictObject({
+  /** Name of the key in metrics and messages (the key itself is never shown). Default: the hash's first 8 hex digits. */
+  id: label.optional(),
+  /** sha256 of the key, in hex. */
+  sha256: sha256Hex,
+  /** Tenant of the key's requests. */
+  tenant: label,
+  /** Models the key may use; another is answered 403. Default: every model. */
+  models: z.array(z.string().min(1)).optional(),
+  /** SLO classes the key may use; another is answered 403. Default: every class. */
+  sloClasses: z.array(label).optional(),
+  /** Whether the key's own `x-freesh-*` headers (tenant, SLO class) are read; otherwise they are ignored. Default false. */
+  freeshHeaders: z.boolean().default(false),
+  /** The key's own limits. Default: none. */
+  limits: rateLimitsSchema.prefault({}),
+});
+
+/**
+ * Gateway API keys. Without this section the gateway is open, as before. With it, admin routes
+ * (`/metrics`) need an admin key, `/healthz` tells only the status, and — when `keys` is not empty —
+ * every completion and `/v1/models` needs a key (401 without, 403 for a model or class it may not use).
+ */
+export const authSchema = z
+  .strictObject({
+    /** API keys, sent as `Authorization: Bearer <key>` or `api-key: <key>`. Default: none (completions stay open). */
+    keys: z.array(apiKeySchema).default([]),
+    /** Limits per tenant, over every key of the tenant. Default: none. */
+    tenants: z.record(label, rateLimitsSchema).default({}),
+    /** sha256 of the keys that may read admin routes (`/metrics`). Default: none (admin routes are closed). */
+    adminKeys: z.array(sha256Hex).default([]),
+    /** Output tokens a request without `max_tokens` is taken to produce, until its real count is known. Default 1,024. */
+    outputTokensEstimate: z.int().positive().default(1_024),
+  })
+  .superRefine((auth, ctx) => {
+    const seen = new Set<string>();
+    const check = (sha256: string, path: (string | number)[]): void => {
+      if (seen.has(sha256)) ctx.addIssue({ code: 'custom', path, message: 'the same key is configured twice', input: sha256 });
+      seen.add(sha256);
+    };
+    auth.keys.forEach((key, i) => check(key.sha256, ['keys', i, 'sha256']));
+    const ids = new Set<string>();
+    auth.keys.forEach((key, i) => {
+      const id = key.id ?? key.sha256.slice(0, 8);
+      if (ids.has(id)) ctx.addIssue({ code: 'custom', path: ['keys', i, 'id'], message: 'two keys have this id (their limits would be shared)', input: id });
+      ids.add(id);
+    });
+    auth.adminKeys.forEach((sha256, i) => check(sha256, ['adminKeys', i]));
+  });
+
 const routerShape = {
   sites: z.array(siteSchema).min(1),
   backends: z.array(backendSchema).min(1),
@@ -204,6 +274,8 @@ const routerShape = {
     })
     .prefault({}),
   plan: planSchema.prefault({}),
+  /** Gateway API keys, their tenants and limits, and admin keys (see authSchema). Default: none (open). */
+  auth: authSchema.optional(),
   /** What the router exchanges with GPU agents (`freesh agent`) through the state store. */
   agent: z
     .strictObject({

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { CancelToken } from '../cancel.js';
 import { type FreeshError, routeNotFound, toFreeshError } from '../errors.js';
 import type { Router } from '../router.js';
-import { errorHeaders, info, match, readLimited, sseErrorEvent } from './routes.js';
+import { checkAccess, errorHeaders, info, match, readLimited, sseErrorEvent } from './routes.js';
 
 export interface FetchHandlerOptions {
   /** Path the routes are mounted under, e.g. `/llm` serves `/llm/v1/chat/completions`. Default ''. */
@@ -31,6 +31,8 @@ export function createFetchHandler(router: Router, options: FetchHandlerOptions 
     if ('code' in route) return errorResponse(route);
     try {
       if (route.kind !== 'completion') {
+        const denied = checkAccess(router, route, (name) => request.headers.get(name) ?? undefined);
+        if (denied) return errorResponse(denied);
         const answer = await info(router, route.kind);
         return new Response(request.method === 'HEAD' ? null : answer.body, { status: answer.status, headers: answer.headers });
       }

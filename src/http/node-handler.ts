@@ -5,7 +5,7 @@ import { bodyTooLarge, type FreeshError, invalidRequest, routeNotFound, toFreesh
 import type { Router, RouterCall } from '../router.js';
 import type { Endpoint } from '../types.js';
 import { answeredBeforeBody, bodyEnded } from './client-error.js';
-import { errorHeaders, info, match, sseErrorEvent } from './routes.js';
+import { checkAccess, errorHeaders, info, match, sseErrorEvent } from './routes.js';
 
 /**
  * Most of a refused request's body read and discarded after the answer, so the client, still
@@ -45,6 +45,8 @@ export function createNodeHandler(router: Router, options: NodeHandlerOptions = 
       return refuse(req, res, route);
     }
     if (route.kind === 'completion') return void proxyCompletion(router, route.endpoint, bodyLimit, req, res);
+    const denied = checkAccess(router, route, (name) => headerOf(req, name));
+    if (denied) return refuse(req, res, denied);
     info(router, route.kind).then(
       (answer) => {
         res.writeHead(answer.status, answer.headers);
@@ -76,10 +78,7 @@ async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: nu
   const call: RouterCall = {
     endpoint,
     body,
-    header: (name) => {
-      const value = req.headers[name];
-      return Array.isArray(value) ? value[0] : value;
-    },
+    header: (name) => headerOf(req, name),
     signal: abort,
   };
   let routed;
@@ -108,6 +107,11 @@ async function proxyCompletion(router: Router, endpoint: Endpoint, bodyLimit: nu
     if (routed.eventStream) res.end(sseErrorEvent(routed.placement.backend.id, err));
     else res.destroy();
   });
+}
+
+function headerOf(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
 }
 
 /** The body as bytes: one a parser already read, or read here up to the limit. */

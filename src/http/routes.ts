@@ -1,21 +1,24 @@
 import { bodyTooLarge, type FreeshError, invalidRequest, methodNotAllowed, routeNotFound, upstreamDropped } from '../errors.js';
+import type { Access } from '../auth/gate.js';
 import type { Router } from '../router.js';
 import type { Endpoint } from '../types.js';
 
 /**
  * The route table both HTTP edges share (the node listener and the fetch handler), so they answer
- * the same requests the same way.
+ * the same requests the same way. `access` says who may use a route once the config has an `auth`
+ * section (`admin`: an admin key; `key`: any valid key, once keys are configured; default: anyone);
+ * completions check their key in `Router.dispatch`.
  */
 export type Route =
-  | { readonly kind: 'completion'; readonly endpoint: Endpoint }
-  | { readonly kind: 'models' | 'healthz' | 'metrics' };
+  | { readonly kind: 'completion'; readonly endpoint: Endpoint; readonly access?: undefined }
+  | { readonly kind: 'models' | 'healthz' | 'metrics'; readonly access?: Access };
 
 const ROUTES: Readonly<Record<string, Route>> = {
   '/v1/chat/completions': { kind: 'completion', endpoint: 'chat.completions' },
   '/v1/completions': { kind: 'completion', endpoint: 'completions' },
-  '/v1/models': { kind: 'models' },
+  '/v1/models': { kind: 'models', access: 'key' },
   '/healthz': { kind: 'healthz' },
-  '/metrics': { kind: 'metrics' },
+  '/metrics': { kind: 'metrics', access: 'admin' },
 };
 
 /**
@@ -34,6 +37,11 @@ export function serves(path: string): boolean {
   return path in ROUTES;
 }
 
+/** The refusal (401, 403) of a route to the request's key, or undefined when it may use the route. */
+export function checkAccess(router: Router, route: Route, header: (name: string) => string | undefined): FreeshError | undefined {
+  return route.access === undefined || router.auth === undefined ? undefined : router.auth.check(route.access, header);
+}
+
 /** A finished answer to a GET route. */
 export interface InfoResponse {
   readonly status: number;
@@ -48,6 +56,8 @@ export async function info(router: Router, kind: 'models' | 'healthz' | 'metrics
   if (kind === 'healthz') {
     const { usable, total, stateDegraded } = await router.checkHealth();
     const status = usable === 0 ? 'unavailable' : usable < total || stateDegraded ? 'degraded' : 'ok';
+    // Open to load balancers even with keys: then it tells the status only, not the fleet's size or load.
+    if (router.auth !== undefined) return json(usable > 0 ? 200 : 503, { status });
     const state = stateDegraded === undefined ? {} : { state: stateDegraded ? 'local' : 'shared' };
     return json(usable > 0 ? 200 : 503, { status, backends: { usable, total }, ...state, inFlight: router.inFlight });
   }
@@ -66,11 +76,12 @@ function answer(status: number, contentType: string, body: string): InfoResponse
 export function errorHeaders(error: FreeshError, body: string): Record<string, string> {
   // The router has already failed over between backends and waited in its queue: an OpenAI client
   // retrying on its own (2 retries by default) would only multiply the load. retry-after still says when.
-  return withRetryAfter(error.status, {
+  const headers = withRetryAfter(error.status, {
     'content-type': 'application/json',
     'content-length': String(Buffer.byteLength(body)),
     'x-should-retry': 'false',
   });
+  return error.headers === undefined ? headers : Object.assign(headers, error.headers);
 }
 
 /** `retry-after` on a 429 or 503 from any route, `/healthz` included: each says the fleet may take work again shortly. */

@@ -9,6 +9,8 @@ export const OUTCOMES = [
   'upstream-dropped',
   'client-abort',
   'rejected-invalid',
+  'rejected-auth',
+  'rejected-rate-limit',
   'rejected-no-backend',
   'rejected-queue-full',
   'evicted-queue-timeout',

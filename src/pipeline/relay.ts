@@ -61,8 +61,11 @@ function isAbort(err: unknown): boolean {
   return code === 'UND_ERR_ABORTED' || name === 'AbortError';
 }
 
-/** Reads at most 512 bytes of an error body for the message, then discards the rest. */
-export async function readSnippet(body: Readable): Promise<string> {
+/**
+ * Reads at most 512 bytes of an error body for the message, then discards the rest. A `secret` (the
+ * backend's key) a backend echoes in it is blanked out: the message goes to the client.
+ */
+export async function readSnippet(body: Readable, secret?: string): Promise<string> {
   let text = '';
   try {
     for await (const chunk of body) {
@@ -73,5 +76,6 @@ export async function readSnippet(body: Readable): Promise<string> {
     // A broken error body still leaves a status to report.
   }
   body.destroy();
-  return text.slice(0, 512).replace(/\s+/g, ' ').trim();
+  const snippet = secret ? text.split(secret).join('[redacted]') : text;
+  return snippet.slice(0, 512).replace(/\s+/g, ' ').trim();
 }

@@ -9,6 +9,16 @@ export function rejectArgument(name: string, expected: string, value: number): P
   return Promise.reject(new RangeError(`Expected \`${name}\` to be ${expected}, got \`${value}\``));
 }
 
+/** The RangeError for the first take whose capacity, rate or amount is not a number the buckets can hold. */
+export function checkTakes(takes: readonly { readonly capacity: number; readonly perSecond: number; readonly amount: number }[]): Promise<never> | undefined {
+  for (const [i, take] of takes.entries()) {
+    if (!(take.capacity > 0 && take.capacity < Number.POSITIVE_INFINITY)) return rejectArgument(`takes[${i}].capacity`, 'a positive finite number', take.capacity);
+    if (!(take.perSecond > 0 && take.perSecond < Number.POSITIVE_INFINITY)) return rejectArgument(`takes[${i}].perSecond`, 'a positive finite number', take.perSecond);
+    if (!Number.isFinite(take.amount)) return rejectArgument(`takes[${i}].amount`, 'a finite number', take.amount);
+  }
+  return undefined;
+}
+
 /** The default for a `watchPlans` listener that throws: a process warning, so it is seen without taking the process down. */
 export function warnListenerError(error: unknown): void {
   process.emitWarning(error instanceof Error ? error : new Error(String(error)), { code: 'FREESH_PLAN_LISTENER' });

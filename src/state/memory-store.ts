@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import TinyQueue from 'tinyqueue';
 import { systemClock, type Clock } from '../clock.js';
-import { deepFreeze, isDurationMs, rejectArgument, warnListenerError } from './checks.js';
+import { checkTakes, deepFreeze, isDurationMs, rejectArgument, warnListenerError } from './checks.js';
 import type {
   BackendSnapshot,
+  BucketsTaken,
+  BucketTake,
   CounterUpdate,
   Lease,
   PlanRecord,
@@ -68,6 +70,11 @@ interface RateRecord {
   atMs: number;
 }
 
+interface BucketRecord {
+  readonly level: number;
+  readonly atMs: number;
+}
+
 interface Subscription {
   readonly listener: (plan: PublishedPlan) => void;
   active: boolean;
@@ -96,6 +103,7 @@ export class MemoryStateStore implements StateStore {
   readonly #counters = new Map<string, Map<string, number>>();
   readonly #rates = new Map<string, Map<string, RateRecord>>();
   readonly #gauges = new Map<string, Map<string, number>>();
+  readonly #buckets = new Map<string, Map<string, BucketRecord>>();
   readonly #leaders = new Map<string, { readonly holder: string; untilMs: number }>();
   /** Survives `close`, so a version is never handed out twice by one store. */
   #planVersion = 0;
@@ -238,6 +246,30 @@ export class MemoryStateStore implements StateStore {
     return Promise.resolve(out);
   }
 
+  takeTokens(name: string, takes: readonly BucketTake[], force = false): Promise<BucketsTaken> {
+    const bad = checkTakes(takes);
+    if (bad) return bad;
+    let buckets = this.#buckets.get(name);
+    if (buckets === undefined) this.#buckets.set(name, (buckets = new Map()));
+    const nowMs = this.#clock.now();
+    const levels = takes.map(({ key, capacity, perSecond }) => {
+      const bucket = buckets.get(key);
+      return bucket === undefined ? capacity : Math.min(capacity, bucket.level + (Math.max(0, nowMs - bucket.atMs) * perSecond) / 1000);
+    });
+    let retryInMs = 0;
+    takes.forEach(({ capacity, perSecond, amount }, i) => {
+      const short = Math.min(amount, capacity) - levels[i]!;
+      if (short > 0) retryInMs = Math.max(retryInMs, (short * 1000) / perSecond);
+    });
+    if (retryInMs > 0 && !force) return Promise.resolve({ granted: false, levels, retryInMs });
+    takes.forEach(({ key, capacity, amount }, i) => {
+      const level = Math.max(-capacity, Math.min(capacity, levels[i]! - amount));
+      levels[i] = level;
+      buckets.set(key, { level, atMs: nowMs });
+    });
+    return Promise.resolve({ granted: true, levels, retryInMs: 0 });
+  }
+
   setGauges(name: string, values: ReadonlyMap<string, number>): Promise<void> {
     let gauges = this.#gauges.get(name);
     if (gauges === undefined) this.#gauges.set(name, (gauges = new Map()));
@@ -323,6 +355,7 @@ export class MemoryStateStore implements StateStore {
     this.#counters.clear();
     this.#rates.clear();
     this.#gauges.clear();
+    this.#buckets.clear();
     this.#leaders.clear();
     this.#plan = undefined;
     this.#telemetry.clear();

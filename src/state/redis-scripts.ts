@@ -369,6 +369,49 @@ for i = 1, #KEYS do out[i] = redis.call('ZCARD', KEYS[i]) end
 return out
 `;
 
+/**
+ * Takes from token buckets all or none (see `StateStore.takeTokens`). KEYS: buckets (HASH key →
+ * "level atMs"). ARGV: force (1/0), then per bucket key, capacity, perSecond, amount. Returns
+ * {granted (1/0), retryInMs, {level…}} as strings. The hash expires a second after its emptiest
+ * bucket would be full again: a missing bucket reads full, so nothing is lost when it goes.
+ */
+export const TAKE_TOKENS = `${PRELUDE}
+local force = ARGV[1] == '1'
+local n = (#ARGV - 1) / 4
+local levels, wait = {}, 0
+for i = 1, n do
+  local b = 2 + (i - 1) * 4
+  local capacity, rate, amount = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local level = capacity
+  local stored = redis.call('HGET', KEYS[1], ARGV[b])
+  if stored then
+    local sep = string.find(stored, ' ', 1, true)
+    local at = tonumber(string.sub(stored, sep + 1))
+    level = math.min(capacity, tonumber(string.sub(stored, 1, sep - 1)) + math.max(0, now - at) * rate / 1000)
+  end
+  levels[i] = level
+  local short = math.min(amount, capacity) - level
+  if short > 0 then wait = math.max(wait, short * 1000 / rate) end
+end
+local out = {}
+if wait > 0 and not force then
+  for i = 1, n do out[i] = exact(levels[i]) end
+  return {0, exact(wait), out}
+end
+local longest = 0
+for i = 1, n do
+  local b = 2 + (i - 1) * 4
+  local capacity, rate, amount = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local level = math.max(-capacity, math.min(capacity, levels[i] - amount))
+  redis.call('HSET', KEYS[1], ARGV[b], exact(level) .. ' ' .. ms(now))
+  longest = math.max(longest, (capacity - level) * 1000 / rate)
+  out[i] = exact(level)
+end
+local ttl = math.ceil(longest) + 1000
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {1, '0', out}
+`;
+
 /** Every script, by the command name it is defined under; `undefined` keys: given per call. */
 const COMMANDS = {
   freeshTryAcquire: { lua: TRY_ACQUIRE, numberOfKeys: 2 },
@@ -388,6 +431,7 @@ const COMMANDS = {
   freeshTakeGrants: { lua: TAKE_GRANTS, numberOfKeys: 9 },
   freeshReleaseAndGrant: { lua: RELEASE_AND_GRANT, numberOfKeys: 9 },
   freeshQueued: { lua: QUEUED, numberOfKeys: undefined },
+  freeshTakeTokens: { lua: TAKE_TOKENS, numberOfKeys: 1 },
 } as const;
 
 /** The client, with the scripts callable as commands: keys first, then arguments (a key count first where it varies). */

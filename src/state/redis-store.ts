@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { Cluster, Redis, ReplyError, type RedisOptions } from 'ioredis';
-import { deepFreeze, isDurationMs, rejectArgument, warnListenerError } from './checks.js';
+import { checkTakes, deepFreeze, isDurationMs, rejectArgument, warnListenerError } from './checks.js';
 import { MemoryStateStore } from './memory-store.js';
 import { defineScripts, type ScriptedClient } from './redis-scripts.js';
 import {
   type BackendSnapshot,
+  type BucketsTaken,
+  type BucketTake,
   type CounterUpdate,
   FAIR_SHARE_COUNTERS,
   type Grant,
@@ -386,6 +388,21 @@ export class RedisStateStore implements QueueingStore {
     return this.#route(
       async () => numbers(await this.#client.hgetall(this.#keys.counters(name))),
       (local) => local.readCounters(name),
+    );
+  }
+
+  takeTokens(name: string, takes: readonly BucketTake[], force = false): Promise<BucketsTaken> {
+    const bad = checkTakes(takes);
+    if (bad) return bad;
+    return this.#route(
+      async () => {
+        if (takes.length === 0) return { granted: true, levels: [], retryInMs: 0 };
+        const args = takes.flatMap(({ key, capacity, perSecond, amount }) => [key, capacity, perSecond, amount]);
+        const [granted, retryInMs, levels] = (await this.#scripts.freeshTakeTokens(this.#keys.buckets(name), force ? 1 : 0, ...args)) as [number, string, string[]];
+        return { granted: granted === 1, levels: levels.map(Number), retryInMs: Number(retryInMs) };
+      },
+      // Each replica on local state takes from its share of every bucket, as it grants its share of slots.
+      (local) => local.takeTokens(name, this.#replicas === 1 ? takes : takes.map((t) => ({ ...t, capacity: t.capacity / this.#replicas, perSecond: t.perSecond / this.#replicas })), force),
     );
   }
 
@@ -847,6 +864,10 @@ class Keys {
 
   counters(name: string): string {
     return `${this.#p}:counters:${name}`;
+  }
+
+  buckets(name: string): string {
+    return `${this.#p}:buckets:${name}`;
   }
 
   gauges(name: string): string {

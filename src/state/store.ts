@@ -23,6 +23,8 @@ export interface StateStore {
    * to every replica, and forgotten with the lease when its holder dies).
    */
   tryAcquire(backendId: string, limit: number, ttlMs: number, tag?: string): Promise<Lease | undefined>;
+  // Any id works as a backend: the gateway caps concurrent requests per API key and tenant with
+  // leases on ids under `limit:` (src/auth/limiter.ts), which no snapshot of the fleet asks for.
   /** Extends a held lease to `ttlMs` from now. False when it had expired or was released: its slot is lost. */
   renew(lease: Lease, ttlMs: number): Promise<boolean>;
   /** Frees the lease's slot. */
@@ -52,6 +54,16 @@ export interface StateStore {
   addRates(name: string, amounts: ReadonlyMap<string, number>, tauMs: number): Promise<void>;
   /** Every rate of the named set, in amount per second (a steady r per second reads r). */
   readRates(name: string, tauMs: number): Promise<ReadonlyMap<string, number>>;
+
+  /**
+   * Takes from token buckets of the named set, all or none: granted only when every bucket holds its
+   * amount (an amount above a bucket's capacity needs a full bucket), else nothing changes and
+   * `retryInMs` says when all would. A bucket holds at most `capacity`, refills at `perSecond` by the
+   * store's clock, and starts full. With `force` every amount is applied whatever the levels (down to
+   * −capacity; a negative amount gives back, up to capacity): used to settle an estimate with the
+   * real count. Used for per-key and per-tenant rate limits.
+   */
+  takeTokens(name: string, takes: readonly BucketTake[], force?: boolean): Promise<BucketsTaken>;
 
   /** Sets values of the named set of gauges (last write wins). Used for per-backend latency factors. */
   setGauges(name: string, values: ReadonlyMap<string, number>): Promise<void>;
@@ -188,6 +200,23 @@ export interface CounterUpdate {
   readonly add?: number;
   readonly atLeast?: number;
   readonly floor?: number;
+}
+
+export interface BucketTake {
+  readonly key: string;
+  /** Most the bucket holds, and what it holds when first used (> 0). */
+  readonly capacity: number;
+  /** Refill rate (> 0). */
+  readonly perSecond: number;
+  readonly amount: number;
+}
+
+export interface BucketsTaken {
+  readonly granted: boolean;
+  /** Each bucket's level after the call (before it, when refused), in the order of the takes. */
+  readonly levels: readonly number[];
+  /** When refused, the time until every bucket would hold its amount (ms); 0 when granted. */
+  readonly retryInMs: number;
 }
 
 /** A pool plan as stored for other routers and GPU agents: plain JSON. */

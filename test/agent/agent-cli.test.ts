@@ -123,7 +123,8 @@ describe('freesh agent', () => {
       zeusd.powerMw.set(1, 250_000);
       const url = `http://127.0.0.1:${(zeusd.server.address() as AddressInfo).port}`;
       const agent = run(['agent', '--node', 'n1', '--gpus', '1', '--driver', 'zeusd', '--zeusd', url, '--metrics-port', '0', '--period-ms', '100']);
-      await until(() => zeusd.calls.some((c) => c.includes('set_gpu_locked_clocks')), 10_000);
+      // The first lock comes from the first period, after start (and its reset) is done.
+      await until(() => zeusd.calls.some((c) => c.startsWith('POST /gpu/set_gpu_locked_clocks')), 10_000);
       agent.child.kill('SIGTERM');
       expect((await once(agent.child, 'exit'))[0]).toBe(0);
       const writes = zeusd.calls.filter((c) => c.startsWith('POST'));

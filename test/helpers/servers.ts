@@ -58,9 +58,13 @@ export async function post(url: string, body: string, headers: Record<string, st
 }
 
 /** A streamed POST over a real socket: the response as it arrives, and `abort` to leave mid-stream. */
-export function streamPost(url: string, body: string): Promise<{ status: number; headers: IncomingMessage['headers']; response: IncomingMessage; abort: () => void }> {
+export function streamPost(
+  url: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: IncomingMessage['headers']; response: IncomingMessage; abort: () => void }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json' } }, (response) =>
+    const req = httpRequest(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers } }, (response) =>
       resolve({ status: response.statusCode ?? 0, headers: response.headers, response, abort: () => req.destroy() }),
     );
     req.on('error', reject);

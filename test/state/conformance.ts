@@ -203,6 +203,104 @@ export function describeStateStore(name: string, make: () => Promise<StoreHarnes
       });
     });
 
+    describe('leases on other resources', () => {
+      it('caps any id like a backend, apart from the backends (the gateway caps keys and tenants this way)', async () => {
+        const held = await store.tryAcquire('limit:key:alice', 1, 1_000);
+        expect(held).toBeDefined();
+        expect(await store.tryAcquire('limit:key:alice', 1, 1_000)).toBeUndefined();
+        expect(await store.tryAcquire('limit:tenant:acme', 1, 1_000)).toBeDefined();
+        expect(await inFlight('b')).toBe(0);
+        await store.release(held!);
+        expect(await store.tryAcquire('limit:key:alice', 1, 1_000)).toBeDefined();
+      });
+
+      it('frees the slot of a holder that stops renewing once its lease expires', async () => {
+        expect(await store.tryAcquire('limit:key:alice', 1, 200)).toBeDefined();
+        expect(await store.tryAcquire('limit:key:alice', 1, 200)).toBeUndefined();
+        await harness.advance(300);
+        expect(await store.tryAcquire('limit:key:alice', 1, 200)).toBeDefined();
+      });
+    });
+
+    describe('token buckets', () => {
+      // Slow refills (1 per 10 s) keep the real time a test takes out of the levels, but for ±0.1.
+      const slow = (key: string, capacity: number, amount: number) => ({ key, capacity, perSecond: 0.1, amount });
+
+      it('starts full, grants while a bucket holds the amount, then refuses and changes nothing', async () => {
+        const first = await store.takeTokens('rl', [slow('k', 5, 3)]);
+        expect(first.granted).toBe(true);
+        expect(first.retryInMs).toBe(0);
+        expect(first.levels[0]).toBeCloseTo(2, 0);
+        const refused = await store.takeTokens('rl', [slow('k', 5, 3)]);
+        expect(refused.granted).toBe(false);
+        expect(refused.levels[0]).toBeCloseTo(2, 0);
+        // One token short at 0.1 per second: about 10 s.
+        expect(refused.retryInMs).toBeGreaterThan(8_000);
+        expect(refused.retryInMs).toBeLessThanOrEqual(10_000);
+        expect((await store.takeTokens('rl', [slow('k', 5, 2)])).granted).toBe(true);
+      });
+
+      it('takes from every bucket of a call or from none', async () => {
+        await store.takeTokens('rl', [slow('tenant', 10, 9)]);
+        const refused = await store.takeTokens('rl', [slow('key', 10, 2), slow('tenant', 10, 2)]);
+        expect(refused.granted).toBe(false);
+        expect(refused.levels[0]).toBe(10);
+        const granted = await store.takeTokens('rl', [slow('key', 10, 1), slow('tenant', 10, 1)]);
+        expect(granted.granted).toBe(true);
+        expect(granted.levels[0]).toBeCloseTo(9, 0);
+        expect(granted.levels[1]).toBeLessThan(1);
+      });
+
+      it('refills at `perSecond` by the store\'s clock, up to the capacity', async () => {
+        const fast = { key: 'k', capacity: 10, perSecond: 20 };
+        expect((await store.takeTokens('rl', [{ ...fast, amount: 10 }])).granted).toBe(true);
+        expect((await store.takeTokens('rl', [{ ...fast, amount: 2 }])).granted).toBe(false);
+        await harness.advance(250); // 5 tokens back
+        const after = await store.takeTokens('rl', [{ ...fast, amount: 4 }]);
+        expect(after.granted).toBe(true);
+        expect(after.levels[0]).toBeGreaterThanOrEqual(0.9);
+        await harness.advance(1_000); // far more than the room left
+        expect((await store.takeTokens('rl', [{ ...fast, amount: 0 }])).levels[0]).toBe(10);
+      });
+
+      it('grants an amount above the capacity from a full bucket, leaving it in debt', async () => {
+        const big = await store.takeTokens('rl', [slow('k', 5, 8)]);
+        expect(big.granted).toBe(true);
+        expect(big.levels[0]).toBeCloseTo(-3, 0);
+        const refused = await store.takeTokens('rl', [slow('k', 5, 8)]);
+        expect(refused.granted).toBe(false);
+        expect(refused.retryInMs).toBeGreaterThan(70_000); // 8 tokens at 0.1/s
+      });
+
+      it('with `force` applies every amount whatever the levels, between -capacity and capacity', async () => {
+        await store.takeTokens('rl', [slow('k', 5, 5)]);
+        const debt = await store.takeTokens('rl', [slow('k', 5, 100)], true);
+        expect(debt.granted).toBe(true);
+        expect(debt.levels[0]).toBe(-5);
+        const back = await store.takeTokens('rl', [slow('k', 5, -3)], true);
+        expect(back.levels[0]).toBeCloseTo(-2, 0);
+        expect((await store.takeTokens('rl', [slow('k', 5, -100)], true)).levels[0]).toBe(5);
+      });
+
+      it('grants exactly what a bucket holds among many concurrent takes', async () => {
+        const results = await Promise.all(Array.from({ length: 50 }, () => store.takeTokens('rl', [slow('k', 20, 1)])));
+        expect(results.filter((r) => r.granted)).toHaveLength(20);
+      });
+
+      it('keeps named sets and keys apart', async () => {
+        await store.takeTokens('rl', [slow('k', 5, 5)]);
+        expect((await store.takeTokens('rl', [slow('other', 5, 5)])).granted).toBe(true);
+        expect((await store.takeTokens('other-set', [slow('k', 5, 5)])).granted).toBe(true);
+        expect((await store.takeTokens('rl', [slow('k', 5, 1)])).granted).toBe(false);
+      });
+
+      it('rejects a bucket without a positive capacity or rate, or a non-finite amount', async () => {
+        await expect(store.takeTokens('rl', [slow('k', 0, 1)])).rejects.toThrow(RangeError);
+        await expect(store.takeTokens('rl', [{ key: 'k', capacity: 5, perSecond: 0, amount: 1 }])).rejects.toThrow(RangeError);
+        await expect(store.takeTokens('rl', [slow('k', 5, Number.NaN)])).rejects.toThrow(RangeError);
+      });
+    });
+
     describe('counters', () => {
       it('starts a missing key at 0, adds, and resolves with the new values of the keys updated', async () => {
         await store.updateCounters('tokens', [{ key: 'other', add: 1 }]);

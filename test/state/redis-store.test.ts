@@ -253,6 +253,20 @@ describe('RedisStateStore on a real Redis', () => {
     expect(degraded).toHaveLength(1);
   });
 
+  it('takes from its share of each token bucket while Redis is down', async () => {
+    const own = await startPrivateRedis();
+    cleanups.push(() => own.stop());
+    const store = new RedisStateStore(own.url, { keyPrefix: freshPrefix(), commandTimeoutMs: 300, healthCheckIntervalMs: 100, replicas: 4, onDegraded: () => undefined });
+    cleanups.push(() => store.close());
+    const bucket = (amount: number) => [{ key: 'k', capacity: 8, perSecond: 0.01, amount }];
+    expect((await store.takeTokens('rl', bucket(1))).granted).toBe(true);
+    await own.stop();
+    // Each of 4 replicas: 8 / 4 = 2 while on local state.
+    expect((await store.takeTokens('rl', bucket(2))).granted).toBe(true);
+    expect(store.degraded).toBe(true);
+    expect((await store.takeTokens('rl', bucket(1))).granted).toBe(false);
+  });
+
   it('fails a call Redis is slow to answer while it still answers pings, instead of going to local state', async () => {
     // A server of its own: the pause holds every client's writes.
     const own = await startPrivateRedis();
