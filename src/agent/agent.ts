@@ -91,7 +91,7 @@ export class GpuAgent {
   #timer: Timer | undefined;
   #running: Promise<void> | undefined;
   #stopped = false;
-  #started = false;
+  #starting: Promise<void> | undefined;
   /** When (agent clock) the store last answered; the start time before the first period. */
   #storeOkAtMs: number;
   #heldForStore = false;
@@ -116,14 +116,17 @@ export class GpuAgent {
     return this.#gpus.map((g) => ({ index: g.index, backendId: g.backendId, appliedMHz: g.appliedMHz, floorMHz: g.floorMHz, step: g.last }));
   }
 
-  /** Checks privileges, resets every GPU (recovering from a crash), reads supported clocks, and starts the period timer. */
-  async start(): Promise<void> {
-    if (this.#started) return;
+  /** Checks privileges, resets every GPU (recovering from a crash), reads supported clocks, and starts the period timer. Once. */
+  start(): Promise<void> {
+    this.#starting ??= this.#start();
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
     const { driver, dryRun } = this.#o;
     if (!dryRun && !(this.#o.privileged ?? defaultPrivileged)(driver)) {
       throw new AgentStartError(`setting GPU clocks with ${driver.kind} needs root: run as root, use --driver zeusd, or --dry-run`);
     }
-    this.#started = true;
     const listed = new Set((await driver.listGpus()).map((g) => g.index));
     for (const [index, backendId] of [...this.#o.backends].sort((a, b) => a[0] - b[0])) {
       if (!listed.has(index)) throw new AgentStartError(`GPU ${index} is not on this node (${driver.kind} lists ${[...listed].join(',') || 'none'})`);
@@ -133,6 +136,8 @@ export class GpuAgent {
       this.#gpus.push({ index, backendId, supportedMHz, state: initialState(config), appliedMHz: undefined, floorMHz: bounds(config).floorMHz, last: undefined });
       this.#log(`freesh agent: GPU ${index} → backend ${backendId}, ${supportedMHz[0]}–${supportedMHz.at(-1)} MHz (${supportedMHz.length} clocks)`);
     }
+    // Stopped while starting: no period runs, so no lock is ever set.
+    if (this.#stopped) return;
     const loop = (): void => {
       if (this.#stopped) return;
       this.#running = this.tick().finally(() => {
@@ -152,6 +157,8 @@ export class GpuAgent {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    // A stop during start waits for it: every GPU it reached is then reset below.
+    await this.#starting?.catch(() => undefined);
     this.#timer?.cancel();
     await this.#running?.catch(() => undefined);
     for (const g of this.#gpus) {

@@ -100,6 +100,25 @@ export async function runAgentCommand(args: string[]): Promise<number> {
     console.error(`freesh agent: ${(err as Error).message.split('\n')[0]} (see \`freesh agent --help\`)`);
     return 2;
   }
+  // Signals are handled from before the agent touches a GPU: one that comes during start still ends
+  // in a reset (stop waits for start, and no lock is set before start is done).
+  let requestStop!: (reason: { why: string; code: number }) => void;
+  const stopRequested = new Promise<{ why: string; code: number }>((resolve) => (requestStop = resolve));
+  const onInt = (): void => requestStop({ why: 'SIGINT', code: 0 });
+  const onTerm = (): void => requestStop({ why: 'SIGTERM', code: 0 });
+  const onFatal = (err: unknown): void => {
+    console.error(err);
+    requestStop({ why: 'fatal error', code: 1 });
+  };
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  process.on('uncaughtException', onFatal);
+  const unlisten = (): void => {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+    process.off('uncaughtException', onFatal);
+  };
+
   let store: StateStore | undefined;
   let driver: GpuDriver | undefined;
   let agent: GpuAgent | undefined;
@@ -117,7 +136,11 @@ export async function runAgentCommand(args: string[]): Promise<number> {
     else if (values.driver === 'zeusd') {
       if ((values.zeusd === undefined) === (values['zeusd-socket'] === undefined)) throw new AgentUsageError('--driver zeusd needs one of --zeusd URL and --zeusd-socket PATH');
       driver = new ZeusdDriver({ url: values.zeusd, socketPath: values['zeusd-socket'], gpus });
-    } else if (values.driver === 'fake') driver = fake = new FakeGpuDriver({ count: Math.max(...gpus) + 1 });
+    } else if (values.driver === 'fake') {
+      const profile = BUILTIN_PROFILES[values['fake-profile']];
+      if (!profile) throw new AgentUsageError(`--fake-profile must be one of ${Object.keys(BUILTIN_PROFILES).join(', ')}, got \`${values['fake-profile']}\``);
+      driver = fake = new FakeGpuDriver({ count: Math.max(...gpus) + 1, profile });
+    }
     else throw new AgentUsageError(`--driver must be nvidia-smi, zeusd or fake, got \`${values.driver}\``);
 
     if (values.redis !== undefined) {
@@ -161,10 +184,14 @@ export async function runAgentCommand(args: string[]): Promise<number> {
       server!.listen(metricsPort, '0.0.0.0', resolve);
     });
     const address = server.address();
-    await agent.start();
+    const started = agent.start();
+    const first = await Promise.race([started.then(() => undefined), stopRequested]);
     const port = typeof address === 'object' && address ? address.port : metricsPort;
-    console.log(`freesh agent: node ${values.node}, ${values.driver} driver${values['dry-run'] ? ' (dry run)' : ''}, GPUs ${gpus.join(',')}, metrics on http://127.0.0.1:${port}/metrics`);
+    if (first === undefined) console.log(`freesh agent: node ${values.node}, ${values.driver} driver${values['dry-run'] ? ' (dry run)' : ''}, GPUs ${gpus.join(',')}, metrics on http://127.0.0.1:${port}/metrics`);
+    // A start that fails after a stop was asked for is reported by the stop below, not left unhandled.
+    started.catch(() => undefined);
   } catch (err) {
+    unlisten();
     await agent?.stop().catch(() => undefined);
     await closeAll(server, store, driver);
     const message = err instanceof AgentUsageError ? `${err.message} (see \`freesh agent --help\`)` : err instanceof AgentStartError ? err.message : String(err);
@@ -172,32 +199,17 @@ export async function runAgentCommand(args: string[]): Promise<number> {
     return err instanceof AgentUsageError ? 2 : 1;
   }
 
-  const running = agent;
-  return new Promise<number>((resolve) => {
-    const stop = (why: string, code: number): void => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      console.log(`freesh agent: ${why}: resetting clocks`);
-      running
-        .stop()
-        .then(() => closeAll(server, store, driver))
-        .then(
-          () => resolve(code),
-          (err: unknown) => {
-            console.error(`freesh agent: ${String(err)}`);
-            resolve(1);
-          },
-        );
-    };
-    const onInt = (): void => stop('SIGINT', 0);
-    const onTerm = (): void => stop('SIGTERM', 0);
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-    process.once('uncaughtException', (err) => {
-      console.error(err);
-      stop('fatal error', 1);
-    });
-  });
+  const { why, code } = await stopRequested;
+  unlisten();
+  console.log(`freesh agent: ${why}: resetting clocks`);
+  try {
+    await agent.stop();
+    await closeAll(server, store, driver);
+    return code;
+  } catch (err) {
+    console.error(`freesh agent: ${String(err)}`);
+    return 1;
+  }
 }
 
 async function closeAll(server: Server | undefined, store: StateStore | undefined, driver: GpuDriver | undefined): Promise<void> {

@@ -37,7 +37,7 @@ const args = process.argv.slice(2);
 fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify(args) + '\\n');
 const out = ${JSON.stringify(outputs)};
 if (args[0] && args[0].startsWith('--query-gpu=')) process.stdout.write(out.query);
-else if (args.includes('SUPPORTED_CLOCKS')) process.stdout.write(out.supported);
+else if (args.includes('SUPPORTED_CLOCKS')) setTimeout(() => process.stdout.write(out.supported), Number(process.env.STANDIN_SLOW_MS ?? 0));
 else if (args.includes('-lgc')) process.stdout.write(out.lgc);
 else if (args.includes('-rgc')) process.stdout.write(out.rgc);
 else { process.stderr.write('unknown command'); process.exit(2); }
@@ -50,8 +50,8 @@ else { process.stderr.write('unknown command'); process.exit(2); }
   return { path: binDir, calls: () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]) : []) };
 }
 
-function run(args: string[], pathDir?: string) {
-  const env = { ...process.env, PATH: pathDir ? `${pathDir}${delimiter}${process.env.PATH ?? ''}` : process.env.PATH };
+function run(args: string[], pathDir?: string, extraEnv: Record<string, string> = {}) {
+  const env = { ...process.env, ...extraEnv, PATH: pathDir ? `${pathDir}${delimiter}${process.env.PATH ?? ''}` : process.env.PATH };
   const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -95,6 +95,20 @@ describe('freesh agent', () => {
       ['-i', '0', '-lgc', '345,1980'],
     ]);
     expect(calls.slice(4, -1).every((c) => c[0] === QUERY_ARGS[0])).toBe(true);
+    expect(calls.at(-1)).toEqual(['-i', '0', '-rgc']);
+  }, 30_000);
+
+  it.runIf(root)('a SIGTERM during start still ends in a reset, and no lock is ever set', async () => {
+    const smi = standInPath('slow');
+    // The clock table takes 1.5 s to come: the signal arrives while the agent is starting.
+    const agent = run(['agent', '--node', 'n1', '--gpus', '0', '--metrics-port', '0', '--period-ms', '100'], smi.path, { STANDIN_SLOW_MS: '1500' });
+    await until(() => smi.calls().some((c) => c.includes('SUPPORTED_CLOCKS')), 10_000);
+    agent.child.kill('SIGTERM');
+    expect((await once(agent.child, 'exit'))[0]).toBe(0);
+    expect(agent.output()).toContain('freesh agent: SIGTERM: resetting clocks');
+    expect(agent.output()).not.toContain('metrics on http');
+    const calls = smi.calls();
+    expect(calls.filter((c) => c.includes('-lgc'))).toEqual([]);
     expect(calls.at(-1)).toEqual(['-i', '0', '-rgc']);
   }, 30_000);
 
