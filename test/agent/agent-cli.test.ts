@@ -72,6 +72,9 @@ describe('freesh agent', () => {
     const driver = run(['agent', '--node', 'n1', '--gpus', '0', '--driver', 'nvml']);
     expect((await once(driver.child, 'exit'))[0]).toBe(2);
     expect(driver.output()).toContain('--driver must be nvidia-smi, zeusd or fake');
+    const profile = run(['agent', '--node', 'n1', '--gpus', '0', '--driver', 'fake', '--fake-profile', 'nope']);
+    expect((await once(profile.child, 'exit'))[0]).toBe(2);
+    expect(profile.output()).toContain('--fake-profile must be one of 2xA100, 4xA100, 8xA100, 2xH100, 4xH100, got `nope`');
   });
 
   it.runIf(root)('runs nvidia-smi with the exact argv: reset at start, locks, and the reset on SIGTERM', async () => {
