@@ -303,7 +303,7 @@ function agentMetrics(registry: Registry, nodeId: string) {
   return {
     power: new Gauge({ name: 'DCGM_FI_DEV_POWER_USAGE', help: 'Power draw (in W).', labelNames: gpuLabels, registers: [registry] }),
     smClock: new Gauge({ name: 'DCGM_FI_DEV_SM_CLOCK', help: 'SM clock frequency (in MHz).', labelNames: gpuLabels, registers: [registry] }),
-    energy: new Gauge({ name: 'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION', help: 'Total energy consumption since the agent started (in mJ).', labelNames: gpuLabels, registers: [registry] }),
+    energy: new Gauge({ name: 'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION', help: "Total energy consumption (in mJ): the GPU's counter where the driver reads one (zeusd), else power integrated since the agent started.", labelNames: gpuLabels, registers: [registry] }),
     target: new Gauge({ name: 'freesh_agent_clock_target_mhz', help: 'Top of the SM clock lock the agent set (0: default clocks).', labelNames: ['gpu', 'backend'], registers: [registry] }),
     floor: new Gauge({ name: 'freesh_agent_clock_floor_mhz', help: "The plan's clock floor for the GPU (MHz).", labelNames: ['gpu', 'backend'], registers: [registry] }),
     actions: new Counter({ name: 'freesh_agent_controller_steps_total', help: 'Controller periods by action and reason.', labelNames: ['action', 'reason'], registers: [registry] }),
