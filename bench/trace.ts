@@ -9,20 +9,27 @@
  *                          --plan '{"peakQuantile":0.9}']
  *
  * `freesh simulate` runs one trace at one load with the full table of figures.
+ *
+ *   npm run bench:trace -- --miad [--workloads conv --grids clean-fastest --loads 0.3,0.6,0.9 --minutes 20]
+ *
+ * runs the GPU agent's MIAD clock controller against fixed clocks instead (src/sim/clock-control.ts),
+ * by default on 20 minutes of the conversation trace on one grid at three loads (about a minute).
  */
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BUILTIN_PROFILES } from '../src/cost/profiles.js';
+import { CLOCK_RUNS, clockRun } from '../src/sim/clock-control.js';
 import { GRIDS, LOADS, type MatrixCell, MATRIX_RUNS, runMatrix, verdicts, WORKLOADS, type WorkloadName } from '../src/sim/matrix.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { values } = parseArgs({
   options: {
-    workloads: { type: 'string', default: WORKLOADS.join(',') },
-    grids: { type: 'string', default: Object.keys(GRIDS).join(',') },
+    workloads: { type: 'string' },
+    grids: { type: 'string' },
     loads: { type: 'string', default: LOADS.join(',') },
-    runs: { type: 'string', default: MATRIX_RUNS.join(',') },
+    runs: { type: 'string' },
+    miad: { type: 'boolean', default: false },
     minutes: { type: 'string' },
     seed: { type: 'string', default: '1' },
     truth: { type: 'string', default: 'perturbed' },
@@ -32,7 +39,8 @@ const { values } = parseArgs({
   },
 });
 const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
-const workloads = list(values.workloads) as WorkloadName[];
+const miad = values.miad;
+const workloads = list(values.workloads ?? (miad ? 'conv' : WORKLOADS.join(','))) as WorkloadName[];
 for (const w of workloads) if (!WORKLOADS.includes(w)) throw new Error(`--workloads: unknown \`${w}\` (${WORKLOADS.join(', ')})`);
 const loads = list(values.loads).map(Number);
 for (const l of loads) if (!(l > 0 && l < 2)) throw new Error(`--loads must be in (0, 2), got ${values.loads}`);
@@ -42,13 +50,14 @@ const started = performance.now();
 const { cells, hardware } = await runMatrix({
   dataDir: values.data,
   workloads,
-  grids: list(values.grids),
+  grids: list(values.grids ?? (miad ? 'clean-fastest' : Object.keys(GRIDS).join(','))),
   loads,
-  runs: list(values.runs),
+  runs: list(values.runs ?? (miad ? CLOCK_RUNS : MATRIX_RUNS).join(',')),
+  runSpec: miad ? clockRun : undefined,
   seed: Number(values.seed),
-  minutes: values.minutes ? Number(values.minutes) : undefined,
+  minutes: values.minutes ? Number(values.minutes) : miad ? 20 : undefined,
   truth: values.truth,
-  bounds: !values['no-bounds'],
+  bounds: !values['no-bounds'] && !miad,
   plan: values.plan ? JSON.parse(values.plan) : undefined,
   onCell: (c) => process.stderr.write(`${c.trace} ${c.grid} ${c.load} ${c.policy}: ${c.energyKWh} kWh, ${c.carbonKg} kg, SLO ${c.slo ?? '-'} (${((performance.now() - started) / 1000).toFixed(0)} s)\n`),
 });

@@ -7,6 +7,7 @@ import { planChannel } from './plan/pool-planner.js';
 import { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalone.js';
 import { fleetFromConfig, runSimulateCommand } from './sim/command.js';
 import { DEMO_MODEL, startDemoFleet } from './sim/demo-fleet.js';
+import { AGENT_USAGE, runAgentCommand } from './agent/command.js';
 
 const COMMANDS = {
   serve: `Usage: freesh serve --config FILE [--port N] [--host ADDR]
@@ -21,6 +22,7 @@ const COMMANDS = {
   key: `Usage: freesh key
   Mint a gateway API key: prints the key (give it to the client; it is stored nowhere) and its
   sha256 (put it in the config's auth.keys[].sha256, or auth.adminKeys for an admin key).`,
+  agent: AGENT_USAGE,
   help: `Usage: freesh help [COMMAND]
   Print the commands, or one command's options.`,
 } as const;
@@ -37,6 +39,8 @@ Usage:
                                  replay a trace (Azure CSV format) through every policy on the
                                  fleet in FILE (default: the FREESH fleet) and write reports
   freesh key                     mint a gateway API key and print it with its sha256 for the config
+  freesh agent --node ID --gpus 0,1 [--driver nvidia-smi|zeusd|fake] [--dry-run] [--redis URL]
+                                 scale this node's GPU clocks with the MIAD controller (see --help)
   freesh help [COMMAND]          this text, or a command's options (also: freesh COMMAND --help)`;
 
 async function main(argv: string[]): Promise<number> {
@@ -49,6 +53,8 @@ async function main(argv: string[]): Promise<number> {
   }
   if (!(command in COMMANDS)) throw new UsageError(`unknown command \`${command}\``);
   currentCommand = command;
+  // The agent runs on GPU nodes with options of its own (src/agent/command.ts).
+  if (command === 'agent') return runAgentCommand(rest);
   const values = parseOptions(rest);
   if (values.help) {
     console.log(COMMANDS[command as keyof typeof COMMANDS]);

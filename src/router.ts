@@ -34,6 +34,7 @@ import { Placer } from './pipeline/place.js';
 import { CONSUMER_GONE, onRelayEnd, readSnippet, responseHeaders, UPSTREAM_PATH, upstreamHeaders } from './pipeline/relay.js';
 import { Slots } from './pipeline/slots.js';
 import { TbtCap } from './pipeline/tbt-cap.js';
+import { AgentTelemetry } from './pipeline/agent-telemetry.js';
 import type { Plan } from './plan/plan.js';
 import { planningClass, PoolPlanner } from './plan/pool-planner.js';
 import { inThreadSolver, workerSolver } from './plan/solver.js';
@@ -174,6 +175,8 @@ export class Router {
   readonly #placer: Placer;
   readonly #lifecycle: Lifecycle;
   readonly #latency: LatencyCalibrator;
+  /** The SLO signal published for GPU agents and their measured power read back, unless `agent.sloSignalMs` is 0. */
+  readonly #agentTelemetry: AgentTelemetry | undefined;
   readonly #ready: Promise<void>;
   readonly #byModel: ReadonlyMap<string, readonly Backend[]>;
   /** Added to the priority of a request sent too late for its TTFT target: it then comes after every class. */
@@ -258,6 +261,21 @@ export class Router {
           registry: this.metrics.registry,
         })
       : undefined;
+    const agentTelemetry = (this.#agentTelemetry =
+      config.agent.sloSignalMs > 0
+        ? new AgentTelemetry({
+            store: this.#store,
+            clock: this.#clock,
+            inFlight: (id, nowMs) => this.#view.at(this.#view.ref(id), nowMs).inFlight,
+            backends: this.backends,
+            frequency,
+            clockFraction: (id) => this.#planner?.plan.clockFraction.get(id) ?? 1,
+            replicaId: replicaId ?? `replica-${this.#idPrefix}`,
+            periodMs: config.agent.sloSignalMs,
+            freshMs: config.agent.measuredPowerFreshMs,
+            onError: () => this.metrics.pluginErrors.labels('agent-telemetry').inc(),
+          })
+        : undefined);
     this.#lifecycle = new Lifecycle(
       [
         ...(this.#limiter ? [this.#limiter] : []),
@@ -267,6 +285,7 @@ export class Router {
         ...(fair ? [fair] : []),
         ...(this.#planner ? [new PlannerFeed(this.#planner)] : []),
         ...(power ? [power] : []),
+        ...(agentTelemetry ? [agentTelemetry] : []),
         ...(this.policy.plugins ?? []),
         ...(plugins ?? []),
         ...(this.dashboard ? [this.dashboard] : []),
@@ -311,6 +330,7 @@ export class Router {
       power,
       queue: (id) => this.#slots.queue(id),
       plan: () => this.#planner?.view(),
+      powerFactor: agentTelemetry ? (id, nowMs) => agentTelemetry.powerFactor(id, nowMs) : undefined,
       onPluginErrors: (errors) => {
         for (const { plugin } of errors) this.metrics.pluginErrors.labels(plugin).inc();
       },
@@ -359,6 +379,7 @@ export class Router {
     );
     this.#health.start();
 
+    agentTelemetry?.start();
     this.#ready = Promise.all([this.#planner?.start(), this.#view.start()]).then(() => undefined);
     this.#ready.catch(() => {
       // Without a solver the initial plan (everything on) stays in force; ready() reports why.
@@ -508,6 +529,7 @@ export class Router {
     this.dashboard?.close();
     this.#view.stop();
     this.#health.stop();
+    this.#agentTelemetry?.stop();
     this.#stopSharingFairShare?.();
     this.#slots.close(noBackend('*', 'the router is shutting down'));
     await Promise.all([this.#planner?.stop(), this.#transport.close(), this.#store.close(), this.#predictor.close?.(), this.#carbon.close?.()]);

@@ -1,7 +1,7 @@
 /**
  * What the GPU agent needs from a GPU: telemetry, the SM clocks it accepts, a clock lock and its
- * reset, and energy. Three implementations: nvidia-smi (./nvidia-smi.ts), Zeus's zeusd daemon (to
- * come) and an in-process fake (./fake-gpu.ts) for tests, the demo and the simulator.
+ * reset, and energy. Implementations: nvidia-smi (./nvidia-smi.ts), Zeus's zeusd daemon (./zeusd.ts),
+ * an in-process fake (./fake-gpu.ts) for tests and the demo, and the simulator's (src/sim/sim-gpu.ts).
  */
 
 /** One GPU as the driver read it. Every field was validated; nothing is guessed. */

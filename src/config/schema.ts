@@ -338,6 +338,19 @@ const routerShape = {
   /** Gateway API keys, their tenants and limits, and admin keys (see authSchema). Default: none (open). */
   auth: authSchema.optional(),
   dashboard: dashboardSchema.prefault({}),
+  /** What the router exchanges with GPU agents (`freesh agent`) through the state store. */
+  agent: z
+    .strictObject({
+      /**
+       * Publish each backend's SLO signal (least headroom of its requests) this often (ms), for the
+       * agents' clock controllers, and read their measured power as often; 0 turns both off.
+       * Default 1,000 (the controller's period).
+       */
+      sloSignalMs: z.int().nonnegative().max(60_000).default(1_000),
+      /** Use an agent's measured power for a backend while its reading is at most this old (ms). Default 5,000. */
+      measuredPowerFreshMs: z.int().positive().max(600_000).default(5_000),
+    })
+    .prefault({}),
 };
 
 type FleetConfig = {

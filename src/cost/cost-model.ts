@@ -31,7 +31,11 @@ export interface CostInput {
   /** Observed ÷ modelled service time on this backend lately (see LatencyCalibration); 1 when unknown. */
   readonly latencyFactor: number;
   /** Time until the backend can serve at all (ms): the rest of its boot, or a whole boot when it is powered off; 0 when on. */
-  readonly readyInMs: number;
+  readonly readyInMs: number;  /**
+   * Measured ÷ modelled power of the backend, from its GPU agent while the reading is fresh (see
+   * AgentTelemetry); scales the profile's power. 1 (the default) without an agent.
+   */
+  readonly powerFactor?: number;
 }
 
 const JOULES_PER_KWH = 3.6e6;
@@ -51,7 +55,7 @@ export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MO
   let decodeTime = 1;
   let dynamicPower = 1;
   return Object.freeze<CostModel>({
-    estimate({ request, prediction, backend, state, queued, promptTokensPerS, prefillBacklogTokens, gramsPerKWh, clockFraction, latencyFactor, readyInMs }: CostInput): CostEstimate {
+    estimate({ request, prediction, backend, state, queued, promptTokensPerS, prefillBacklogTokens, gramsPerKWh, clockFraction, latencyFactor, readyInMs, powerFactor = 1 }: CostInput): CostEstimate {
       if (clockFraction !== atFraction) {
         prefillTime = frequency.prefillTime(clockFraction);
         decodeTime = frequency.decodeTime(clockFraction);
@@ -72,7 +76,7 @@ export function createCostModel(frequency: FrequencyModel = DEFAULT_FREQUENCY_MO
       // Waiting requests drain maxConcurrency at a time, each taking about one service time.
       const ahead = state.inFlight + queued + 1 - backend.maxConcurrency;
       const waitMs = readyInMs + (ahead <= 0 ? 0 : (ahead / backend.maxConcurrency) * serviceMs);
-      const powerW = profile.idleW + (decodePowerW(profile, batch) - profile.idleW) * dynamicPower;
+      const powerW = (profile.idleW + (decodePowerW(profile, batch) - profile.idleW) * dynamicPower) * powerFactor;
       const energyJ = ((powerW / batch) * serviceMs * backend.site.pue) / 1000;
       return {
         waitMs,

@@ -36,6 +36,8 @@ export interface PlacerOptions {
   /** A backend's admission queue in this router (its `waiting` requests), looked up once per backend. */
   readonly queue: (backendId: string) => { readonly waiting: number };
   readonly plan: () => PlanView | undefined;
+  /** Measured ÷ modelled power of a backend (GPU agents' readings); 1, or absent, without one. */
+  readonly powerFactor?: ((backendId: string, nowMs: number) => number) | undefined;
   readonly onPluginErrors: (errors: readonly PluginError[]) => void;
 }
 
@@ -125,6 +127,7 @@ export class Placer {
         site.decision = decision;
       }
       const readyInMs = h.power ? o.power!.readyInMs(h.power, state.inFlight, nowMs) : 0;
+      const powerFactor = o.powerFactor ? o.powerFactor(backend.id, nowMs) : 1;
       let input = this.#input;
       if (input === undefined) {
         this.#input = input = {
@@ -140,6 +143,7 @@ export class Placer {
           clockFraction,
           latencyFactor: h.latency.factor,
           readyInMs,
+          powerFactor,
         };
       } else {
         input.request = request;
@@ -154,6 +158,7 @@ export class Placer {
         input.clockFraction = clockFraction;
         input.latencyFactor = h.latency.factor;
         input.readyInMs = readyInMs;
+        input.powerFactor = powerFactor;
       }
       const cost = o.costModel.estimate(input);
       candidates.push({ backend, state, queued, promptTokensPerS, strictestTbtMs, cost });

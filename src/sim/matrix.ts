@@ -100,6 +100,8 @@ export interface MatrixOptions {
   /** Also solve the fluid bounds. Default true. */
   readonly bounds?: boolean;
   readonly onCell?: (cell: MatrixCell, metrics: RunMetrics | undefined) => void;
+  /** How a run name becomes a run. Default `matrixRun`; the clock-control comparison passes `clockRun`. */
+  readonly runSpec?: typeof matrixRun;
 }
 
 export interface Matrix {
@@ -193,7 +195,7 @@ export async function runMatrix(options: MatrixOptions): Promise<Matrix> {
           options.onCell?.(cell, metrics);
         };
         for (const runName of options.runs ?? MATRIX_RUNS) {
-          const result = await simulate({ fleet, workload, carbon, run: matrixRun(runName, timeScale, DEFAULT_PREDICTION_SIGMA, options.plan), hardware: scaledHardware, seed });
+          const result = await simulate({ fleet, workload, carbon, run: (options.runSpec ?? matrixRun)(runName, timeScale, DEFAULT_PREDICTION_SIGMA, options.plan), hardware: scaledHardware, seed });
           const m = evaluate(result);
           push(
             {

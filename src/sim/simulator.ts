@@ -12,6 +12,9 @@ import { hardwareOptions, SimInstance } from './instance.js';
 import { simPredictor } from './sim-predictor.js';
 import { SimTransport } from './sim-transport.js';
 import { VirtualClock } from './virtual-clock.js';
+import { GpuAgent, type MiadConstants } from '../agent/agent.js';
+import { MemoryStateStore } from '../state/memory-store.js';
+import { SimGpuDriver } from './sim-gpu.js';
 import type { Workload, WorkloadRequest } from './workload.js';
 
 /** One policy run: a name for the report, and how to build its router. */
@@ -30,6 +33,12 @@ export interface RunSpec {
    * the router does; the next request boots them. Default: only a plan parks them.
    */
   readonly idleOffAfterMs?: number;
+  /**
+   * Run the GPU agent's MIAD clock controller (the agent itself, on the simulated instances) with
+   * these constants: the plan's clocks become its floors instead of the clocks run. Default: none,
+   * clocks are the plan's (or `clockFraction`).
+   */
+  readonly miad?: MiadConstants;
 }
 
 export interface SimulationOptions {
@@ -137,9 +146,14 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     },
   });
 
+  // With the agent, router and agent share one store: the SLO signal, plans and power pass through it.
+  const store = run.miad ? new MemoryStateStore({ clock }) : undefined;
   const router: Router = createRouter({
     ...fleetRouterConfig(fleet, (id) => `${MODEL_BASE}/${id}/v1`),
     ...run.router,
+    // The SLO signal is published only for an agent to read (it costs a timer per simulated second).
+    agent: { ...run.router?.agent, sloSignalMs: run.miad ? (run.router?.agent?.sloSignalMs ?? 1_000) : 0 },
+    ...(store ? { store } : {}),
     // Solving in line keeps plans at exact virtual times: a worker would answer in real time.
     plan: { ...run.router?.plan, solveInWorker: false },
     policy: run.policy,
@@ -152,11 +166,23 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     onPlan(plan) {
       for (const [id, instance] of instances) {
         instance.parked = !plan.active.has(id);
-        instance.clockFraction = plan.clockFraction.get(id) ?? run.clockFraction ?? 1;
+        if (!run.miad) instance.clockFraction = plan.clockFraction.get(id) ?? run.clockFraction ?? 1;
       }
     },
   });
   await router.ready();
+  const agent = store
+    ? new GpuAgent({
+        driver: new SimGpuDriver(fleet.backends.map((b) => instances.get(b.id)!)),
+        store,
+        clock,
+        nodeId: 'sim',
+        backends: new Map(fleet.backends.map((b, i) => [i, b.id])),
+        miad: run.miad,
+        log: () => undefined,
+      })
+    : undefined;
+  await agent?.start();
 
   // Energy and carbon are integrated per sampling period at the intensity in force at its start.
   const sampleEveryMs = options.sampleEveryMs ?? 60_000;
@@ -282,6 +308,7 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     await turn();
   }
   sample();
+  await agent?.stop();
   await router.close();
 
   let busyGpuMs = 0;
