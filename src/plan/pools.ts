@@ -1,4 +1,7 @@
+import type { ModeTypeEntry } from '../cost/mode-table.js';
 import { type LpSolution, lpNumber } from './planner.js';
+
+export type { ModeTypeEntry } from '../cost/mode-table.js';
 
 /**
  * GPU pools: FREESH's upper-level MILP. Every window it chooses how many instances of each
@@ -13,18 +16,6 @@ export interface PoolMode {
   readonly id: string;
   readonly gpu: string;
   readonly gpus: number;
-}
-
-/** A mode measured serving one request type at its highest sustainable load. */
-export interface ModeTypeEntry {
-  /** Highest sustainable requests/s of one instance; 0: the mode cannot serve the type. */
-  readonly maxQps: number;
-  /** Power of one instance, all its GPUs (W). */
-  readonly powerW: number;
-  readonly ttftMs: number;
-  readonly tbtMs: number;
-  /** End-to-end latency; absent where not measured (then no e2e target excludes the mode). */
-  readonly e2eMs?: number | undefined;
 }
 
 export interface PoolTargets {
