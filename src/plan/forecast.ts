@@ -83,6 +83,13 @@ export class SeasonalForecaster {
     this.#slot(step)[type]++;
   }
 
+  /** Whether a full season and its level span back the forecast at `nowMs` (else it is the recent level). */
+  seasonal(nowMs: number): boolean {
+    const current = this.stepAt(nowMs);
+    this.#advance(current);
+    return this.#has(current - this.#season - this.#levelSteps);
+  }
+
   /** Rates per type for `steps` steps from the one holding `nowMs` (that step first). */
   forecast(nowMs: number, steps: number): StepForecast {
     const current = this.stepAt(nowMs);
