@@ -1,4 +1,5 @@
 import { readFile, writeFile } from 'node:fs/promises';
+import { setFlagsFromString } from 'node:v8';
 import { z } from 'zod';
 import { ConfigError, parseConfig } from '../config/schema.js';
 import { loadSolver, solveLp } from './planner.js';
@@ -167,8 +168,19 @@ export interface PlanCommand extends DayAheadOptions {
   readonly outPath: string;
 }
 
+/**
+ * Keeps WebAssembly on V8's baseline compiler (Liftoff) in this process. A day-ahead run is a short
+ * burst of HiGHS solves: optimising its hot functions costs more CPU than it saves (a day of 48
+ * windows, cold: 3.4 s of CPU with tier-up, 1.2 s without; warm, tier-up would save 0.3 s:
+ * bench/README). Call before the solver loads; for a process that only plans, never the router.
+ */
+export function baselineWasmOnly(): void {
+  setFlagsFromString('--liftoff-only');
+}
+
 /** `freesh plan`: reads the files, plans every window in this thread, writes plan.json; returns the plan. */
 export async function runPlanCommand(command: PlanCommand): Promise<DayAheadPlan> {
+  baselineWasmOnly();
   const fleet = await loadFleetFile(command.fleetPath);
   const demand = parseDemandCsv(await readText(command.demandPath), command.demandPath, fleet.types);
   const carbon = parseCarbonCsv(await readText(command.carbonPath), command.carbonPath, fleet.sites.map((s) => s.id));

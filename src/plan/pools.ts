@@ -97,7 +97,10 @@ interface Model {
   readonly columns: ReadonlyMap<string, Column>;
   readonly carbonTerms: readonly string[];
   readonly shortfall: readonly string[];
+  /** Inventory rows, then a demand row per (step, type) with its shortfall variable. */
   readonly rows: readonly string[];
+  /** Inventory rows, then one demand row per type at its peak step: with no shortfall allowed, the same constraints as `rows`, in fewer rows. */
+  readonly strictRows: readonly string[];
   readonly bounds: readonly string[];
 }
 
@@ -118,10 +121,14 @@ function buildModel(input: PoolWindowInput): Model {
     let carbonSum = 0;
     for (const step of gramsPerKWh) carbonSum += step[site.id] ?? 0;
     fleet.types.forEach((type, ki) => {
+      const peak = margin * Math.max(0, ...demandQps.map((step) => step[type] ?? 0));
       fleet.modes.forEach((mode, mi) => {
         const entry = fleet.tables[mode.id]?.[type];
         if (!entry || exclusion(entry, fleet.slo, type)) return;
-        const most = Math.floor((site.gpus[mode.gpu] ?? 0) / mode.gpus);
+        const fit = Math.floor((site.gpus[mode.gpu] ?? 0) / mode.gpus);
+        // Where an instance costs carbon, more than the peak needs of one (type, mode) alone is never
+        // optimal (dropping one keeps every demand row and costs less): a tighter bound, a smaller search.
+        const most = carbonSum * entry.powerW > 0 ? Math.min(fit, Math.ceil(peak / entry.maxQps)) : fit;
         if (most < 1) return;
         const name = `n_${si}_${ki}_${mi}`;
         columns.set(name, { site: site.id, type, mode: mode.id, entry });
@@ -138,6 +145,13 @@ function buildModel(input: PoolWindowInput): Model {
   const rows: string[] = [];
   const shortfall: string[] = [];
   for (const [row, terms] of inventory) rows.push(`${row}${terms.join(' + ')} <= ${available.get(row)}`);
+  const strictRows = [...rows];
+  fleet.types.forEach((type, ki) => {
+    const peak = margin * Math.max(0, ...demandQps.map((step) => step[type] ?? 0));
+    // A type no mode may serve keeps its row (held at 0 by u_none): the window is then infeasible.
+    const terms = capacity.get(type)!.length > 0 ? capacity.get(type)! : ['0 u_none'];
+    if (peak > 0) strictRows.push(`peak_${ki}: ${terms.join(' + ')} >= ${num(peak)}`);
+  });
   demandQps.forEach((step, s) => {
     fleet.types.forEach((type, ki) => {
       const need = margin * (step[type] ?? 0);
@@ -147,7 +161,7 @@ function buildModel(input: PoolWindowInput): Model {
       rows.push(`dem_${s}_${ki}: ${[...capacity.get(type)!, u].join(' + ')} >= ${num(need)}`);
     });
   });
-  return { columns, carbonTerms, shortfall, rows, bounds };
+  return { columns, carbonTerms, shortfall, rows, strictRows, bounds };
 }
 
 function lpText(objective: readonly string[], rows: readonly string[], bounds: readonly string[], generals: readonly string[]): string {
@@ -172,8 +186,7 @@ export async function planPoolWindow(input: PoolWindowInput, solve: SolveLp): Pr
   const started = performance.now();
   const model = buildModel(input);
   const generals = [...model.columns.keys()];
-  const fixed = model.shortfall.map((u) => `${u} = 0`);
-  const strict = await solve(lpText(model.carbonTerms, model.rows, [...model.bounds, ...fixed], generals));
+  const strict = await solve(lpText(model.carbonTerms, model.strictRows, [...model.bounds, 'u_none = 0'], generals));
   if (strict.Status === 'Optimal') return readPlan(input, model, strict, 'optimal', performance.now() - started);
   if (strict.Status !== 'Infeasible') throw new Error(`pool planner: HiGHS ended with status ${strict.Status}`);
 
