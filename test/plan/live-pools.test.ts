@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_FREQUENCY_MODEL } from '../../src/cost/frequency.js';
 import { tableFromProfile } from '../../src/cost/mode-table.js';
 import { BUILTIN_PROFILES } from '../../src/cost/profiles.js';
-import { poolSitesFromConfig } from '../../src/plan/live-pools.js';
+import { poolSitesFromConfig, tableWithinTargets } from '../../src/plan/live-pools.js';
 import { PoolPlanner, type PoolPlannerOptions } from '../../src/plan/pool-planner.js';
 import { inThreadSolver } from '../../src/plan/solver.js';
 import { DEFAULT_SLO_CLASSES } from '../../src/request/slo.js';
@@ -99,5 +99,23 @@ describe('live planner with GPU pools', () => {
     expect(plan.forecastError!.steps).toBeGreaterThanOrEqual(2);
     expect(plan.stepForecastRps![0]!.LS).toBeCloseTo(1, 9);
     expect(poolSitesFromConfig([{ id: 'fr', pue: 1.2 }])).toBeUndefined();
+  });
+
+  it('derives each type’s table at the busiest batch that keeps the TTFT and TBT targets', () => {
+    const mode = BUILTIN_PROFILES['2xA100']!;
+    const shapes = { SS: { promptTokens: 300, outputTokens: 120 }, SL: { promptTokens: 300, outputTokens: 800 }, LS: { promptTokens: 3_000, outputTokens: 120 }, LL: { promptTokens: 3_000, outputTokens: 800 } };
+    const loose = tableWithinTargets(mode, shapes, () => ({ ttftMs: 1e9, tbtMs: 1e9 }), 64);
+    expect(loose.SS).toEqual(tableFromProfile(mode, shapes, 64).SS);
+    const tight = tableWithinTargets(mode, shapes, () => ({ ttftMs: 1e9, tbtMs: 80 }), 64);
+    expect(tight.SS!.tbtMs).toBeLessThanOrEqual(80);
+    expect(tight.SS!.maxQps).toBeLessThan(loose.SS!.maxQps);
+    // No batch of 1, 2, … 64 does better within 80 ms.
+    for (const b of [1, 2, 4, 8, 16, 32, 64]) {
+      const e = tableFromProfile(mode, shapes, b).SS!;
+      if (e.tbtMs <= 80) expect(e.maxQps).toBeLessThanOrEqual(tight.SS!.maxQps);
+    }
+    // Beyond reach at any batch: the batch-1 entry, which the targets then exclude.
+    const impossible = tableWithinTargets(mode, shapes, () => ({ ttftMs: 1e9, tbtMs: 1 }), 64);
+    expect(impossible.LS).toEqual(tableFromProfile(mode, shapes, 1).LS);
   });
 });
