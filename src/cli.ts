@@ -155,7 +155,7 @@ async function planCommand(values: ReturnType<typeof parseOptions>): Promise<num
   });
   const infeasible = plan.windows.filter((w) => w.status === 'infeasible').length;
   const grams = plan.windows.reduce((sum, w) => sum + w.gramsCO2, 0);
-  console.log(`freesh plan: ${plan.windows.length} windows (${infeasible} infeasible), ${grams.toFixed(1)} gCO2 planned, in ${(performance.now() - started).toFixed(0)} ms → ${values.out}`);
+  console.log(`freesh plan: ${plan.windows.length} window${plan.windows.length === 1 ? '' : 's'} (${infeasible} infeasible), ${grams.toFixed(1)} gCO2 planned, in ${(performance.now() - started).toFixed(0)} ms → ${values.out}`);
   return 0;
 }
 
