@@ -183,7 +183,7 @@ function lpText(objective: readonly string[], rows: readonly string[], bounds: r
  * least carbon. One solve does both: a request/s short is priced at 10⁴ × the dearest carbon of a
  * request/s served by any column, so less shortfall always wins unless it is a sliver (under 10⁻⁴
  * req/s per gram of carbon at stake). Solving the two in turn proved the shortfall optimum with a
- * second, equally hard MILP: twice the time (bench/README).
+ * second, equally hard MILP: 1.7× the time on ten infeasible windows (bench/README).
  */
 export async function planPoolWindow(input: PoolWindowInput, solve: SolveLp): Promise<PoolWindowPlan> {
   const started = performance.now();
