@@ -6,7 +6,10 @@
  *
  *   npm run bench:trace [-- --workloads conv,code,long,diurnal --grids clean-fastest,clean-slowest,no-clean
  *                          --loads 0.3,0.6,0.9 --runs freesh,least-loaded --minutes 20 --truth model --no-bounds
- *                          --plan '{"peakQuantile":0.9}']
+ *                          --plan '{"peakQuantile":0.9}' --pools]
+ *
+ * `--pools` declares the FREESH sites' GPU inventory: the planner also plans GPU pool partitions, and
+ * a table reports, per run that plans, its per-step forecast error and partitions planned.
  *
  * `freesh simulate` runs one trace at one load with the full table of figures.
  *
@@ -20,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { BUILTIN_PROFILES } from '../src/cost/profiles.js';
 import { CLOCK_RUNS, clockRun } from '../src/sim/clock-control.js';
+import type { RunMetrics } from '../src/sim/evaluate.js';
 import { GRIDS, LOADS, type MatrixCell, MATRIX_RUNS, runMatrix, verdicts, WORKLOADS, type WorkloadName } from '../src/sim/matrix.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -35,6 +39,7 @@ const { values } = parseArgs({
     truth: { type: 'string', default: 'perturbed' },
     'no-bounds': { type: 'boolean', default: false },
     plan: { type: 'string' },
+    pools: { type: 'boolean', default: false },
     data: { type: 'string', default: resolve(root, '../shared/data') },
   },
 });
@@ -47,6 +52,8 @@ for (const l of loads) if (!(l > 0 && l < 2)) throw new Error(`--loads must be i
 if (values.truth !== 'perturbed' && values.truth !== 'model') throw new Error(`--truth must be perturbed or model, got ${values.truth}`);
 
 const started = performance.now();
+/** Per run that plans: its forecast error and pool partitions (with --pools). */
+const planning: { cell: MatrixCell; forecastError: RunMetrics['forecastError']; poolPlans: RunMetrics['poolPlans'] }[] = [];
 const { cells, hardware } = await runMatrix({
   dataDir: values.data,
   workloads,
@@ -59,7 +66,11 @@ const { cells, hardware } = await runMatrix({
   truth: values.truth,
   bounds: !values['no-bounds'] && !miad,
   plan: values.plan ? JSON.parse(values.plan) : undefined,
-  onCell: (c) => process.stderr.write(`${c.trace} ${c.grid} ${c.load} ${c.policy}: ${c.energyKWh} kWh, ${c.carbonKg} kg, SLO ${c.slo ?? '-'} (${((performance.now() - started) / 1000).toFixed(0)} s)\n`),
+  pools: values.pools,
+  onCell: (c, m) => {
+    if (m?.forecastError) planning.push({ cell: c, forecastError: m.forecastError, poolPlans: m.poolPlans });
+    process.stderr.write(`${c.trace} ${c.grid} ${c.load} ${c.policy}: ${c.energyKWh} kWh, ${c.carbonKg} kg, SLO ${c.slo ?? '-'} (${((performance.now() - started) / 1000).toFixed(0)} s)\n`);
+  },
 });
 
 const pct = (v: number | null) => (v === null ? '—' : `${(v * 100).toFixed(1)}%`);
@@ -91,5 +102,12 @@ if (v.length > 0) {
   console.log(`\nMean over ${v.length} cells: carbon ${signed(mean((x) => x.carbonVsBest))}%, energy ${signed(mean((x) => x.energyVsBest))}%, SLO ${signed(mean((x) => x.sloVsBest))} pt; ` +
     `over the ${matched.length} cells where a baseline matches freesh's SLO: carbon ${signed(meanMatched((x) => x.carbonVsSloMatched!))}%, energy ${signed(meanMatched((x) => x.energyVsSloMatched!))}%; cells with carbon ≤ the cleanest baseline's or its SLO below ours: ${v.filter((x) => x.carbonVsBest <= 0 || x.carbonBestSloVsOurs < 0).length} of ${v.length}; SLO ≥ every baseline's: ${v.filter((x) => x.sloVsBest >= 0).length}; interactive ≥ every baseline's: ${v.filter((x) => x.interactiveVsBest >= 0).length}.`);
 }
+if (values.pools) {
+  console.log('\nPer-step demand forecast and GPU pool partitions (each partition is published with the plan, not applied: routing, energy and carbon are those of the deployed backends):\n');
+  console.log('| workload | grid | load | policy | steps scored | forecast error, Σ|f − o| / Σ o | mean abs error req/s | partitions planned | infeasible |\n|---|---|---:|---|---:|---:|---:|---:|---:|');
+  for (const { cell: c, forecastError: f, poolPlans: p } of planning) {
+    console.log(`| ${c.trace} | ${c.grid} | ${c.load} | ${c.policy} | ${f!.steps} | ${pct(f!.relativeError)} | ${f!.meanAbsErrorRps.toFixed(3)} | ${p?.planned ?? 0} | ${p?.infeasible ?? 0} |`);
+  }
+}
 console.log(`(${((performance.now() - started) / 1000).toFixed(0)} s)`);
-console.log(JSON.stringify({ cells }));
+console.log(JSON.stringify(values.pools ? { cells, planning: planning.map(({ cell, forecastError, poolPlans }) => ({ trace: cell.trace, grid: cell.grid, load: cell.load, policy: cell.policy, forecastError, poolPlans })) } : { cells }));

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { mintKey } from './auth/keys.js';
 import { ConfigError } from './config/schema.js';
 import type { Plan } from './plan/plan.js';
+import { DAY_AHEAD_DEFAULTS, runPlanCommand } from './plan/day-ahead.js';
 import { planChannel } from './plan/pool-planner.js';
 import { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalone.js';
 import { fleetFromConfig, runSimulateCommand } from './sim/command.js';
@@ -23,6 +24,10 @@ const COMMANDS = {
   Mint a gateway API key: prints the key (give it to the client; it is stored nowhere) and its
   sha256 (put it in the config's auth.keys[].sha256, or auth.adminKeys for an admin key).`,
   agent: AGENT_USAGE,
+  plan: `Usage: freesh plan --fleet FILE --demand FILE --carbon FILE [--margin 1.1] [--step-minutes 5]
+                [--window-steps 6] --out FILE
+  Plan GPU pools day-ahead: for every window of steps, the instances of each mode to run at each
+  site for each request type (formats: README, "Day-ahead pool plans").`,
   help: `Usage: freesh help [COMMAND]
   Print the commands, or one command's options.`,
 } as const;
@@ -41,6 +46,9 @@ Usage:
   freesh key                     mint a gateway API key and print it with its sha256 for the config
   freesh agent --node ID --gpus 0,1 [--driver nvidia-smi|zeusd|fake] [--dry-run] [--redis URL]
                                  scale this node's GPU clocks with the MIAD controller (see --help)
+  freesh plan --fleet FILE --demand FILE --carbon FILE --out FILE [--margin 1.1]
+              [--step-minutes 5] [--window-steps 6]
+                                 plan GPU pools per site and window, day-ahead
   freesh help [COMMAND]          this text, or a command's options (also: freesh COMMAND --help)`;
 
 async function main(argv: string[]): Promise<number> {
@@ -135,7 +143,38 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
+  if (command === 'plan') return planCommand(values);
+
   throw new UsageError(`unknown command \`${command}\``);
+}
+
+async function planCommand(values: ReturnType<typeof parseOptions>): Promise<number> {
+  const need = (name: 'fleet' | 'demand' | 'carbon' | 'out'): string => {
+    const value = values[name];
+    if (!value) throw new UsageError(`plan needs --${name} FILE`);
+    return value;
+  };
+  const number = (name: 'margin' | 'step-minutes' | 'window-steps', fallback: number, valid: (n: number) => boolean, what: string): number => {
+    const text = values[name];
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!valid(n)) throw new UsageError(`--${name} must be ${what}, got ${text}`);
+    return n;
+  };
+  const started = performance.now();
+  const plan = await runPlanCommand({
+    fleetPath: need('fleet'),
+    demandPath: need('demand'),
+    carbonPath: need('carbon'),
+    outPath: need('out'),
+    margin: number('margin', DAY_AHEAD_DEFAULTS.margin, (n) => n >= 1 && n <= 10, 'a number from 1 to 10'),
+    stepMinutes: number('step-minutes', DAY_AHEAD_DEFAULTS.stepMinutes, (n) => n > 0 && n <= 1440, 'a positive number of minutes'),
+    windowSteps: number('window-steps', DAY_AHEAD_DEFAULTS.windowSteps, (n) => Number.isInteger(n) && n >= 1 && n <= 10_000, 'a positive integer'),
+  });
+  const infeasible = plan.windows.filter((w) => w.status === 'infeasible').length;
+  const grams = plan.windows.reduce((sum, w) => sum + w.gramsCO2, 0);
+  console.log(`freesh plan: ${plan.windows.length} window${plan.windows.length === 1 ? '' : 's'} (${infeasible} infeasible), ${grams.toFixed(1)} gCO2 planned, in ${(performance.now() - started).toFixed(0)} ms → ${values.out}`);
+  return 0;
 }
 
 const OPTIONS = {
@@ -152,6 +191,11 @@ const OPTIONS = {
   out: { type: 'string' },
   redis: { type: 'string' },
   replicas: { type: 'string' },
+  fleet: { type: 'string' },
+  demand: { type: 'string' },
+  margin: { type: 'string' },
+  'step-minutes': { type: 'string' },
+  'window-steps': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 

@@ -36,6 +36,7 @@ import { Slots } from './pipeline/slots.js';
 import { TbtCap } from './pipeline/tbt-cap.js';
 import { AgentTelemetry } from './pipeline/agent-telemetry.js';
 import type { Plan } from './plan/plan.js';
+import { poolSitesFromConfig } from './plan/live-pools.js';
 import { planningClass, PoolPlanner } from './plan/pool-planner.js';
 import { inThreadSolver, workerSolver } from './plan/solver.js';
 import { ModelPredictor } from './predict/model-predictor.js';
@@ -746,6 +747,9 @@ export class Router {
       onPlan,
       solver: plan.solveInWorker ? workerSolver() : inThreadSolver(),
       replicaId,
+      pools: poolSitesFromConfig(this.config.sites),
+      seasonSteps: plan.forecast.seasonSteps,
+      levelSteps: plan.forecast.levelSteps,
     });
   }
 

@@ -49,6 +49,12 @@ export const siteSchema = z.strictObject({
   carbon: carbonSchema.default({ gramsPerKWh: 400 }),
   /** Power usage effectiveness of the facility. Default 1.2. */
   pue: z.number().min(1).max(3).default(1.2),
+  /**
+   * GPU inventory, count per GPU type (`A100-80GB`, `H100-80GB`: the built-in profiles' `gpu`). Optional; when
+   * any site declares it, the planner also partitions each such site's GPUs into parallelism modes
+   * per request type every step and publishes the partition with the plan. Default: none.
+   */
+  gpus: z.record(label, z.int().nonnegative().max(1_000_000)).optional(),
 });
 
 export const backendSchema = z.strictObject({
@@ -204,6 +210,18 @@ export const planSchema = z.strictObject({
   bootMs: z.int().nonnegative().max(3_600_000).default(DEFAULT_BOOT_MS),
   /** Solve in a worker thread (default), so a solve never stalls requests; the simulator solves in line to stay deterministic. */
   solveInWorker: z.boolean().default(true),
+  /**
+   * Per-step demand forecast (seasonal naive with a level correction, src/plan/forecast.ts): the
+   * rate a season ago at the same step, shifted by how the recent level moved since.
+   */
+  forecast: z
+    .strictObject({
+      /** Steps in a season. Default 288: a day of 5-minute steps. */
+      seasonSteps: z.int().min(1).max(100_000).default(288),
+      /** Complete steps averaged for the recent level. Default 6: the 30-minute window. */
+      levelSteps: z.int().min(1).max(10_000).default(6),
+    })
+    .prefault({}),
 });
 
 /** A key as the config holds it: its sha256, never the key itself (`freesh key` mints one and prints both). */

@@ -1,4 +1,6 @@
 import type { RequestType } from '../request/request-type.js';
+import type { ForecastError, StepForecast } from './forecast.js';
+import type { PoolPlanView } from './live-pools.js';
 
 /**
  * Time a powered-off instance takes to serve again (ms): power-on, driver start and loading a 70B
@@ -25,6 +27,12 @@ export interface Plan {
   readonly objectiveRate: number;
   readonly solveMs: number;
   readonly note: string;
+  /** The partition of each site's GPUs for the coming window, where sites declare GPU inventory. */
+  readonly pools?: PoolPlanView | undefined;
+  /** Forecast request rate per type for each step of the coming window (req/s). */
+  readonly stepForecastRps?: StepForecast | undefined;
+  /** How far this planner's per-step forecasts have been off so far. */
+  readonly forecastError?: ForecastError | undefined;
 }
 
 /** How the current plan is being followed: requests of each type sent to each backend since it was made. */

@@ -7,8 +7,11 @@ import type { SloClass } from '../request/slo.js';
 import { TBT_HEADROOM } from '../schedule/freesh.js';
 import type { PlanRecord, PublishedPlan, StateStore } from '../state/store.js';
 import type { Backend } from '../types.js';
+import { type ExternalForecast, SeasonalForecaster, type StepForecast } from './forecast.js';
+import { livePoolInput, type PoolPlanView, type PoolSites } from './live-pools.js';
 import { initialPlan, type Plan, type PlanView } from './plan.js';
 import { formulate, type PlanInput, readSolution, type TypeDemand } from './planner.js';
+import { planPoolWindow } from './pools.js';
 import type { Solver } from './solver.js';
 
 /** Published on `freesh:plan` (node:diagnostics_channel) for every new plan. */
@@ -38,6 +41,16 @@ export interface PoolPlannerOptions {
   readonly solver: Solver;
   /** This replica's name in the planner's leader lease and in the plans it publishes. */
   readonly replicaId: string;
+  /**
+   * GPU pools to partition every step for the coming window (sites that declare GPU inventory);
+   * the plan then carries them for an operator, agent or scaler to apply. Default: none.
+   */
+  readonly pools?: PoolSites | undefined;
+  /** Demand forecast per step and type from outside; default: the seasonal forecaster over observed arrivals. */
+  readonly forecast?: ExternalForecast | undefined;
+  /** The seasonal forecaster's season and level span in steps. Defaults 288 (a day of 5-minute steps) and 6. */
+  readonly seasonSteps?: number | undefined;
+  readonly levelSteps?: number | undefined;
 }
 
 /** The leader lease's name in the state store: one replica plans per step. */
@@ -76,10 +89,12 @@ export class PoolPlanner {
   /** Version of the last plan published or adopted. */
   #version = 0;
   readonly #startedMs: number;
+  readonly #forecaster: SeasonalForecaster;
 
   constructor(options: PoolPlannerOptions) {
     this.#options = options;
     this.#startedMs = options.clock.now();
+    this.#forecaster = new SeasonalForecaster({ stepMs: options.stepMs, seasonSteps: options.seasonSteps, levelSteps: options.levelSteps, originMs: this.#startedMs });
     this.#plan = initialPlan(options.backends.map((b) => b.id), this.#startedMs);
   }
 
@@ -117,6 +132,7 @@ export class PoolPlanner {
       this.#buckets.push(bucket);
     }
     bucket.count[type]++;
+    this.#forecaster.observe(type, nowMs);
     bucket.promptTokens[type] += promptTokens;
     bucket.predictedTokens[type] += predictedTokens;
   }
@@ -177,6 +193,13 @@ export class PoolPlanner {
         meanOutputTokens: count ? predicted / count : 128,
       };
     }
+    const windowSteps = Math.max(1, Math.round(o.windowMs / o.stepMs));
+    const stepForecast = this.#stepForecast(now, windowSteps);
+    // The step's forecast raises the trailing estimate once it rests on a season of history (or an
+    // external forecast): rising demand then finds instances on before it arrives.
+    if (o.forecast || this.#forecaster.seasonal(now)) {
+      for (const k of REQUEST_TYPES) demand[k] = { ...demand[k], rps: Math.max(demand[k].rps, stepForecast[0]?.[k] ?? 0) };
+    }
     const input: PlanInput = {
       backends: o.backends,
       nowMs: now,
@@ -193,7 +216,15 @@ export class PoolPlanner {
     const formulation = formulate(input);
     const solution = await o.solver.solve(formulation.lp);
     if (this.#stopped) return this.#plan;
-    const plan = readSolution(input, formulation, solution, performance.now() - started);
+    const backendPlan = readSolution(input, formulation, solution, performance.now() - started);
+    const pools = o.pools ? await this.#planPools(o.pools, demand, stepForecast, now) : undefined;
+    if (this.#stopped) return this.#plan;
+    const plan: Plan = {
+      ...backendPlan,
+      stepForecastRps: stepForecast,
+      forecastError: this.#forecaster.error(),
+      ...(typeof pools === 'string' ? { note: `${backendPlan.note}; pools not planned: ${pools}` } : { pools }),
+    };
     this.#follow(plan);
     o.store.publishPlan(planRecord(plan, o.replicaId)).then(
       (version) => (this.#version = Math.max(this.#version, version)),
@@ -202,6 +233,42 @@ export class PoolPlanner {
       },
     );
     return plan;
+  }
+
+  #stepForecast(now: number, steps: number): StepForecast {
+    const own = this.#forecaster.forecast(now, steps);
+    const external = this.#options.forecast?.(now, steps, this.#options.stepMs);
+    if (!external) return own;
+    return own.map((fallback, h) => {
+      const rates = { ...fallback };
+      for (const k of REQUEST_TYPES) {
+        const value = external[h]?.[k];
+        if (value !== undefined && Number.isFinite(value)) rates[k] = Math.max(0, value);
+      }
+      return rates;
+    });
+  }
+
+  /** The pool partition for the coming window, or why there is none (the backend plan stands either way). */
+  async #planPools(pools: PoolSites, demand: Readonly<Record<RequestType, TypeDemand>>, forecast: StepForecast, now: number): Promise<PoolPlanView | string> {
+    const o = this.#options;
+    const shapes = Object.fromEntries(REQUEST_TYPES.map((k) => [k, { promptTokens: demand[k].meanPromptTokens, outputTokens: demand[k].meanOutputTokens }])) as Record<RequestType, { promptTokens: number; outputTokens: number }>;
+    const input = livePoolInput({
+      pools,
+      backends: o.backends,
+      shapes,
+      slo: o.slo,
+      forecast,
+      gramsPerKWhAt: (siteId, step) => o.carbon.gramsPerKWh(siteId, now + step * o.stepMs),
+      margin: o.margin,
+      stepMs: o.stepMs,
+    });
+    try {
+      const { solveMs: _, ...window } = await planPoolWindow(input, (lp) => o.solver.solve(lp));
+      return { ...window, windowSteps: forecast.length, stepMs: o.stepMs };
+    } catch (err) {
+      return String(err);
+    }
   }
 
   /** Plans if this replica leads the step (or the store cannot say), else waits for the leader's plan. */
@@ -252,6 +319,8 @@ export function planRecord(plan: Plan, origin: string): PlanRecord {
     forecastRps: plan.forecastRps,
     objectiveRate: plan.objectiveRate,
     note: plan.note,
+    ...(plan.pools ? { pools: plan.pools } : {}),
+    ...(plan.stepForecastRps ? { stepForecastRps: plan.stepForecastRps } : {}),
   };
 }
 
@@ -268,6 +337,8 @@ function fromRecord(record: PlanRecord, nowMs: number): Plan {
     objectiveRate: record.objectiveRate,
     solveMs: 0,
     note: `${record.note} (planned by ${record.origin})`,
+    pools: record.pools,
+    stepForecastRps: record.stepForecastRps?.map((rates) => ({ SS: 0, SL: 0, LS: 0, LL: 0, ...rates })),
   };
 }
 

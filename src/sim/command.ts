@@ -70,7 +70,7 @@ export function fleetFromConfig(config: FileConfig): FleetSpec {
   const model = config.backends[0]!.models[0]!;
   return {
     model,
-    sites: config.sites.map((s) => ({ id: s.id, region: s.region, gramsPerKWh: s.carbon.gramsPerKWh, pue: s.pue })),
+    sites: config.sites.map((s) => ({ id: s.id, region: s.region, gramsPerKWh: s.carbon.gramsPerKWh, pue: s.pue, ...(s.gpus ? { gpus: s.gpus } : {}) })),
     backends: config.backends.filter((b) => b.models.includes(model)).map((b) => ({ id: b.id, site: b.site, mode: b.mode, maxConcurrency: b.maxConcurrency })),
   };
 }

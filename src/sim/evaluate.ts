@@ -1,3 +1,4 @@
+import type { ForecastError } from '../plan/forecast.js';
 import { DEFAULT_SLO_CLASSES, type SloClass, ttftTargetMs } from '../request/slo.js';
 import type { RequestRecord, SimulationResult } from './simulator.js';
 
@@ -26,6 +27,10 @@ export interface RunMetrics {
   readonly gpuHoursActive: number;
   readonly simulatedMinutes: number;
   readonly wallSeconds: number;
+  /** The planner's per-step demand forecast error (runs with a planner). */
+  readonly forecastError?: ForecastError | undefined;
+  /** GPU pool partitions planned, and how many of them could not cover the forecast (fleets with `gpus`). */
+  readonly poolPlans?: { readonly planned: number; readonly infeasible: number } | undefined;
 }
 
 export function evaluate(result: SimulationResult, sloClasses: Readonly<Record<string, SloClass>> = DEFAULT_SLO_CLASSES): RunMetrics {
@@ -85,6 +90,8 @@ export function evaluate(result: SimulationResult, sloClasses: Readonly<Record<s
     gpuHoursActive: result.gpuHoursActive,
     simulatedMinutes: result.endMs / 60_000,
     wallSeconds: result.wallMs / 1000,
+    forecastError: result.forecastError,
+    poolPlans: result.poolPlans?.length ? { planned: result.poolPlans.length, infeasible: result.poolPlans.filter((p) => p.status === 'infeasible').length } : undefined,
   };
 }
 

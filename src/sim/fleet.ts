@@ -5,7 +5,8 @@ import type { RouterConfigInput } from '../config/schema.js';
  * the demo start one simulated instance per backend.
  */
 export interface FleetSpec {
-  readonly sites: readonly { readonly id: string; readonly region: string; readonly gramsPerKWh: number; readonly pue?: number }[];
+  /** `gpus`: the site's GPU inventory per GPU type, for the planner's pools (optional). */
+  readonly sites: readonly { readonly id: string; readonly region: string; readonly gramsPerKWh: number; readonly pue?: number; readonly gpus?: Readonly<Record<string, number>> }[];
   readonly backends: readonly { readonly id: string; readonly site: string; readonly mode: string; readonly maxConcurrency: number; readonly forwardPriority?: boolean }[];
   readonly model: string;
 }
@@ -40,7 +41,7 @@ export const FREESH_FLEET: FleetSpec = Object.freeze({
 /** Router sites and backends for a fleet, given each backend's base URL. */
 export function fleetRouterConfig(fleet: FleetSpec, baseURL: (backendId: string) => string): Pick<RouterConfigInput, 'sites' | 'backends'> {
   return {
-    sites: fleet.sites.map((s) => ({ id: s.id, region: s.region, carbon: { gramsPerKWh: s.gramsPerKWh }, ...(s.pue ? { pue: s.pue } : {}) })),
+    sites: fleet.sites.map((s) => ({ id: s.id, region: s.region, carbon: { gramsPerKWh: s.gramsPerKWh }, ...(s.pue ? { pue: s.pue } : {}), ...(s.gpus ? { gpus: { ...s.gpus } } : {}) })),
     backends: fleet.backends.map((b) => ({ ...b, baseURL: baseURL(b.id), models: [fleet.model] })),
   };
 }

@@ -99,6 +99,8 @@ export interface MatrixOptions {
   readonly plan?: PlanInput;
   /** Also solve the fluid bounds. Default true. */
   readonly bounds?: boolean;
+  /** Declare the FREESH sites' GPU inventory, so the planner also plans (and reports) GPU pool partitions. Default false. */
+  readonly pools?: boolean;
   readonly onCell?: (cell: MatrixCell, metrics: RunMetrics | undefined) => void;
   /** How a run name becomes a run. Default `matrixRun`; the clock-control comparison passes `clockRun`. */
   readonly runSpec?: typeof matrixRun;
@@ -168,6 +170,14 @@ function fleetOnGrid(fleet: FleetSpec, grid: Readonly<Record<string, string>>, c
   };
 }
 
+/** The FREESH sites' GPU inventory (the authors' profile: 24 A100 and 6 H100). */
+const FREESH_GPUS: Readonly<Record<string, Readonly<Record<string, number>>>> = {
+  loc1: { 'A100-80GB': 4, 'H100-80GB': 4 },
+  loc2: { 'A100-80GB': 12, 'H100-80GB': 2 },
+  loc3: { 'A100-80GB': 8 },
+};
+const FREESH_POOLS_FLEET: FleetSpec = { ...FREESH_FLEET, sites: FREESH_FLEET.sites.map((s) => ({ ...s, gpus: FREESH_GPUS[s.id] })) };
+
 /** Runs every cell; cells come out in workload, grid, load, run order, bounds last in each cell. */
 export async function runMatrix(options: MatrixOptions): Promise<Matrix> {
   const seed = options.seed ?? 1;
@@ -185,7 +195,7 @@ export async function runMatrix(options: MatrixOptions): Promise<Matrix> {
       const grid = GRIDS[gridName];
       if (!grid) throw new RangeError(`unknown grid \`${gridName}\``);
       const carbon = await gridCarbon(FREESH_FLEET, grid, options.dataDir, timeScale);
-      const fleet = fleetOnGrid(FREESH_FLEET, grid, carbon);
+      const fleet = fleetOnGrid(options.pools ? FREESH_POOLS_FLEET : FREESH_FLEET, grid, carbon);
       const capacity = sloCapacityRps(fleet, recorded);
       for (const load of options.loads ?? LOADS) {
         const trace = scaleTrace(recorded, (load * capacity) / traceRps(recorded));

@@ -3,6 +3,8 @@ import { seriesSignal } from '../carbon/signal.js';
 import { seededRng } from '../clock.js';
 import { decodeStepMs, type InstanceProfile, prefillMs } from '../cost/profiles.js';
 import { FreeshError } from '../errors.js';
+import type { ForecastError } from '../plan/forecast.js';
+import type { PoolPlanView } from '../plan/live-pools.js';
 import type { RoutingRequest } from '../types.js';
 import { createRouter, type Router, type RouterOptions } from '../router.js';
 import type { Policy } from '../schedule/policy.js';
@@ -93,6 +95,10 @@ export interface SimulationResult {
   readonly carbonG: number;
   readonly gpuHoursActive: number;
   readonly wallMs: number;
+  /** The planner's per-step demand forecast error at the end of the run (runs with a planner). */
+  readonly forecastError?: ForecastError | undefined;
+  /** Every GPU pool partition the planner published (fleets whose sites declare `gpus`). */
+  readonly poolPlans?: readonly PoolPlanView[] | undefined;
 }
 
 const MODEL_BASE = 'http://sim.invalid';
@@ -148,6 +154,8 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
 
   // With the agent, router and agent share one store: the SLO signal, plans and power pass through it.
   const store = run.miad ? new MemoryStateStore({ clock }) : undefined;
+  let forecastError: ForecastError | undefined;
+  const poolPlans: PoolPlanView[] = [];
   const router: Router = createRouter({
     ...fleetRouterConfig(fleet, (id) => `${MODEL_BASE}/${id}/v1`),
     ...run.router,
@@ -164,6 +172,8 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     carbon: seriesSignal(carbon, (siteId) => sites.get(siteId)?.gramsPerKWh ?? 400),
     // The plan's clocks and parking take effect on the simulated instances at once.
     onPlan(plan) {
+      if (plan.forecastError) forecastError = plan.forecastError;
+      if (plan.pools) poolPlans.push(plan.pools);
       for (const [id, instance] of instances) {
         instance.parked = !plan.active.has(id);
         if (!run.miad) instance.clockFraction = plan.clockFraction.get(id) ?? run.clockFraction ?? 1;
@@ -322,6 +332,8 @@ export async function simulate(options: SimulationOptions): Promise<SimulationRe
     carbonG,
     gpuHoursActive: busyGpuMs / 3.6e6,
     wallMs: performance.now() - started,
+    forecastError,
+    poolPlans,
   };
 }
 

@@ -1,3 +1,4 @@
+import type { PoolPlanView } from '../plan/live-pools.js';
 import type { BackendState } from '../types.js';
 
 /**
@@ -234,6 +235,10 @@ export interface PlanRecord {
   /** Planned objective rate: gCO2e/s (carbon) or W (energy). */
   readonly objectiveRate: number;
   readonly note: string;
+  /** GPU pools: instances per (site, request type, mode) for the coming window, where sites declare GPU inventory. */
+  readonly pools?: PoolPlanView | undefined;
+  /** Forecast request rate per type for each step of the coming window. */
+  readonly stepForecastRps?: readonly Readonly<Record<string, number>>[] | undefined;
 }
 
 export interface PublishedPlan extends PlanRecord {

@@ -455,6 +455,24 @@ export function describeStateStore(name: string, make: () => Promise<StoreHarnes
         expect(await store.readPlan()).toEqual({ ...plan('r2', 'degraded'), version: second });
       });
 
+      it('carries a plan’s GPU pool partition and per-step forecast to readers and watchers', async () => {
+        const pools = {
+          status: 'infeasible' as const,
+          gramsCO2: -12.5,
+          allocation: [{ site: 'fr', type: 'SS', mode: '4xA100', instances: 2 }],
+          shortfallQps: 0.75,
+          windowSteps: 2,
+          stepMs: 300_000,
+        };
+        const record = { ...plan('r1'), pools, stepForecastRps: [{ SS: 1 }, { SS: 2.5 }] };
+        const watched: unknown[] = [];
+        store.watchPlans((published) => watched.push(published.pools));
+        const version = await store.publishPlan(record);
+        expect(await store.readPlan()).toEqual({ ...record, version });
+        await until(() => watched.length > 0, 'the plan is delivered');
+        expect(watched.at(-1)).toEqual(pools);
+      });
+
       it('keeps the plan as published when the publisher later changes its object', async () => {
         const record = { ...plan('r1'), active: ['a'], shares: { chat: { a: 1 } } };
         const version = await store.publishPlan(record);
