@@ -35,6 +35,8 @@ export const ERROR_CODES = [
   'method_not_allowed',
   'queue_full',
   'queue_timeout',
+  'class_shed',
+  'draining',
   'no_backend_available',
   'deadline_unmeetable',
   'upstream_unreachable',
@@ -51,6 +53,8 @@ export interface FreeshErrorOptions {
   readonly type: ErrorType;
   readonly param?: string | undefined;
   readonly cause?: unknown;
+  /** When a retry may succeed (ms from now): sent as `retry-after` and `retry-after-ms`, and the client is let retry. */
+  readonly retryAfterMs?: number | undefined;
 }
 
 export class FreeshError extends Error {
@@ -58,6 +62,7 @@ export class FreeshError extends Error {
   readonly status: number;
   readonly type: ErrorType;
   readonly param: string | undefined;
+  readonly retryAfterMs: number | undefined;
 
   constructor(message: string, options: FreeshErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -66,6 +71,7 @@ export class FreeshError extends Error {
     this.status = options.status;
     this.type = options.type;
     this.param = options.param;
+    this.retryAfterMs = options.retryAfterMs;
   }
 
   toJSON(): { error: { message: string; type: ErrorType; param: string | null; code: ErrorCode } } {
@@ -138,11 +144,29 @@ export const methodNotAllowed = (method: string, path: string, allowed: string):
     type: 'invalid_request_error',
   });
 
-export const queueFull = (backendId: string, limit: number): FreeshError =>
-  new FreeshError(`Admission queue of backend ${backendId} is full (${limit} waiting); retry later`, {
+/** The backend's whole queue is taken (every class is refused): the fleet is full, 503. */
+export const queueFull = (backendId: string, limit: number, retryAfterMs?: number): FreeshError =>
+  new FreeshError(`Admission queue of backend ${backendId} is full (${limit} waiting): the fleet is at capacity; retry later`, {
     code: 'queue_full',
-    status: 429,
-    type: 'rate_limit_error',
+    status: 503,
+    type: 'server_error',
+    retryAfterMs,
+  });
+
+/** The request's SLO class has used its share of the backend's queue (higher-priority classes still queue): 429. */
+export const classShed = (sloClass: string, backendId: string, waiting: number, share: number, retryAfterMs: number): FreeshError =>
+  new FreeshError(
+    `Overloaded: SLO class \`${sloClass}\` is shed while ${waiting} requests wait for backend ${backendId} (its share of the queue is ${share}); retry later`,
+    { code: 'class_shed', status: 429, type: 'rate_limit_error', retryAfterMs },
+  );
+
+/** The server is draining before it stops (SIGTERM): a new request should go to another replica. */
+export const draining = (retryAfterMs: number): FreeshError =>
+  new FreeshError('The server is shutting down and takes no new requests; retry on another replica', {
+    code: 'draining',
+    status: 503,
+    type: 'server_error',
+    retryAfterMs,
   });
 
 export const queueTimeout = (waitedMs: number): FreeshError =>

@@ -1,14 +1,22 @@
 import TinyQueue from 'tinyqueue';
 import type { CancelSignal } from '../cancel.js';
 import type { Clock, Timer } from '../clock.js';
-import { clientAborted, queueFull, queueTimeout } from '../errors.js';
+import { classShed, clientAborted, queueFull, queueTimeout } from '../errors.js';
 import type { Lease } from '../state/store.js';
 import type { FairShare } from './fair-share.js';
+import { type DrainRate, retryAfterMs } from './shedding.js';
 
 export interface AdmissionQueueOptions {
   readonly backendId: string;
-  /** Requests allowed to wait; one more is refused with 429. */
+  /** Requests allowed to wait; one more is refused with 503 (the fleet is full). */
   readonly maxLength: number;
+  /**
+   * The share of `maxLength` a ticket's tag (SLO class) may fill; a ticket arriving past it is shed
+   * with 429 while higher shares still queue (see `classQueueShares`). Default: 1 for every tag.
+   */
+  readonly shareOf?: ((tag: string | undefined) => number) | undefined;
+  /** How fast the backend frees slots, for the `retry-after-ms` a refused request is given. */
+  readonly drain?: DrainRate | undefined;
   /** Longest wait before a request is refused with 504. */
   readonly maxWaitMs: number;
   readonly clock: Clock;
@@ -92,9 +100,22 @@ export class AdmissionQueue {
     return this.#waiting;
   }
 
-  /** Waits for a slot. Resolves with the lease it is admitted with; rejects with 429, 504 or 499. */
+  /**
+   * Why a request of `tag` would be refused now (503 queue full, 429 its class shed), with when to
+   * retry; undefined when it may wait. Nothing is held for a refused request.
+   */
+  refusal(tag: string | undefined, waiting = this.#waiting): Error | undefined {
+    const { backendId, maxLength, shareOf, drain } = this.#options;
+    if (waiting >= maxLength) return queueFull(backendId, maxLength, retryAfterMs(waiting, drain));
+    const share = shareOf?.(tag) ?? 1;
+    if (waiting >= Math.ceil(maxLength * share)) return classShed(tag ?? 'default', backendId, waiting, share, retryAfterMs(waiting, drain));
+    return undefined;
+  }
+
+  /** Waits for a slot. Resolves with the lease it is admitted with; rejects with 503 or 429 (see `refusal`), 504 or 499. */
   wait(ticket: Ticket): Promise<Lease> {
-    if (this.#waiting >= this.#options.maxLength) return Promise.reject(queueFull(this.#options.backendId, this.#options.maxLength));
+    const refusal = this.refusal(ticket.tag);
+    if (refusal) return Promise.reject(refusal);
     if (ticket.signal?.aborted) return Promise.reject(clientAborted());
     const { clock, maxWaitMs, fairShare } = this.#options;
     const tenant = fairShare ? (ticket.tenant ?? NO_TENANT) : NO_TENANT;
