@@ -80,7 +80,7 @@ export const backendSchema = z.strictObject({
 });
 
 export const limitsSchema = z.strictObject({
-  /** Requests waiting per backend before 429. Default 1,000. */
+  /** Requests waiting per backend before 503 (lower SLO classes are shed with 429 earlier: see `overload`). Default 1,000. */
   maxQueueLength: z.int().nonnegative().default(1_000),
   /** Longest wait in an admission queue before 504 (ms). Default 30,000. */
   maxQueueMs: z.int().positive().default(30_000),
