@@ -107,13 +107,20 @@ export class AdmissionQueue {
   refusal(tag: string | undefined, waiting = this.#waiting): Error | undefined {
     const { backendId, maxLength, shareOf, drain } = this.#options;
     if (waiting >= maxLength) return queueFull(backendId, maxLength, retryAfterMs(waiting, drain));
-    const share = shareOf?.(tag) ?? 1;
-    if (waiting >= Math.ceil(maxLength * share)) return classShed(tag ?? 'default', backendId, waiting, share, retryAfterMs(waiting, drain));
+    if (waiting >= this.#limitOf(tag)) return classShed(tag ?? 'default', backendId, waiting, shareOf?.(tag) ?? 1, retryAfterMs(waiting, drain));
     return undefined;
+  }
+
+  /** Waiters a request of `tag` may find and still queue behind: its share of `maxLength`, rounded up. */
+  #limitOf(tag: string | undefined): number {
+    const { maxLength, shareOf } = this.#options;
+    return Math.min(maxLength, Math.ceil(maxLength * (shareOf?.(tag) ?? 1)));
   }
 
   /** Waits for a slot. Resolves with the lease it is admitted with; rejects with 503 or 429 (see `refusal`), 504 or 499. */
   wait(ticket: Ticket): Promise<Lease> {
+    // At its class's limit, an arrival takes the place of a waiter of a lower class, if any.
+    if (this.#waiting === this.#limitOf(ticket.tag)) this.#displaceBelow(ticket.tag);
     const refusal = this.refusal(ticket.tag);
     if (refusal) return Promise.reject(refusal);
     if (ticket.signal?.aborted) return Promise.reject(clientAborted());
@@ -208,6 +215,33 @@ export class AdmissionQueue {
     // With fairness on, the first head found sets both; without it, fairest stays unset.
     if (!fairest) return urgent;
     return urgent!.priority <= now + (this.#options.urgentWithinMs ?? 0) ? urgent : fairest;
+  }
+
+  /**
+   * A request at its class's limit takes the place of the least urgent waiter of the class with the
+   * smallest share below its own, which is shed (429) as it would have been had it arrived now: so a
+   * waiter of a lower class never holds the place a higher class is refused for. A scan of the
+   * waiters (at most `maxLength`), only when an arrival finds its class's limit reached.
+   */
+  #displaceBelow(tag: string | undefined): void {
+    const shareOf = this.#options.shareOf;
+    if (!shareOf) return;
+    const share = shareOf(tag);
+    let victim: Waiter | undefined;
+    let victimShare = share;
+    for (const { onTime, late } of this.#tenants.values()) {
+      for (const waiter of [...onTime.data, ...late.data]) {
+        if (waiter.settled) continue;
+        const s = shareOf(waiter.tag);
+        if (s < victimShare || (s === victimShare && victim && s < share && precedes(victim, waiter))) {
+          victim = waiter;
+          victimShare = s;
+        }
+      }
+    }
+    if (!victim) return;
+    const { backendId, drain } = this.#options;
+    this.#withdraw(victim, classShed(victim.tag ?? 'default', backendId, this.#waiting, victimShare, retryAfterMs(this.#waiting, drain)));
   }
 
   #withdraw(waiter: Waiter, err: Error): void {

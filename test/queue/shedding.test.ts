@@ -68,32 +68,36 @@ describe('load shedding in the router', () => {
     return Promise.race([pending.then(() => 'queued' as const, (err: unknown) => err as FreeshError), new Promise<'queued'>((r) => setTimeout(r, 1_000, 'queued'))]);
   }
 
-  it('sheds batch first (429), then standard (429); interactive queues until the queue is full, then everyone gets 503', async () => {
+  it('sheds batch first (429), then standard; a class at its limit displaces a lower class\'s waiter; a queue full of interactive refuses everyone (503)', async () => {
     const env = oneSlotRouter({ limits: { maxQueueLength: 5 }, fairness: { enabled: false } });
-    const sends: Promise<number>[] = [];
+    const statuses = new Map<string, Promise<number>>();
     const queue = async (label: string, slo: string, expectedWaiting: number) => {
-      sends.push(env.send(label, { slo }));
+      statuses.set(label, env.send(label, { slo }));
       await env.queued(expectedWaiting);
     };
-    sends.push(env.send('running', { slo: 'batch' }));
+    statuses.set('running', env.send('running', { slo: 'batch' }));
     await env.sent(1);
-    // Batch may fill ceil(0.6 × 5) = 3 places, standard 4, interactive all 5.
+    // Batch may find ceil(0.6 × 5) = 3 waiting and still queue, standard 4, interactive 5.
     await queue('b1', 'batch', 1);
     await queue('b2', 'batch', 2);
     await queue('b3', 'batch', 3);
-    const shedBatch = await refusalOf(env, 'b4', 'batch');
-    expect(shedBatch).toMatchObject({ status: 429, code: 'class_shed', type: 'rate_limit_error' });
+    expect(await refusalOf(env, 'b4', 'batch')).toMatchObject({ status: 429, code: 'class_shed', type: 'rate_limit_error' });
     await queue('s1', 'standard', 4);
-    expect(await refusalOf(env, 's2', 'standard')).toMatchObject({ status: 429, code: 'class_shed' });
+    // Standard at its limit takes the place of the least urgent batch waiter (the last to come).
+    await queue('s2', 'standard', 4);
+    expect(await statuses.get('b3')).toBe(429);
     expect(await refusalOf(env, 'b5', 'batch')).toMatchObject({ status: 429, code: 'class_shed' });
     await queue('i1', 'interactive', 5);
-    const full = await refusalOf(env, 'i2', 'interactive');
+    for (const label of ['i2', 'i3', 'i4', 'i5']) await queue(label, 'interactive', 5);
+    // Each took a lower class's place, batch's first: b2, b1, then s2, s1.
+    expect(await Promise.all(['b2', 'b1', 's2', 's1'].map((l) => statuses.get(l)))).toEqual([429, 429, 429, 429]);
+    const full = await refusalOf(env, 'i6', 'interactive');
     expect(full).toMatchObject({ status: 503, code: 'queue_full', type: 'server_error' });
     // Nothing freed yet: no rate to estimate from.
     expect((full as FreeshError).retryAfterMs).toBe(UNKNOWN_RETRY_AFTER_MS);
-    expect(await env.router.metrics.registry.metrics()).toMatch(/freesh_requests_total\{[^}]*outcome="rejected-shed"[^}]*\} 3/);
+    expect(await env.router.metrics.registry.metrics()).toMatch(/freesh_requests_total\{[^}]*outcome="rejected-shed"[^}]*\} 7/);
 
-    // The slot frees every 200 ms: five waiting then take about a second to start.
+    // The slot frees every 200 ms: the requests waiting then take about a second to start.
     for (let i = 0; i < 2; i++) {
       env.clock.advance(200);
       env.upstream.calls[i]!.complete(5);
@@ -106,7 +110,9 @@ describe('load shedding in the router', () => {
     // 3 waiting at ~5 releases a second (2 releases seen 200 ms apart, 200 ms ago): ~0.6 s, well above the floor.
     expect((estimated as FreeshError).retryAfterMs).toBeGreaterThan(400);
     expect((estimated as FreeshError).retryAfterMs).toBeLessThan(900);
-    expect(await env.serveAll(sends)).toEqual([200, 200, 200, 200, 200, 200]);
+    const served = [...statuses].filter(([l]) => !['b1', 'b2', 'b3', 's1', 's2'].includes(l));
+    expect(await env.serveAll(served.map(([, p]) => p))).toEqual(served.map(() => 200));
+    expect(env.upstream.labels()).toEqual(['running', 'i1', 'i2', 'i3', 'i4', 'i5']);
   });
 
   it('with shareStep 0, every class queues until the queue is full', async () => {
