@@ -63,6 +63,8 @@ export class FreeshError extends Error {
   readonly type: ErrorType;
   readonly param: string | undefined;
   readonly retryAfterMs: number | undefined;
+  /** The request's id (`x-request-id`), once the router knows which request failed: returned with the answer. */
+  requestId: string | undefined;
 
   constructor(message: string, options: FreeshErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });

@@ -635,6 +635,7 @@ export class Router {
     outputTokens?: number,
   ): E {
     this.metrics.count(outcome, backendId);
+    if (error && request) error.requestId ??= request.id;
     if (request && completionChannel.hasSubscribers) {
       completionChannel.publish({
         request,

@@ -64,8 +64,8 @@ function answer(status: number, contentType: string, body: string): InfoResponse
 }
 
 /**
- * Headers of an error answer: JSON, `x-should-retry: false`, and `retry-after` where waiting helps
- * (429, 503). A refusal that carries its own estimate (load shed, draining) says it in seconds and in
+ * Headers of an error answer: JSON, `x-should-retry: false`, `x-request-id` once the request was
+ * parsed, and `retry-after` where waiting helps (429, 503). A refusal that carries its own estimate (load shed, draining) says it in seconds and in
  * `retry-after-ms`, and lets the client retry: the request never reached a backend.
  */
 export function errorHeaders(error: FreeshError, body: string): Record<string, string> {
@@ -76,6 +76,7 @@ export function errorHeaders(error: FreeshError, body: string): Record<string, s
     'content-length': String(Buffer.byteLength(body)),
     'x-should-retry': 'false',
   });
+  if (error.requestId !== undefined) headers['x-request-id'] = error.requestId;
   if (error.retryAfterMs !== undefined) {
     const ms = Math.max(1, Math.round(error.retryAfterMs));
     headers['retry-after'] = String(Math.ceil(ms / 1000));

@@ -46,7 +46,9 @@ describe('structured logs', () => {
     expect(seen.map((s) => s.id)).toEqual(['req-from-client', id]);
     expect(seen[0]!.auth).toBe(`Bearer ${BACKEND_KEY}`);
     // A refusal is logged with its status and code.
-    expect((await post(`${p.url}/v1/chat/completions`, chatBody({ model: 'nope' }), { 'x-request-id': 'req-refused' })).status).toBe(404);
+    const refused = await post(`${p.url}/v1/chat/completions`, chatBody({ model: 'nope' }), { 'x-request-id': 'req-refused' });
+    expect(refused.status).toBe(404);
+    expect(refused.headers.get('x-request-id')).toBe('req-refused');
 
     const requests = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === 'request');
     expect(requests).toHaveLength(3);
