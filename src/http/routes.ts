@@ -65,8 +65,9 @@ function answer(status: number, contentType: string, body: string): InfoResponse
 
 /**
  * Headers of an error answer: JSON, `x-should-retry: false`, `x-request-id` once the request was
- * parsed, and `retry-after` where waiting helps (429, 503). A refusal that carries its own estimate (load shed, draining) says it in seconds and in
- * `retry-after-ms`, and lets the client retry: the request never reached a backend.
+ * parsed, and `retry-after` where waiting helps (429, 503). A refusal that carries its own estimate
+ * (load shed, draining) says it in seconds and in `retry-after-ms`, and lets the client retry: the
+ * request never reached a backend.
  */
 export function errorHeaders(error: FreeshError, body: string): Record<string, string> {
   // The router has already failed over between backends and waited in its queue: an OpenAI client

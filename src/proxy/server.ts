@@ -25,9 +25,9 @@ function refuse(res: ServerResponse, error: FreeshError): void {
 }
 
 /**
- * The standalone OpenAI-compatible HTTP server over a router (or a getter of the router to use now): the node listener on a server of its
- * own, with request, headers and keep-alive timeouts, a header size limit, and OpenAI-shaped answers
- * to malformed HTTP and slow clients.
+ * The standalone OpenAI-compatible HTTP server over a router (or a getter of the router to use now):
+ * the node listener on a server of its own, with request, headers and keep-alive timeouts, a header
+ * size limit, and OpenAI-shaped answers to malformed HTTP and slow clients.
  */
 export function createProxyServer(router: Router | (() => Router), options: ProxyServerOptions = {}): Server {
   const headersTimeoutMs = options.headersTimeoutMs ?? 10_000;

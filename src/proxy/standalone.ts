@@ -62,9 +62,11 @@ const RETIRE_POLL_MS = 100;
 export async function startProxy(input: FileConfigInput, inject: Partial<RouterOptions> = {}, options: ProxyOptions = {}): Promise<RunningProxy> {
   const config = parseConfig(fileConfigSchema, input, 'config');
   const { server: listen, state } = config;
-  const logger = options.logger ?? createLogger(config.log);
+  // Made on first use: a proxy that never logs opens no stream on stdout.
+  let own: Logger | undefined;
+  const log = (): Logger => options.logger ?? (own ??= createLogger(config.log));
   // The Redis store (and ioredis) load only when configured. One store outlives the routers a reload replaces.
-  const store = inject.store ?? (state.redis ? await openRedisStore(state.redis, logger) : new MemoryStateStore({ clock: inject.clock }));
+  const store = inject.store ?? (state.redis ? await openRedisStore(state.redis, log) : new MemoryStateStore({ clock: inject.clock }));
   const shared = unclosable(store);
   const routerFor = (c: FileConfig): Router => {
     const { server: _server, state: _state, log: _log, ...routerConfig } = c;
@@ -117,8 +119,12 @@ export async function startProxy(input: FileConfigInput, inject: Partial<RouterO
       }
       const old = router;
       router = routerFor(parsed);
-      logger.info({ event: 'reload', backends: router.backends.length, policy: router.policy.name, finishing: old.inFlight }, `config reloaded: ${router.backends.length} backends, policy ${router.policy.name}; ${old.inFlight} request(s) finish on the previous config`);
-      void retire(old).catch((err: unknown) => logger.error({ event: 'reload', err }, 'closing the previous router failed'));
+      const { backends, policy } = router;
+      log().info(
+        { event: 'reload', backends: backends.length, policy: policy.name, finishing: old.inFlight },
+        `config reloaded: ${backends.length} backends, policy ${policy.name}; ${old.inFlight} request(s) finish on the previous config`,
+      );
+      void retire(old).catch((err: unknown) => log().error({ event: 'reload', err }, 'closing the previous router failed'));
     },
     shutdown(graceMs = listen.drainTimeoutMs) {
       stopping ??= (async () => {
@@ -129,7 +135,7 @@ export async function startProxy(input: FileConfigInput, inject: Partial<RouterO
         await Promise.race([untilIdle(routers), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
         clearTimeout(timer);
         const cut = routers.reduce((n, r) => n + r.inFlight, 0);
-        if (cut > 0) logger.warn({ event: 'drain', cut }, `drain deadline (${graceMs} ms) passed: cutting ${cut} request(s)`);
+        if (cut > 0) log().warn({ event: 'drain', cut }, `drain deadline (${graceMs} ms) passed: cutting ${cut} request(s)`);
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
         await closed;
@@ -155,7 +161,7 @@ function unclosable(store: StateStore): StateStore {
 
 const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function openRedisStore(options: NonNullable<FileConfig['state']['redis']>, logger: Logger): Promise<StateStore> {
+async function openRedisStore(options: NonNullable<FileConfig['state']['redis']>, log: () => Logger): Promise<StateStore> {
   let redis: typeof import('../state/redis.js');
   try {
     redis = await import('../state/redis.js');
@@ -167,7 +173,7 @@ async function openRedisStore(options: NonNullable<FileConfig['state']['redis']>
     commandTimeoutMs: options.commandTimeoutMs,
     replicas: options.replicas,
     // Once per outage each way: the metric freesh_state_store_degraded and /healthz say it meanwhile.
-    onDegraded: (err) => logger.warn({ event: 'state-degraded' }, `Redis does not answer (${err instanceof Error ? err.message : String(err)}); serving on local state`),
-    onRecovered: () => logger.warn({ event: 'state-recovered' }, 'Redis answers again; shared state resumed'),
+    onDegraded: (err) => log().warn({ event: 'state-degraded' }, `Redis does not answer (${err instanceof Error ? err.message : String(err)}); serving on local state`),
+    onRecovered: () => log().warn({ event: 'state-recovered' }, 'Redis answers again; shared state resumed'),
   });
 }

@@ -138,7 +138,8 @@ describe('freesh serve: SIGTERM drains', () => {
     p.child.kill('SIGTERM');
     const [code] = await p.exited;
     expect(code).toBe(0);
-    expect(Date.now() - started).toBeLessThan(5_000);
+    // 300 ms of drain, then the cut: well under 10 s even on a loaded machine.
+    expect(Date.now() - started).toBeLessThan(10_000);
     expect(await stream).toMatchObject({ status: 200, done: false });
     expect(p.output()).toMatch(/drain deadline \(300 ms\) passed: cutting 1 request/);
   });
