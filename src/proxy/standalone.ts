@@ -68,9 +68,14 @@ export async function startProxy(input: FileConfigInput, inject: Partial<RouterO
   // The Redis store (and ioredis) load only when configured. One store outlives the routers a reload replaces.
   const store = inject.store ?? (state.redis ? await openRedisStore(state.redis, log) : new MemoryStateStore({ clock: inject.clock }));
   const shared = unclosable(store);
+  let generation = 0;
   const routerFor = (c: FileConfig): Router => {
     const { server: _server, state: _state, log: _log, ...routerConfig } = c;
-    return createRouter({ ...routerConfig, replicaId: state.replicaId, ...inject, store: shared });
+    // Each router owns its tickets in a shared queue (and bids for planning) under a name of its own:
+    // one that took the other's grants would release them and send its waiters to the back.
+    const replicaId = state.replicaId === undefined || generation === 0 ? state.replicaId : `${state.replicaId}.${generation}`;
+    generation++;
+    return createRouter({ ...routerConfig, replicaId, ...inject, store: shared });
   };
   let router = routerFor(config);
   const retiring = new Set<Router>();
