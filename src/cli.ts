@@ -1,10 +1,9 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { mintKey } from './auth/keys.js';
-import { ConfigError } from './config/schema.js';
-import type { Plan } from './plan/plan.js';
 import { DAY_AHEAD_DEFAULTS, runPlanCommand } from './plan/day-ahead.js';
-import { planChannel } from './plan/pool-planner.js';
+import { ConfigError, type FileConfig } from './config/schema.js';
+import { createLogger, type Logger, logRouterEvents } from './log/logger.js';
 import { loadConfigFile, type RunningProxy, startProxy } from './proxy/standalone.js';
 import { fleetFromConfig, runSimulateCommand } from './sim/command.js';
 import { DEMO_MODEL, startDemoFleet } from './sim/demo-fleet.js';
@@ -12,7 +11,9 @@ import { AGENT_USAGE, runAgentCommand } from './agent/command.js';
 
 const COMMANDS = {
   serve: `Usage: freesh serve --config FILE [--port N] [--host ADDR]
-  Run the proxy for the fleet in FILE (JSON; every field is documented in src/config/schema.ts).`,
+  Run the proxy for the fleet in FILE (JSON; every field is documented in src/config/schema.ts).
+  SIGHUP re-reads FILE (a bad one is refused and the running config kept); SIGTERM drains
+  in-flight requests for up to server.drainTimeoutMs, then exits.`,
   demo: `Usage: freesh demo [--port N] [--host ADDR] [--time-scale X] [--redis URL [--replicas N]]
   Run the proxy in front of a simulated 3-site fleet (strict request validation on); with --redis,
   N replicas (ports N, N+1…) sharing state in Redis.`,
@@ -70,14 +71,20 @@ async function main(argv: string[]): Promise<number> {
   }
 
   if (command === 'serve') {
-    if (!values.config) throw new UsageError('serve needs --config FILE');
-    const config = await loadConfigFile(values.config);
-    if (values.port !== undefined) config.server.port = portOf(values.port);
-    if (values.host !== undefined) config.server.host = values.host;
-    logPlans();
-    const proxy = await startProxy(config);
-    console.log(`freesh listening on ${proxy.url} (${proxy.router.backends.length} backends, policy ${proxy.router.policy.name})`);
-    return untilSignal(proxy);
+    const path = values.config;
+    if (!path) throw new UsageError('serve needs --config FILE');
+    const read = async (): Promise<FileConfig> => {
+      const config = await loadConfigFile(path);
+      if (values.port !== undefined) config.server.port = portOf(values.port);
+      if (values.host !== undefined) config.server.host = values.host;
+      return config;
+    };
+    const config = await read();
+    const logger = createLogger(config.log);
+    logRouterEvents(logger);
+    const proxy = await startProxy(config, {}, { logger });
+    logger.info({ event: 'listening', url: proxy.url }, `freesh listening on ${proxy.url} (${proxy.router.backends.length} backends, policy ${proxy.router.policy.name})`);
+    return untilSignal(proxy, logger, async () => proxy.reload(await read()));
   }
 
   if (command === 'demo') {
@@ -89,13 +96,15 @@ async function main(argv: string[]): Promise<number> {
     const port = values.port === undefined ? Number(process.env.PORT ?? 8080) : portOf(values.port);
     const fleet = await startDemoFleet({ port, host: values.host ?? '127.0.0.1', timeScale });
     const proxies: RunningProxy[] = [];
-    logPlans();
+    // Read by people: plain lines rather than JSON.
+    const logger = createLogger({ level: 'info', format: 'text' });
+    logRouterEvents(logger);
     try {
       for (let i = 0; i < replicas; i++) {
         const state = values.redis === undefined ? {} : { redis: { url: values.redis, keyPrefix: 'freesh-demo', replicas }, replicaId: `demo-${i + 1}` };
         // The demo answers as OpenAI would: requests are validated against the OpenAI schema.
         const limits = { ...fleet.config.limits, strictRequests: true };
-        proxies.push(await startProxy({ ...fleet.config, limits, server: { ...fleet.config.server, port: port === 0 ? 0 : port + i }, state }));
+        proxies.push(await startProxy({ ...fleet.config, limits, server: { ...fleet.config.server, port: port === 0 ? 0 : port + i }, state }, {}, { logger }));
       }
     } catch (err) {
       await Promise.all(proxies.map((p) => p.shutdown(0)));
@@ -113,7 +122,7 @@ async function main(argv: string[]): Promise<number> {
         `    -d '{"model":"${DEMO_MODEL}","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":40,"stream":true}'\n`,
     );
     console.log('Ctrl-C stops it.');
-    const codes = await Promise.all(proxies.map((p) => untilSignal(p)));
+    const codes = await Promise.all(proxies.map((p) => untilSignal(p, logger)));
     await fleet.close();
     return Math.max(...codes);
   }
@@ -212,37 +221,37 @@ function parseOptions(args: string[]) {
 let currentCommand: string | undefined;
 
 /**
- * Logs the pool plan when its status changes, every degraded plan (demand beyond what the SLOs
- * allow: the rest is served best-effort) and every planning failure (the plan in force stays).
+ * Runs until SIGINT or SIGTERM, then drains (see `RunningProxy.shutdown`) and resolves 0. SIGHUP
+ * calls `reload` when there is one; a config it refuses is one log line, and the running one stays.
  */
-function logPlans(): void {
-  let last: string | undefined;
-  planChannel.subscribe((message) => {
-    const event = message as Plan | { readonly error: string };
-    if ('error' in event) return void console.warn(`freesh: planning failed, the plan in force stays: ${event.error}`);
-    if (event.status === 'degraded') console.warn(`freesh: plan degraded: ${event.note}`);
-    else if (event.status !== last) console.log(`freesh: plan ${event.status}: ${event.note}`);
-    last = event.status;
-  });
-}
-
-/** Runs until SIGINT or SIGTERM, then stops accepting, drains in-flight requests and resolves 0. */
-function untilSignal(proxy: RunningProxy): Promise<number> {
+function untilSignal(proxy: RunningProxy, logger: Logger, reload?: () => Promise<void>): Promise<number> {
   return new Promise((resolve) => {
+    const hup = (): void => {
+      if (!reload) return void logger.warn({ event: 'reload' }, 'SIGHUP: nothing to reload (no config file)');
+      reload().catch((err: unknown) => {
+        const why = err instanceof Error ? err.message.replace(/\s*\n\s*/g, ' ') : String(err);
+        logger.error({ event: 'reload-refused' }, `reload refused, the running config stays: ${why}`);
+      });
+    };
     const stop = (signal: string): void => {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
-      console.log(`\n${signal}: draining ${proxy.router.inFlight} in-flight request(s)…`);
+      process.off('SIGHUP', hup);
+      logger.info({ event: 'drain', inFlight: proxy.router.inFlight }, `${signal}: draining ${proxy.router.inFlight} in-flight request(s)…`);
       proxy.shutdown().then(
-        () => resolve(0),
+        () => {
+          logger.info({ event: 'stopped' }, 'stopped');
+          resolve(0);
+        },
         (err: unknown) => {
-          console.error(err);
+          logger.error({ event: 'stopped', err }, 'shutdown failed');
           resolve(1);
         },
       );
     };
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
+    process.on('SIGHUP', hup);
   });
 }
 

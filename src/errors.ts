@@ -35,6 +35,8 @@ export const ERROR_CODES = [
   'method_not_allowed',
   'queue_full',
   'queue_timeout',
+  'class_shed',
+  'draining',
   'no_backend_available',
   'deadline_unmeetable',
   'upstream_unreachable',
@@ -58,6 +60,8 @@ export interface FreeshErrorOptions {
   readonly cause?: unknown;
   /** Headers the answer carries besides the usual ones (a rate limit's `retry-after-ms` and `x-ratelimit-*`). */
   readonly headers?: Readonly<Record<string, string>> | undefined;
+  /** When a retry may succeed (ms from now): sent as `retry-after` and `retry-after-ms`, and the client is let retry. */
+  readonly retryAfterMs?: number | undefined;
 }
 
 export class FreeshError extends Error {
@@ -66,6 +70,9 @@ export class FreeshError extends Error {
   readonly type: ErrorType;
   readonly param: string | undefined;
   readonly headers: Readonly<Record<string, string>> | undefined;
+  readonly retryAfterMs: number | undefined;
+  /** The request's id (`x-request-id`), once the router knows which request failed: returned with the answer. */
+  requestId: string | undefined;
 
   constructor(message: string, options: FreeshErrorOptions) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -75,6 +82,7 @@ export class FreeshError extends Error {
     this.type = options.type;
     this.param = options.param;
     this.headers = options.headers;
+    this.retryAfterMs = options.retryAfterMs;
   }
 
   toJSON(): { error: { message: string; type: ErrorType; param: string | null; code: ErrorCode } } {
@@ -151,11 +159,29 @@ export const methodNotAllowed = (method: string, path: string, allowed: string):
     type: 'invalid_request_error',
   });
 
-export const queueFull = (backendId: string, limit: number): FreeshError =>
-  new FreeshError(`Admission queue of backend ${backendId} is full (${limit} waiting); retry later`, {
+/** The backend's whole queue is taken (every class is refused): the fleet is full, 503. */
+export const queueFull = (backendId: string, limit: number, retryAfterMs?: number): FreeshError =>
+  new FreeshError(`Admission queue of backend ${backendId} is full (${limit} waiting): the fleet is at capacity; retry later`, {
     code: 'queue_full',
-    status: 429,
-    type: 'rate_limit_error',
+    status: 503,
+    type: 'server_error',
+    retryAfterMs,
+  });
+
+/** The request's SLO class has used its share of the backend's queue (higher-priority classes still queue): 429. */
+export const classShed = (sloClass: string, backendId: string, waiting: number, share: number, retryAfterMs: number): FreeshError =>
+  new FreeshError(
+    `Overloaded: SLO class \`${sloClass}\` is shed while ${waiting} requests wait for backend ${backendId} (its share of the queue is ${share}); retry later`,
+    { code: 'class_shed', status: 429, type: 'rate_limit_error', retryAfterMs },
+  );
+
+/** The server is draining before it stops (SIGTERM): a new request should go to another replica. */
+export const draining = (retryAfterMs: number): FreeshError =>
+  new FreeshError('The server is shutting down and takes no new requests; retry on another replica', {
+    code: 'draining',
+    status: 503,
+    type: 'server_error',
+    retryAfterMs,
   });
 
 export const queueTimeout = (waitedMs: number): FreeshError =>
@@ -226,7 +252,8 @@ export const rateLimited = (message: string, retryAfterMs: number, headers: Read
     code: 'rate_limit_exceeded',
     status: 429,
     type: 'rate_limit_error',
-    headers: { ...headers, 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))), 'retry-after-ms': String(Math.max(1, Math.ceil(retryAfterMs))) },
+    retryAfterMs,
+    headers,
   });
 
 export function toFreeshError(err: unknown): FreeshError {

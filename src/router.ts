@@ -12,6 +12,7 @@ import { DEFAULT_FREQUENCY_MODEL, type FrequencyModel } from './cost/frequency.j
 import {
   clientAborted,
   describeCause,
+  draining,
   FreeshError,
   invalidRequest,
   modelNotFound,
@@ -44,6 +45,7 @@ import type { Predictor } from './predict/predictor.js';
 import { TokenMeter } from './pipeline/token-meter.js';
 import { shareFairShare } from './queue/fair-share.js';
 import { fifoOrder } from './queue/order.js';
+import { classQueueShares } from './queue/shedding.js';
 import { parseRequest } from './request/parse.js';
 import { type SloClass, ttftTargetMs } from './request/slo.js';
 import { withPriority } from './request/upstream-body.js';
@@ -144,6 +146,8 @@ export interface RequestEnd {
 const SNAPSHOT_REFRESH_MS = 250;
 /** How often tenants' counters are shared through a shared store (each round: one update, one read). */
 const FAIR_SHARE_SYNC_MS = 500;
+/** Told to a request refused while draining: another replica behind the load balancer can take it at once. */
+const DRAINING_RETRY_AFTER_MS = 1_000;
 
 /**
  * Wires the request pipeline: parse → predict → place (policy over costed candidates) → admit (a
@@ -186,6 +190,7 @@ export class Router {
   #nextId = 0;
   #inFlight = 0;
   #closed = false;
+  #draining = false;
   readonly #idleWaiters: (() => void)[] = [];
 
   constructor(options: RouterOptions) {
@@ -307,6 +312,7 @@ export class Router {
       leaseTtlMs: limits.leaseTtlMs,
       maxQueueLength: limits.maxQueueLength,
       maxQueueMs: limits.maxQueueMs,
+      shareOf: shareOfClass(classQueueShares(config.sloClasses, config.overload.shareStep, config.overload.minShare)),
       fairShare: fair?.counters,
       urgentWithinMs: config.fairness.urgentWithinMs,
       demoteLate: (this.policy.queue ?? fifoOrder).latestStart,
@@ -462,6 +468,7 @@ export class Router {
    */
   async admit(request: RoutingRequest, placement: Placement, options: { readonly signal?: CancelSignal } = {}): Promise<Admission> {
     if (this.#closed) throw noBackend('*', 'the router is shutting down');
+    if (this.#draining) throw this.#count('rejected-draining', undefined, draining(DRAINING_RETRY_AFTER_MS), request);
     this.#lifecycle.arrive(request, placement.prediction, placement.requestType, this.#clock.now());
     this.#inFlight++;
     try {
@@ -489,6 +496,7 @@ export class Router {
   dispatch(call: RouterCall): Promise<RoutedResponse> {
     // Not an async function: it hands back `serve`'s promise rather than wrapping it in another.
     if (this.#closed) return Promise.reject(noBackend('*', 'the router is shutting down'));
+    if (this.#draining) return Promise.reject(this.#count('rejected-draining', undefined, draining(DRAINING_RETRY_AFTER_MS)));
     if (this.auth !== undefined) return this.#dispatchWithKey(call, this.auth);
     let request: RoutingRequest;
     try {
@@ -502,6 +510,7 @@ export class Router {
   /** Places, admits and forwards a parsed request; resolves when the backend's headers arrive. */
   async serve(request: RoutingRequest, signal?: CancelSignal): Promise<RoutedResponse> {
     if (this.#closed) throw noBackend('*', 'the router is shutting down');
+    if (this.#draining) throw this.#count('rejected-draining', undefined, draining(DRAINING_RETRY_AFTER_MS), request);
     this.#inFlight++;
     try {
       return await this.#serve(request, signal);
@@ -515,6 +524,19 @@ export class Router {
   handle(request: Request): Promise<Response> {
     this.#fetch ??= createFetchHandler(this);
     return this.#fetch(request);
+  }
+
+  /**
+   * Stops taking new requests (503 `draining`, `/healthz` 503) while those in flight and queued go on;
+   * `whenIdle` says when they are done. For a graceful stop, before `close`.
+   */
+  drain(): void {
+    this.#draining = true;
+  }
+
+  /** True once `drain` was called. */
+  get draining(): boolean {
+    return this.#draining;
   }
 
   /** Resolves once nothing is in flight (used to drain on shutdown). */
@@ -763,6 +785,7 @@ export class Router {
     outputTokens?: number,
   ): E {
     this.metrics.count(outcome, backendId);
+    if (error && request) error.requestId ??= request.id;
     if (request && completionChannel.hasSubscribers) {
       completionChannel.publish({
         request,
@@ -832,6 +855,11 @@ class Metering {
 /** The first attempt's request with the body tap and the failover hook (a literal: see `#end` on spreads). */
 function tapped(u: UpstreamRequest, onData: UpstreamRequest['onData'], reroute: UpstreamRequest['reroute']): UpstreamRequest {
   return { method: u.method, path: u.path, headers: u.headers, body: u.body, signal: u.signal, onData, reroute };
+}
+
+/** A class's share of each queue; a tag that is no class (none is) may fill it all. */
+function shareOfClass(shares: ReadonlyMap<string, number>): (tag: string | undefined) => number {
+  return (tag) => (tag === undefined ? 1 : (shares.get(tag) ?? 1));
 }
 
 export function createRouter(options: RouterOptions): Router {

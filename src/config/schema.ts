@@ -86,7 +86,7 @@ export const backendSchema = z.strictObject({
 });
 
 export const limitsSchema = z.strictObject({
-  /** Requests waiting per backend before 429. Default 1,000. */
+  /** Requests waiting per backend before 503 (lower SLO classes are shed with 429 earlier: see `overload`). Default 1,000. */
   maxQueueLength: z.int().nonnegative().default(1_000),
   /** Longest wait in an admission queue before 504 (ms). Default 30,000. */
   maxQueueMs: z.int().positive().default(30_000),
@@ -369,6 +369,19 @@ const routerShape = {
       measuredPowerFreshMs: z.int().positive().max(600_000).default(5_000),
     })
     .prefault({}),
+  /** Load shedding: under overload the lowest-priority SLO classes are refused (429) first; a full queue refuses everyone (503). */
+  overload: z
+    .strictObject({
+      /**
+       * Share of each backend's queue (`limits.maxQueueLength`) lost per priority rank below the
+       * highest class: with the built-in classes and 0.2, batch is shed once a queue is 60 % full,
+       * standard at 80 %, interactive only when it is full. 0 turns class shedding off. Default 0.2.
+       */
+      shareStep: z.number().min(0).max(1).default(0.2),
+      /** The least share of the queue any class keeps. Default 0.2. */
+      minShare: z.number().min(0).max(1).default(0.2),
+    })
+    .prefault({}),
 };
 
 type FleetConfig = {
@@ -422,6 +435,11 @@ export const serverSchema = z
     keepAliveTimeoutMs: z.int().positive().max(3_600_000).default(65_000),
     /** Largest request line plus headers (bytes); more is answered 431. Default 16,384 (Node's). */
     maxHeaderBytes: z.int().min(1_024).max(1_048_576).default(16_384),
+    /**
+     * On SIGTERM, how long in-flight and queued requests may take to finish before their connections
+     * are cut (ms); meanwhile new requests get 503 `draining` and `/healthz` answers 503. Default 30,000.
+     */
+    drainTimeoutMs: z.int().nonnegative().max(3_600_000).default(30_000),
   })
   .refine((server) => server.headersTimeoutMs <= server.requestTimeoutMs, {
     message: 'headersTimeoutMs must not exceed requestTimeoutMs',
@@ -450,8 +468,18 @@ export const stateSchema = z
   })
   .prefault({});
 
-/** The standalone proxy's config file: the router's config plus where to listen and where to keep state. */
-export const fileConfigSchema = z.strictObject({ ...routerShape, server: serverSchema, state: stateSchema }).superRefine(checkReferences);
+/** The standalone proxy's logs (pino): one line per request, backend events and plan changes. */
+export const logSchema = z
+  .strictObject({
+    /** Least level written: `fatal`, `error`, `warn`, `info` (one line per request), `debug`, `trace` or `silent`. Default `info`. */
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** `json` (default): pino's one JSON object a line, for collectors; `text`: `time level message key=value…` for people. */
+    format: z.enum(['json', 'text']).default('json'),
+  })
+  .prefault({});
+
+/** The standalone proxy's config file: the router's config plus where to listen, where to keep state and how to log. */
+export const fileConfigSchema = z.strictObject({ ...routerShape, server: serverSchema, state: stateSchema, log: logSchema }).superRefine(checkReferences);
 
 export type RouterConfigInput = z.input<typeof routerConfigSchema>;
 export type RouterConfig = z.output<typeof routerConfigSchema>;

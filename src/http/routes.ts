@@ -58,17 +58,19 @@ export interface InfoResponse {
   readonly body: string;
 }
 
-/** Answers `/v1/models`, `/healthz` (503 when no backend is usable), `/metrics` and the dashboard's routes. */
+/** Answers `/v1/models`, `/healthz` (503 when no backend is usable or the router drains), `/metrics` and the dashboard's routes. */
 export async function info(router: Router, kind: Exclude<Route['kind'], 'completion'>): Promise<InfoResponse> {
   if (kind === 'models') return json(200, router.modelList());
   if (kind === 'dashboard' || kind === 'dashboard-state' || kind === 'dashboard-chart') return dashboardInfo(router, kind, DASHBOARD_PATHS[kind]);
   if (kind === 'healthz') {
     const { usable, total, stateDegraded } = await router.checkHealth();
-    const status = usable === 0 ? 'unavailable' : usable < total || stateDegraded ? 'degraded' : 'ok';
+    const status = router.draining ? 'draining' : usable === 0 ? 'unavailable' : usable < total || stateDegraded ? 'degraded' : 'ok';
+    // Draining answers 503 so load balancers stop sending before the server stops listening.
+    const code = usable > 0 && !router.draining ? 200 : 503;
     // Open to load balancers even with keys: then it tells the status only, not the fleet's size or load.
-    if (router.auth !== undefined) return json(usable > 0 ? 200 : 503, { status });
+    if (router.auth !== undefined) return json(code, { status });
     const state = stateDegraded === undefined ? {} : { state: stateDegraded ? 'local' : 'shared' };
-    return json(usable > 0 ? 200 : 503, { status, backends: { usable, total }, ...state, inFlight: router.inFlight });
+    return json(code, { status, backends: { usable, total }, ...state, inFlight: router.inFlight });
   }
   return answer(200, router.metrics.registry.contentType, await router.metrics.registry.metrics());
 }
@@ -81,7 +83,12 @@ function answer(status: number, contentType: string, body: string): InfoResponse
   return { status, headers: withRetryAfter(status, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(body)) }), body };
 }
 
-/** Headers of an error answer: JSON, `x-should-retry: false`, and `retry-after` where waiting helps (429, 503). */
+/**
+ * Headers of an error answer: JSON, `x-should-retry: false`, `x-request-id` once the request was
+ * parsed, and `retry-after` where waiting helps (429, 503). A refusal that carries its own estimate
+ * (load shed, draining) says it in seconds and in `retry-after-ms`, and lets the client retry: the
+ * request never reached a backend.
+ */
 export function errorHeaders(error: FreeshError, body: string): Record<string, string> {
   // The router has already failed over between backends and waited in its queue: an OpenAI client
   // retrying on its own (2 retries by default) would only multiply the load. retry-after still says when.
@@ -90,6 +97,13 @@ export function errorHeaders(error: FreeshError, body: string): Record<string, s
     'content-length': String(Buffer.byteLength(body)),
     'x-should-retry': 'false',
   });
+  if (error.requestId !== undefined) headers['x-request-id'] = error.requestId;
+  if (error.retryAfterMs !== undefined) {
+    const ms = Math.max(1, Math.round(error.retryAfterMs));
+    headers['retry-after'] = String(Math.ceil(ms / 1000));
+    headers['retry-after-ms'] = String(ms);
+    headers['x-should-retry'] = 'true';
+  }
   return error.headers === undefined ? headers : Object.assign(headers, error.headers);
 }
 

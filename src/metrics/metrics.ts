@@ -13,6 +13,8 @@ export const OUTCOMES = [
   'rejected-rate-limit',
   'rejected-no-backend',
   'rejected-queue-full',
+  'rejected-shed',
+  'rejected-draining',
   'evicted-queue-timeout',
   'internal-error',
 ] as const;
@@ -258,6 +260,10 @@ export function outcomeOf(error: FreeshError): Outcome {
   switch (error.code) {
     case 'queue_full':
       return 'rejected-queue-full';
+    case 'class_shed':
+      return 'rejected-shed';
+    case 'draining':
+      return 'rejected-draining';
     case 'queue_timeout':
       return 'evicted-queue-timeout';
     case 'client_closed':

@@ -1,8 +1,9 @@
 import type { CancelSignal } from '../cancel.js';
 import type { Clock, Timer } from '../clock.js';
-import { clientAborted, queueFull, queueTimeout } from '../errors.js';
+import { clientAborted, queueTimeout } from '../errors.js';
 import { AdmissionQueue, type Waiter } from '../queue/admission-queue.js';
 import type { FairShare } from '../queue/fair-share.js';
+import { DrainRate } from '../queue/shedding.js';
 import type { ClusterView } from '../state/cluster-view.js';
 import { isQueueingStore, type Lease, type QueueingStore, type StateStore } from '../state/store.js';
 import type { Backend } from '../types.js';
@@ -16,6 +17,8 @@ export interface SlotsOptions {
   readonly leaseTtlMs: number;
   readonly maxQueueLength: number;
   readonly maxQueueMs: number;
+  /** The share of `maxQueueLength` each SLO class (a lease tag) may fill before it is shed (see `classQueueShares`). Default: all of it. */
+  readonly shareOf?: ((tag: string | undefined) => number) | undefined;
   readonly fairShare: FairShare | undefined;
   readonly urgentWithinMs: number;
   /** Queue priorities are latest start times: waiters past theirs go behind the others. */
@@ -80,6 +83,8 @@ interface TicketWaiter {
 export class Slots {
   readonly #o: SlotsOptions;
   readonly #queues = new Map<string, AdmissionQueue>();
+  /** Per backend, how fast slots free: the refused are told when to retry from it. */
+  readonly #drain = new Map<string, DrainRate>();
   readonly #backends = new Map<string, Backend>();
   readonly #held = new Set<Lease>();
   /** Held leases the store no longer knows (a renewal found them expired): reported once, not renewed again. */
@@ -113,12 +118,16 @@ export class Slots {
     for (const backend of options.backends) {
       this.#tickets.set(backend.id, new Map());
       this.#backends.set(backend.id, backend);
+      const drain = new DrainRate(options.clock);
+      this.#drain.set(backend.id, drain);
       this.#queues.set(
         backend.id,
         new AdmissionQueue({
           backendId: backend.id,
           maxLength: options.maxQueueLength,
           maxWaitMs: options.maxQueueMs,
+          shareOf: options.shareOf,
+          drain,
           clock: options.clock,
           fairShare: options.fairShare,
           urgentWithinMs: options.urgentWithinMs,
@@ -162,7 +171,7 @@ export class Slots {
 
   /**
    * A slot on the backend: at once when the store grants one and nobody here waits for it, else
-   * after waiting in its queue. Rejects with 429 (queue full), 504 (waited too long) or 499 (signal),
+   * after waiting in its queue. Rejects with 503 (queue full), 429 (its class shed), 504 (waited too long) or 499 (signal),
    * or, once closed, with the error it was closed with.
    */
   async acquire(request: SlotRequest): Promise<Lease> {
@@ -197,6 +206,7 @@ export class Slots {
   release(lease: Lease): void {
     if (!this.#held.delete(lease)) return;
     this.#lost.delete(lease);
+    this.#drain.get(lease.backendId)?.record();
     // One entry per backend at most: a zero is kept rather than deleted.
     this.#heldBy.set(lease.backendId, this.held(lease.backendId) - 1);
     this.#o.view.released(lease);
@@ -238,7 +248,8 @@ export class Slots {
   async #acquireShared(shared: QueueingStore, request: SlotRequest): Promise<Lease | undefined> {
     const { backend, signal } = request;
     const tickets = this.#tickets.get(backend.id)!;
-    if (tickets.size >= this.#o.maxQueueLength) throw queueFull(backend.id, this.#o.maxQueueLength);
+    const refusal = this.#queues.get(backend.id)!.refusal(request.tag, tickets.size);
+    if (refusal) throw refusal;
     if (signal?.aborted) throw clientAborted();
     const id = `${this.#owner}.${(this.#nextTicket++).toString(36)}`;
     let lease: Lease | undefined;

@@ -25,16 +25,19 @@ function refuse(res: ServerResponse, error: FreeshError): void {
 }
 
 /**
- * The standalone OpenAI-compatible HTTP server over a router: the node listener on a server of its
- * own, with request, headers and keep-alive timeouts, a header size limit, and OpenAI-shaped answers
- * to malformed HTTP and slow clients.
+ * The standalone OpenAI-compatible HTTP server over a router (or a getter of the router to use now):
+ * the node listener on a server of its own, with request, headers and keep-alive timeouts, a header
+ * size limit, and OpenAI-shaped answers to malformed HTTP and slow clients.
  */
-export function createProxyServer(router: Router, options: ProxyServerOptions = {}): Server {
+export function createProxyServer(router: Router | (() => Router), options: ProxyServerOptions = {}): Server {
   const headersTimeoutMs = options.headersTimeoutMs ?? 10_000;
   const requestTimeoutMs = Math.max(options.requestTimeoutMs ?? 30_000, headersTimeoutMs);
   const keepAliveTimeoutMs = options.keepAliveTimeoutMs ?? 65_000;
   const maxHeaderBytes = options.maxHeaderBytes ?? 16_384;
-  const handler = createNodeHandler(router);
+  // A getter serves each request with the router current when it arrives (the proxy replaces it on reload).
+  const current = typeof router === 'function' ? router : () => router;
+  let handled = current();
+  let handler = createNodeHandler(handled);
   const server = createServer(
     {
       keepAliveTimeout: keepAliveTimeoutMs,
@@ -48,6 +51,8 @@ export function createProxyServer(router: Router, options: ProxyServerOptions = 
     },
     (req, res) => {
       if (req.httpVersion === '1.1' && req.headers.host === undefined) return refuse(res, malformedHttp('an HTTP/1.1 request needs a Host header'));
+      const now = current();
+      if (now !== handled) handler = createNodeHandler((handled = now));
       handler(req, res);
     },
   );

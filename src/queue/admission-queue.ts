@@ -1,14 +1,22 @@
 import TinyQueue from 'tinyqueue';
 import type { CancelSignal } from '../cancel.js';
 import type { Clock, Timer } from '../clock.js';
-import { clientAborted, queueFull, queueTimeout } from '../errors.js';
+import { classShed, clientAborted, queueFull, queueTimeout } from '../errors.js';
 import type { Lease } from '../state/store.js';
 import type { FairShare } from './fair-share.js';
+import { type DrainRate, retryAfterMs } from './shedding.js';
 
 export interface AdmissionQueueOptions {
   readonly backendId: string;
-  /** Requests allowed to wait; one more is refused with 429. */
+  /** Requests allowed to wait; one more is refused with 503 (the fleet is full). */
   readonly maxLength: number;
+  /**
+   * The share of `maxLength` a ticket's tag (SLO class) may fill; a ticket arriving past it is shed
+   * with 429 while higher shares still queue (see `classQueueShares`). Default: 1 for every tag.
+   */
+  readonly shareOf?: ((tag: string | undefined) => number) | undefined;
+  /** How fast the backend frees slots, for the `retry-after-ms` a refused request is given. */
+  readonly drain?: DrainRate | undefined;
   /** Longest wait before a request is refused with 504. */
   readonly maxWaitMs: number;
   readonly clock: Clock;
@@ -92,9 +100,29 @@ export class AdmissionQueue {
     return this.#waiting;
   }
 
-  /** Waits for a slot. Resolves with the lease it is admitted with; rejects with 429, 504 or 499. */
+  /**
+   * Why a request of `tag` would be refused now (503 queue full, 429 its class shed), with when to
+   * retry; undefined when it may wait. Nothing is held for a refused request.
+   */
+  refusal(tag: string | undefined, waiting = this.#waiting): Error | undefined {
+    const { backendId, maxLength, shareOf, drain } = this.#options;
+    if (waiting >= maxLength) return queueFull(backendId, maxLength, retryAfterMs(waiting, drain));
+    if (waiting >= this.#limitOf(tag)) return classShed(tag ?? 'default', backendId, waiting, shareOf?.(tag) ?? 1, retryAfterMs(waiting, drain));
+    return undefined;
+  }
+
+  /** Waiters a request of `tag` may find and still queue behind: its share of `maxLength`, rounded up. */
+  #limitOf(tag: string | undefined): number {
+    const { maxLength, shareOf } = this.#options;
+    return Math.min(maxLength, Math.ceil(maxLength * (shareOf?.(tag) ?? 1)));
+  }
+
+  /** Waits for a slot. Resolves with the lease it is admitted with; rejects with 503 or 429 (see `refusal`), 504 or 499. */
   wait(ticket: Ticket): Promise<Lease> {
-    if (this.#waiting >= this.#options.maxLength) return Promise.reject(queueFull(this.#options.backendId, this.#options.maxLength));
+    // At its class's limit, an arrival takes the place of a waiter of a lower class, if any.
+    if (this.#waiting === this.#limitOf(ticket.tag)) this.#displaceBelow(ticket.tag);
+    const refusal = this.refusal(ticket.tag);
+    if (refusal) return Promise.reject(refusal);
     if (ticket.signal?.aborted) return Promise.reject(clientAborted());
     const { clock, maxWaitMs, fairShare } = this.#options;
     const tenant = fairShare ? (ticket.tenant ?? NO_TENANT) : NO_TENANT;
@@ -187,6 +215,33 @@ export class AdmissionQueue {
     // With fairness on, the first head found sets both; without it, fairest stays unset.
     if (!fairest) return urgent;
     return urgent!.priority <= now + (this.#options.urgentWithinMs ?? 0) ? urgent : fairest;
+  }
+
+  /**
+   * A request at its class's limit takes the place of the least urgent waiter of the class with the
+   * smallest share below its own, which is shed (429) as it would have been had it arrived now: so a
+   * waiter of a lower class never holds the place a higher class is refused for. A scan of the
+   * waiters (at most `maxLength`), only when an arrival finds its class's limit reached.
+   */
+  #displaceBelow(tag: string | undefined): void {
+    const shareOf = this.#options.shareOf;
+    if (!shareOf) return;
+    const share = shareOf(tag);
+    let victim: Waiter | undefined;
+    let victimShare = share;
+    for (const { onTime, late } of this.#tenants.values()) {
+      for (const waiter of [...onTime.data, ...late.data]) {
+        if (waiter.settled) continue;
+        const s = shareOf(waiter.tag);
+        if (s < victimShare || (s === victimShare && victim && s < share && precedes(victim, waiter))) {
+          victim = waiter;
+          victimShare = s;
+        }
+      }
+    }
+    if (!victim) return;
+    const { backendId, drain } = this.#options;
+    this.#withdraw(victim, classShed(victim.tag ?? 'default', backendId, this.#waiting, victimShare, retryAfterMs(this.#waiting, drain)));
   }
 
   #withdraw(waiter: Waiter, err: Error): void {

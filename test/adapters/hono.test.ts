@@ -153,7 +153,7 @@ describe('freesh/hono', () => {
     expect(unknownModel.headers.get('x-app-error')).toBe('model_not_found');
   });
 
-  it('answers a full queue 429 with retry-after', async () => {
+  it('answers a full queue 503 with retry-after', async () => {
     let release: (() => void) | undefined;
     const up = await backend((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -165,9 +165,10 @@ describe('freesh/hono', () => {
     const first = await streamPost(`${url}/llm/v1/chat/completions`, chatBody({ stream: true }));
     await nextChunk(first.response);
     const refused = await post(`${url}/llm/v1/chat/completions`, chatBody());
-    expect(refused.status).toBe(429);
+    expect(refused.status).toBe(503);
     expect(refused.headers.get('retry-after')).toBe('1');
-    expect(refused.json()).toMatchObject({ error: { type: 'rate_limit_error', code: 'queue_full' } });
+    expect(refused.headers.get('retry-after-ms')).toBe('1000');
+    expect(refused.json()).toMatchObject({ error: { type: 'server_error', code: 'queue_full' } });
     release!();
     for await (const _ of first.response);
   });

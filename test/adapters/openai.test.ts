@@ -145,28 +145,37 @@ describe('freesh/openai', () => {
     expect(fetches()).toBe(2);
   });
 
-  it('a full queue is a RateLimitError with retry-after, not retried by the client', async () => {
+  it('a full queue is a 503 with retry-after-ms, which the client waits out before its retry is served', async () => {
     let release: (() => void) | undefined;
     const up = await backend((_req, res) => {
+      if (release) return void res.writeHead(200, { 'content-type': 'application/json' }).end(FIXED_COMPLETION);
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write(`data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 0, model: 'm', choices: [{ index: 0, delta: { content: 'hi' }, finish_reason: null }] })}\n\n`);
       release = () => res.end('data: [DONE]\n\n');
     });
     const router = routerFor([{ id: 'b1', baseURL: up.baseURL, maxConcurrency: 1 }], { maxQueueLength: 0 });
-    const { client, fetches } = clientFor(router);
+    const { client, fetches } = clientFor(router, { maxRetries: 0 });
     const first = await client.chat.completions.create({ model: 'm', messages, stream: true });
     const iterator = first[Symbol.asyncIterator]();
     await iterator.next();
-    const started = Date.now();
     const err = await caught(client.chat.completions.create({ model: 'm', messages }));
-    expect(err).toBeInstanceOf(OpenAI.RateLimitError);
-    expect(err).toMatchObject({ status: 429, code: 'queue_full', type: 'rate_limit_error' });
-    expect((err as InstanceType<typeof OpenAI.RateLimitError>).headers.get('retry-after')).toBe('1');
-    // Answered at once: the client did not wait out retry-after twice.
-    expect(Date.now() - started).toBeLessThan(900);
+    expect(err).toBeInstanceOf(OpenAI.InternalServerError);
+    expect(err).toMatchObject({ status: 503, code: 'queue_full', type: 'server_error' });
+    const headers = (err as InstanceType<typeof OpenAI.InternalServerError>).headers;
+    // No slot has freed yet: no drain rate, so the default estimate.
+    expect([headers.get('retry-after'), headers.get('retry-after-ms'), headers.get('x-should-retry')]).toEqual(['1', '1000', 'true']);
     expect(fetches()).toBe(2);
-    release!();
+
+    // With retries, the client sleeps retry-after-ms; the slot frees meanwhile and the retry is served.
+    const { client: retrying, fetches: retried } = clientFor(router, { maxRetries: 1 });
+    const started = Date.now();
+    const served = retrying.chat.completions.create({ model: 'm', messages, max_tokens: 2 });
+    setTimeout(() => release!(), 300);
     while (!(await iterator.next()).done);
+    await served;
+    expect(retried()).toBe(2);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 
   it('every backend down is a 503 InternalServerError with retry-after', async () => {

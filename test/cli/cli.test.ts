@@ -78,9 +78,9 @@ describe('freesh serve', () => {
     await waitFor(/listening on (\S+)/);
     const url = /listening on (\S+)/.exec(output())![1]!;
     // No demand yet: one instance suffices.
-    await waitFor(/freesh: plan optimal: 1 of 2 instances active/);
+    await waitFor(/"msg":"plan optimal: 1 of 2 instances active/);
     expect((await post(`${url}/v1/chat/completions`, chatBody())).status).toBe(200);
-    await waitFor(/freesh: plan degraded: demand exceeds what the SLOs allow by [\d.]+ req\/s/);
+    await waitFor(/"msg":"plan degraded: demand exceeds what the SLOs allow by [\d.]+ req\/s/);
     const metrics = await (await fetch(`${url}/metrics`)).text();
     expect(metrics).toMatch(/^freesh_plan_degraded 1$/m);
     expect(metrics).toMatch(/^freesh_plan_active\{backend="b1"\} [01]$/m);

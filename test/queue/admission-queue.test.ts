@@ -91,10 +91,10 @@ describe('AdmissionQueue', () => {
     expect(queue.waiting).toBe(0);
   });
 
-  it('refuses with 429 when the queue is at its bound', async () => {
+  it('refuses with 503 when the queue is at its bound (the fleet is full)', async () => {
     const { queue, release } = make(1);
     const first = queue.wait({ priority: 0 });
-    await expect(queue.wait({ priority: 0 })).rejects.toMatchObject({ status: 429, code: 'queue_full' });
+    await expect(queue.wait({ priority: 0 })).rejects.toMatchObject({ status: 503, code: 'queue_full' });
     release();
     await first;
   });
@@ -235,7 +235,7 @@ describe('AdmissionQueue', () => {
     queue.rejectAll(new Error('shutting down'));
     expect(queue.waiting).toBe(0);
     const again = [queue.wait({ priority: 0 }), queue.wait({ priority: 0 })];
-    await expect(queue.wait({ priority: 0 })).rejects.toMatchObject({ status: 429 });
+    await expect(queue.wait({ priority: 0 })).rejects.toMatchObject({ status: 503 });
     release();
     release();
     await Promise.all(again);
