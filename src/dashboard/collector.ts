@@ -469,9 +469,7 @@ export class DashboardCollector implements LifecyclePlugin {
     gauge('freesh_cluster_queue_length', "Requests waiting for each backend (with a shared store: in its shared queue, as last counted)", ['backend'], (g, s) => {
       for (const b of s.backends) g.set({ backend: b.id }, b.queued);
     });
-    gauge('freesh_backend_healthy', '1 when the router may send work to the backend now, else 0', ['backend'], (g, s) => {
-      for (const b of s.backends) g.set({ backend: b.id }, b.healthy ? 1 : 0);
-    });
+    // Health is the router's own freesh_backend_healthy (src/metrics/metrics.ts).
     gauge('freesh_queue_least_laxity_seconds', 'Latest start minus now of the most urgent request waiting for each backend (negative: already late)', ['backend'], (g, s) => {
       for (const b of s.backends) if (b.leastLaxityMs !== null) g.set({ backend: b.id }, b.leastLaxityMs / 1000);
     });

@@ -21,6 +21,7 @@ describe('config', () => {
       requestTimeoutMs: 30_000,
       keepAliveTimeoutMs: 65_000,
       maxHeaderBytes: 16_384,
+      drainTimeoutMs: 30_000,
     });
     expect(config.policy).toBe('freesh');
     expect(config.limits.maxQueueLength).toBe(1_000);

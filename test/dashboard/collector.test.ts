@@ -144,6 +144,9 @@ describe('the decision inspector', () => {
       plan: { enabled: false },
       predictor: heuristicPredictor(),
       policy: 'least-loaded',
+      // Both score 1 on load (all free): the picker breaks the tie with the RNG, here towards the first, the dead one
+      // (a tie replaces the best so far when rng() × ties < 1).
+      rng: () => 0.99,
       dashboard: { enabled: true },
     });
     cleanups.push(() => router.close());
