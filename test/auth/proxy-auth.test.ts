@@ -204,6 +204,21 @@ describe('admin routes', () => {
     expect((await fetch(`${url}/metrics`)).status).toBe(401);
     expect((await fetch(`${url}/metrics`, { headers: { 'api-key': KEYS.admin } })).status).toBe(200);
   });
+
+  it("guards the dashboard's data with the admin key; the page itself holds none", async () => {
+    const be = await backend();
+    const config = fleetConfig([{ id: 'b1', baseURL: be.baseURL, models: ['m'] }], { auth: KEYED, plan: { enabled: false }, dashboard: { enabled: true } });
+    const proxy = await proxyFor(config, { predictor: heuristicPredictor() });
+    cleanups.push(() => proxy.shutdown(0));
+    const page = await fetch(`${proxy.url}/dashboard`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('#key=');
+    expect((await fetch(`${proxy.url}/dashboard/api/state`)).status).toBe(401);
+    expect((await fetch(`${proxy.url}/dashboard/api/state`, { headers: bearer(KEYS.alice) })).status).toBe(403);
+    const state = await fetch(`${proxy.url}/dashboard/api/state`, { headers: bearer(KEYS.admin) });
+    expect(state.status).toBe(200);
+    expect(await state.json()).toHaveProperty('backends');
+  });
 });
 
 describe('rate limits', () => {
