@@ -1,6 +1,4 @@
-import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { CHART_JS_MISSING, chartJsBundle } from '../chart-js.js';
 import { dashboardDisabled } from '../errors.js';
 import type { InfoResponse } from '../http/routes.js';
 import type { Router } from '../router.js';
@@ -9,32 +7,13 @@ import { CLIENT_SCRIPT_HASH, dashboardPage } from './page.js';
 /** The dashboard's routes in the shared route table (see http/routes.ts). */
 export type DashboardRouteKind = 'dashboard' | 'dashboard-state' | 'dashboard-chart';
 
-const NO_CHARTS = 'Charts are off: chart.js is not installed (an optional peer dependency of freesh: npm install chart.js). The tables below still update live.';
+const NO_CHARTS = `Charts are off: ${CHART_JS_MISSING}. The tables below still update live.`;
 
 /**
  * The page's security policy: scripts only from the proxy and the page's own (by its hash), data
  * only from the proxy — no request leaves it, and nothing injected into the page would run.
  */
 const CSP = `default-src 'none'; script-src 'self' '${CLIENT_SCRIPT_HASH}'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`;
-
-let chartBundle: Promise<string | undefined> | undefined;
-
-/** Chart.js's browser bundle from node_modules, read once; undefined where it is not installed. */
-export function chartJsBundle(): Promise<string | undefined> {
-  chartBundle ??= (async () => {
-    let entry: string;
-    try {
-      entry = createRequire(import.meta.url).resolve('chart.js');
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'MODULE_NOT_FOUND') throw err;
-      console.warn(`freesh: the dashboard has no charts: ${NO_CHARTS}`);
-      return undefined;
-    }
-    // The package exports no path to its browser bundle; it sits beside the CommonJS entry.
-    return readFile(join(dirname(entry), 'chart.umd.min.js'), 'utf8');
-  })();
-  return chartBundle;
-}
 
 /** Answers the dashboard's routes: 404 (as for any unknown path) while `dashboard.enabled` is off. */
 export async function dashboardInfo(router: Router, kind: DashboardRouteKind, path: string): Promise<InfoResponse> {
@@ -44,7 +23,7 @@ export async function dashboardInfo(router: Router, kind: DashboardRouteKind, pa
     return { status: 404, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) }, body };
   }
   if (kind === 'dashboard-state') return answer(200, 'application/json', JSON.stringify(dashboard.state()), { 'cache-control': 'no-store' });
-  const bundle = await chartJsBundle();
+  const bundle = await chartJsBundle('dashboard');
   if (kind === 'dashboard-chart') {
     if (bundle === undefined) return answer(404, 'text/javascript; charset=utf-8', `/* ${NO_CHARTS} */\n`, {});
     return answer(200, 'text/javascript; charset=utf-8', bundle, { 'cache-control': 'public, max-age=3600' });

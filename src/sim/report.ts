@@ -1,6 +1,4 @@
-import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { CHART_JS_MISSING, chartJsBundle } from '../chart-js.js';
 import type { RunMetrics } from './evaluate.js';
 import type { Evaluation } from './harness.js';
 
@@ -64,38 +62,12 @@ export function evaluationJson(evaluation: Evaluation): unknown {
   };
 }
 
-/** Why the report has no charts, said on stderr and in the page. */
-const NO_CHARTS = 'chart.js is not installed (an optional peer dependency of freesh: npm install chart.js to have them)';
-
-let chartBundle: Promise<string | undefined> | undefined;
-
-/**
- * Chart.js's browser bundle, or undefined where it is not installed: it is an optional peer
- * dependency, kept off the router's install, and only this report needs it. Read once per process,
- * so a missing copy is told once however many reports are written.
- */
-function chartJs(): Promise<string | undefined> {
-  chartBundle ??= (async () => {
-    let entry: string;
-    try {
-      entry = createRequire(import.meta.url).resolve('chart.js');
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'MODULE_NOT_FOUND') throw err;
-      console.warn(`freesh: the HTML report has no charts: ${NO_CHARTS}`);
-      return undefined;
-    }
-    // The package exports no path to its browser bundle; it sits beside the CommonJS entry.
-    return readFile(join(dirname(entry), 'chart.umd.min.js'), 'utf8');
-  })();
-  return chartBundle;
-}
-
 /**
  * A self-contained HTML report: Chart.js is inlined, so the file opens anywhere without a network.
  * Without chart.js installed, the report has the table and notes and says why the charts are missing.
  */
 export async function htmlReport(evaluation: Evaluation, notes: readonly string[] = []): Promise<string> {
-  const bundle = await chartJs();
+  const bundle = await chartJsBundle('HTML report');
   const table = markdownTable(evaluation)
     .split('\n')
     .filter((line, i) => i !== 1)
@@ -115,7 +87,7 @@ table{border-collapse:collapse;font-size:12px;margin:1rem 0}td,th{border:1px sol
 utilisation ${(evaluation.utilisation * 100).toFixed(0)}%.</p>
 ${notes.map((n) => `<p>${escape(n)}</p>`).join('\n')}
 <table>${table}</table>
-${bundle === undefined ? `<p class="missing">No charts: ${escape(NO_CHARTS)}.</p>\n` : chartsHtml(evaluation, bundle)}</body></html>
+${bundle === undefined ? `<p class="missing">No charts: ${escape(CHART_JS_MISSING)}.</p>\n` : chartsHtml(evaluation, bundle)}</body></html>
 `;
 }
 
