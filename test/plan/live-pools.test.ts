@@ -9,18 +9,10 @@ import { DEFAULT_SLO_CLASSES } from '../../src/request/slo.js';
 import { VirtualClock } from '../../src/sim/virtual-clock.js';
 import { MemoryStateStore } from '../../src/state/memory-store.js';
 import type { Backend } from '../../src/types.js';
+import { backend as fixtureBackend } from '../helpers/fixtures.js';
 
-const backend = (id: string, siteId: string): Backend => ({
-  id,
-  site: { id: siteId, region: siteId, gramsPerKWh: 0, pue: 1.2 },
-  baseURL: 'http://x/v1',
-  models: new Set(['m']),
-  maxConcurrency: 32,
-  prefillChunkTokens: 512,
-  forwardPriority: false,
-  profile: BUILTIN_PROFILES['4xA100']!,
-  apiKey: undefined,
-});
+const backend = (id: string, siteId: string): Backend =>
+  fixtureBackend(id, { site: { id: siteId, region: siteId, gramsPerKWh: 0, pue: 1.2 }, maxConcurrency: 32, profile: BUILTIN_PROFILES['4xA100']! });
 const STEP_MS = 30_000;
 const A100 = 'A100-80GB';
 const running: PoolPlanner[] = [];

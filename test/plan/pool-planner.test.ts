@@ -12,18 +12,10 @@ import { VirtualClock } from '../../src/sim/virtual-clock.js';
 import { MemoryStateStore } from '../../src/state/memory-store.js';
 import type { PlanRecord, PublishedPlan } from '../../src/state/store.js';
 import type { Backend } from '../../src/types.js';
+import { backend as fixtureBackend } from '../helpers/fixtures.js';
 
-const backend = (id: string, siteId: string): Backend => ({
-  id,
-  site: { id: siteId, region: siteId, gramsPerKWh: 0, pue: 1.2 },
-  baseURL: 'http://x/v1',
-  models: new Set(['m']),
-  maxConcurrency: 32,
-  prefillChunkTokens: 512,
-  forwardPriority: false,
-  profile: BUILTIN_PROFILES['4xA100']!,
-  apiKey: undefined,
-});
+const backend = (id: string, siteId: string): Backend =>
+  fixtureBackend(id, { site: { id: siteId, region: siteId, gramsPerKWh: 0, pue: 1.2 }, maxConcurrency: 32, profile: BUILTIN_PROFILES['4xA100']! });
 const BACKENDS = [backend('clean', 'fr'), backend('dirty', 'de')];
 const carbon = { gramsPerKWh: (site: string) => (site === 'fr' ? 50 : 500) };
 const STEP_MS = 30_000;
