@@ -80,36 +80,40 @@ function stepOf(text: string, file: string, line: number): number {
   return step;
 }
 
-/** `step,type,qps` into requests/s per type per step; a (step, type) not listed is 0. */
-export function parseDemandCsv(text: string, file: string, types: readonly string[]): Record<string, number>[] {
+/**
+ * Rows of `step,<key>,<value>` into value per key per step, each key one of `keys` and listed once
+ * per step; a (step, key) not listed is absent. Errors name the file and line.
+ */
+function parseStepCsv(
+  text: string,
+  file: string,
+  columns: readonly [string, string, string],
+  keys: readonly string[],
+  value: { readonly what: string; readonly valid: (n: number) => boolean },
+): Record<string, number>[] {
+  const [, keyName, valueName] = columns;
   const steps: Record<string, number>[] = [];
-  for (const { line, cells } of csvRows(text, file, ['step', 'type', 'qps'])) {
-    const [stepText, type, qpsText] = cells as [string, string, string];
+  for (const { line, cells } of csvRows(text, file, columns)) {
+    const [stepText, key, valueText] = cells as [string, string, string];
     const step = stepOf(stepText, file, line);
-    if (!types.includes(type)) throw new ConfigError(`${file} line ${line}: type must be one of the fleet's types (${types.join(', ')}), got \`${type}\``);
-    const qps = Number(qpsText);
-    if (qpsText === '' || !Number.isFinite(qps) || qps < 0) throw new ConfigError(`${file} line ${line}: qps must be a non-negative number, got \`${qpsText}\``);
+    if (!keys.includes(key)) throw new ConfigError(`${file} line ${line}: ${keyName} must be one of the fleet's ${keyName}s (${keys.join(', ')}), got \`${key}\``);
+    const n = Number(valueText);
+    if (valueText === '' || !Number.isFinite(n) || !value.valid(n)) throw new ConfigError(`${file} line ${line}: ${valueName} must be ${value.what}, got \`${valueText}\``);
     for (let s = steps.length; s <= step; s++) steps.push({});
-    if (steps[step]![type] !== undefined) throw new ConfigError(`${file} line ${line}: step ${step} type ${type} is listed twice`);
-    steps[step]![type] = qps;
+    if (steps[step]![key] !== undefined) throw new ConfigError(`${file} line ${line}: step ${step} ${keyName} ${key} is listed twice`);
+    steps[step]![key] = n;
   }
   return steps;
 }
 
+/** `step,type,qps` into requests/s per type per step; a (step, type) not listed is 0. */
+export function parseDemandCsv(text: string, file: string, types: readonly string[]): Record<string, number>[] {
+  return parseStepCsv(text, file, ['step', 'type', 'qps'], types, { what: 'a non-negative number', valid: (n) => n >= 0 });
+}
+
 /** `step,site,gramsPerKWh` into intensity per site per step; negative values (marginal rates) are kept. */
 export function parseCarbonCsv(text: string, file: string, sites: readonly string[]): Record<string, number>[] {
-  const steps: Record<string, number>[] = [];
-  for (const { line, cells } of csvRows(text, file, ['step', 'site', 'gramsPerKWh'])) {
-    const [stepText, site, gramsText] = cells as [string, string, string];
-    const step = stepOf(stepText, file, line);
-    if (!sites.includes(site)) throw new ConfigError(`${file} line ${line}: site must be one of the fleet's sites (${sites.join(', ')}), got \`${site}\``);
-    const grams = Number(gramsText);
-    if (gramsText === '' || !Number.isFinite(grams)) throw new ConfigError(`${file} line ${line}: gramsPerKWh must be a number, got \`${gramsText}\``);
-    for (let s = steps.length; s <= step; s++) steps.push({});
-    if (steps[step]![site] !== undefined) throw new ConfigError(`${file} line ${line}: step ${step} site ${site} is listed twice`);
-    steps[step]![site] = grams;
-  }
-  return steps;
+  return parseStepCsv(text, file, ['step', 'site', 'gramsPerKWh'], sites, { what: 'a number', valid: () => true });
 }
 
 /**
