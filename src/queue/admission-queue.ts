@@ -119,11 +119,12 @@ export class AdmissionQueue {
 
   /** Waits for a slot. Resolves with the lease it is admitted with; rejects with 503 or 429 (see `refusal`), 504 or 499. */
   wait(ticket: Ticket): Promise<Lease> {
+    // A client already gone displaces nobody.
+    if (ticket.signal?.aborted) return Promise.reject(clientAborted());
     // At its class's limit, an arrival takes the place of a waiter of a lower class, if any.
     if (this.#waiting === this.#limitOf(ticket.tag)) this.#displaceBelow(ticket.tag);
     const refusal = this.refusal(ticket.tag);
     if (refusal) return Promise.reject(refusal);
-    if (ticket.signal?.aborted) return Promise.reject(clientAborted());
     const { clock, maxWaitMs, fairShare } = this.#options;
     const tenant = fairShare ? (ticket.tenant ?? NO_TENANT) : NO_TENANT;
     return new Promise<Lease>((resolve, reject) => {

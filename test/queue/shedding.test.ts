@@ -115,6 +115,24 @@ describe('load shedding in the router', () => {
     expect(env.upstream.labels()).toEqual(['running', 'i1', 'i2', 'i3', 'i4', 'i5']);
   });
 
+  it('a client already gone when it reaches its class\'s limit displaces nobody', async () => {
+    const env = oneSlotRouter({ limits: { maxQueueLength: 5 }, fairness: { enabled: false } });
+    const sends = [env.send('running', { slo: 'batch' })];
+    await env.sent(1);
+    for (const [i, label] of ['b1', 'b2', 'b3'].entries()) {
+      sends.push(env.send(label, { slo: 'batch' }));
+      await env.queued(i + 1);
+    }
+    sends.push(env.send('s1', { slo: 'standard' }));
+    await env.queued(4);
+    // Standard may find 4 waiting: a live arrival would take b3's place; one whose client left is refused 499.
+    const gone = new AbortController();
+    gone.abort();
+    await expect(env.router.dispatch({ ...env.call('s2', { slo: 'standard' }), signal: gone.signal })).rejects.toMatchObject({ status: 499 });
+    await env.queued(4);
+    expect(await env.serveAll(sends)).toEqual([200, 200, 200, 200, 200]);
+  });
+
   it('with shareStep 0, every class queues until the queue is full', async () => {
     const env = oneSlotRouter({ limits: { maxQueueLength: 2 }, overload: { shareStep: 0 } });
     const sends = [env.send('running', { slo: 'batch' })];
