@@ -242,13 +242,18 @@ function untilSignal(proxy: RunningProxy, logger: Logger, reload?: () => Promise
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
       process.off('SIGHUP', hup);
+      // Still handled while draining: Node's default action for SIGHUP would end the process and cut the drain.
+      const ignoreHup = (): void => void logger.warn({ event: 'reload' }, 'SIGHUP while draining: ignored');
+      process.on('SIGHUP', ignoreHup);
       logger.info({ event: 'drain', inFlight: proxy.router.inFlight }, `${signal}: draining ${proxy.router.inFlight} in-flight request(s)…`);
       proxy.shutdown().then(
         () => {
+          process.off('SIGHUP', ignoreHup);
           logger.info({ event: 'stopped' }, 'stopped');
           resolve(0);
         },
         (err: unknown) => {
+          process.off('SIGHUP', ignoreHup);
           logger.error({ event: 'stopped', err }, 'shutdown failed');
           resolve(1);
         },
