@@ -11,7 +11,7 @@ import type { Clock, Timer } from '../clock.js';
 import type { FrequencyModel } from '../cost/frequency.js';
 import { decodePowerAtW } from '../cost/profiles.js';
 import type { ReceivedTelemetry, StateStore } from '../state/store.js';
-import type { Backend } from '../types.js';
+import type { Backend, RoutingRequest } from '../types.js';
 import type { AbortEvent, CompletionEvent, LifecyclePlugin, RequestEvent, SendEvent } from './lifecycle.js';
 
 /**
@@ -53,7 +53,8 @@ interface Running {
 }
 
 interface PerBackend {
-  readonly running: Map<string, Running>;
+  /** Keyed by the request itself: its id is the client's `x-request-id`, which two requests may share. */
+  readonly running: Map<RoutingRequest, Running>;
   /** Least headroom of requests finished since the last publication. */
   finished: number | undefined;
 }
@@ -109,7 +110,7 @@ export class AgentTelemetry implements LifecyclePlugin {
 
   send(event: SendEvent): void {
     const { request, placement, nowMs } = event;
-    this.#backends.get(placement.backend.id)?.running.set(request.id, {
+    this.#backends.get(placement.backend.id)?.running.set(request, {
       deadlineMs: placement.deadlineMs,
       arrivalMs: request.arrivalMs,
       sentMs: nowMs,
@@ -120,15 +121,15 @@ export class AgentTelemetry implements LifecyclePlugin {
   }
 
   firstByte(event: RequestEvent): void {
-    const running = this.#backends.get(event.placement.backend.id)?.running.get(event.request.id);
+    const running = this.#backends.get(event.placement.backend.id)?.running.get(event.request);
     if (running) running.firstByteMs = event.nowMs;
   }
 
   complete(event: CompletionEvent): void {
     const state = this.#backends.get(event.placement.backend.id);
-    const running = state?.running.get(event.request.id);
+    const running = state?.running.get(event.request);
     if (!state || !running) return;
-    state.running.delete(event.request.id);
+    state.running.delete(event.request);
     if (event.outcome !== 'completed') return;
     let headroom = requestHeadroom(running.deadlineMs, running.arrivalMs, event.nowMs, 0);
     // The time between tokens it got, against its class's target: what a clock cut stretches first.
@@ -141,7 +142,7 @@ export class AgentTelemetry implements LifecyclePlugin {
   }
 
   abort(event: AbortEvent): void {
-    this.#backends.get(event.placement.backend.id)?.running.delete(event.request.id);
+    this.#backends.get(event.placement.backend.id)?.running.delete(event.request);
   }
 
   /** The least headroom on a backend now (see SloSignal); undefined when nothing ran since the last publication. */
