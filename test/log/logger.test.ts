@@ -81,7 +81,7 @@ describe('structured logs', () => {
     cleanups.push(logRouterEvents(logger));
     logger.info(
       {
-        headers: { authorization: `Bearer ${CLIENT_KEY}`, 'x-api-key': CLIENT_KEY, accept: 'json' },
+        headers: { authorization: `Bearer ${CLIENT_KEY}`, 'x-api-key': CLIENT_KEY, 'api-key': CLIENT_KEY, accept: 'json' },
         backends: [{ id: 'b1', apiKey: BACKEND_KEY }],
         sites: [{ id: 's', carbon: { provider: 'watttime', username: 'u', password: 'SECRET-pw' } }],
         apiKey: BACKEND_KEY,
@@ -92,7 +92,7 @@ describe('structured logs', () => {
     publishBackendEvent({ kind: 'restored', backendId: 'b1', reason: 'probe passed' });
     const [config, failover, restored] = lines.map((l) => JSON.parse(l) as Record<string, any>);
     expect(lines.join('')).not.toContain('SECRET');
-    expect(config).toMatchObject({ headers: { authorization: '[redacted]', 'x-api-key': '[redacted]', accept: 'json' }, backends: [{ id: 'b1', apiKey: '[redacted]' }], apiKey: '[redacted]' });
+    expect(config).toMatchObject({ headers: { authorization: '[redacted]', 'x-api-key': '[redacted]', 'api-key': '[redacted]', accept: 'json' }, backends: [{ id: 'b1', apiKey: '[redacted]' }], apiKey: '[redacted]' });
     expect(config!.sites[0].carbon.password).toBe('[redacted]');
     expect(failover).toMatchObject({ level: 40, event: 'backend-failover', backendId: 'b1', requestId: 'req-9', msg: 'backend b1 failover: ECONNREFUSED' });
     expect(restored).toMatchObject({ level: 30, event: 'backend-restored', backendId: 'b1' });
